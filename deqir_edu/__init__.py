@@ -1,0 +1,60 @@
+"""deqir-edu: a small, readable companion package for DeqIR (Cao et al., CVPR 2024).
+
+Images are tensors of shape ``(B, C, H, W)`` with values in ``[-1, 1]``.  Public names are
+imported lazily so that ``import deqir_edu`` stays fast and never imports optional libraries.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # schedules
+    "linear_betas": "schedules",
+    "alphas_cumprod": "schedules",
+    "ddim_timesteps": "schedules",
+    "chain_coefficients": "schedules",
+    # operators
+    "make_operator": "operators",
+    "Operator": "operators",
+    "TASKS": "operators",
+    # exact prior
+    "GaussianMixturePrior": "prior",
+    # samplers
+    "ClippedModel": "samplers",
+    "draw_noises": "samplers",
+    "ddim_sample": "samplers",
+    "ddnm_sample": "samplers",
+    "deqir_sample": "samplers",
+    # fixed point and solvers
+    "FixedPointMap": "fixed_point",
+    "picard": "solvers",
+    "anderson": "solvers",
+    # inversion
+    "deq_invert": "inversion",
+    # metrics
+    "psnr": "metrics",
+    "ssim": "metrics",
+    "consistency": "metrics",
+    # models
+    "load_model": "zoo",
+    "load_testset": "datasets",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'deqir_edu' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"deqir_edu.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
