@@ -39,8 +39,11 @@ _EXPORTS: dict[str, str] = {
     "psnr": "metrics",
     "ssim": "metrics",
     "consistency": "metrics",
+    "LPIPS": "lpips",
+    "lpips_available": "lpips",
     # models
     "load_model": "zoo",
+    "DiffusionModel": "diffusion_model",
     "load_testset": "datasets",
 }
 
