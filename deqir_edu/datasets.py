@@ -101,7 +101,7 @@ def fashion_mnist(split: str = "train", root: str | Path | None = None) -> tuple
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
     """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` -> float32 ``(N, C, H, W)`` in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).float() / 127.5 - 1.0
+    x = torch.from_numpy(np.array(images, dtype=np.float32)) / 127.5 - 1.0
     return x[:, None] if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 __all__ = ["box_mask", "random_mask", "stripes_mask", "text_mask", "MASKS"]
@@ -100,7 +101,7 @@ def text_mask(h: int, w: int, text: str = _DEFAULT_TEXT, scale: int | None = Non
     for k, top in enumerate(range(1, ch, line_height)):
         start = (7 * k) % len(text)  # shift every line so the strokes do not align in columns
         draw.text((1, top), long_text[start:], fill=255, font=font)
-    strokes = torch.tensor(list(canvas.getdata()), dtype=torch.float64).reshape(ch, cw) > 0
+    strokes = torch.from_numpy(np.asarray(canvas, dtype=np.uint8).copy()) > 0  # (ch, cw)
     strokes = strokes.repeat_interleave(scale, 0).repeat_interleave(scale, 1)[:h, :w]
     return (~strokes).to(torch.float64)
 

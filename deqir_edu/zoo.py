@@ -17,7 +17,8 @@ Notation (code name -> meaning)
     spec.config        the original code's flags, passed to ``ADMUNet/DDPMUNet.from_config``
     spec.image_shape   (C, H, W) of the images the network models
     spec.learn_sigma   True if the network outputs 2C channels (eps and the variance v; only eps is used)
-    alphas_cumprod     abar_t, Eq. (2): all zoo models use the linear beta schedule 1e-4..0.02, 1000 steps
+    spec.schedule      (steps, beta_start, beta_end) of the linear betas; abar_t of Eq. (2) follows
+                       (all zoo models: 1000 steps, 1e-4..0.02)
 
 Model-config JSON (``deqir_edu/configs/*.json``, ``data/models/<name>.json``, or next to a user's
 checkpoint ``foo.pt`` as ``foo.json``)::
@@ -53,6 +54,7 @@ class ModelSpec:
     config: dict[str, Any]
     image_shape: tuple[int, int, int]
     learn_sigma: bool
+    schedule: tuple[int, float, float] = (1000, 1e-4, 0.02)  # linear betas: steps, beta_start, beta_end
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,8 @@ class ZooEntry:
         return f"https://drive.google.com/uc?id={self.gdrive_id}" if self.gdrive_id else self.url
 
     def spec(self) -> ModelSpec:
+        if self.embedded:  # the JSON the trainer writes next to the weights, else the weights' metadata
+            return _find_spec(self.path, self.config_path if self.config_path.is_file() else None)
         if not self.config_path.is_file():
             raise FileNotFoundError(f"config of model {self.name!r} not found at {self.config_path}")
         return parse_spec(json.loads(self.config_path.read_text()), source=str(self.config_path))
@@ -177,31 +181,46 @@ def fetch(name: str, progress: bool = True) -> Path:
 
 
 def parse_spec(d: Mapping[str, Any], source: str = "config") -> ModelSpec:
-    """Read a model-config JSON (see the module docstring) or a bare flag dict into a ``ModelSpec``."""
-    cfg = next((d[k] for k in ("config", "model", "network") if isinstance(d.get(k), Mapping)), d)
-    arch = d.get("architecture") or cfg.get("architecture")
+    """Read a model-config JSON (see the module docstring), a training config/summary of
+    ``deqir_edu.training`` (flags nested under "config"/"model"), or a bare flag dict."""
+    levels = [d]  # outer dicts first, the network flags last
+    while (inner := next((levels[-1][k] for k in ("config", "model", "network")
+                          if isinstance(levels[-1].get(k), Mapping)), None)) is not None:
+        levels.append(inner)
+    cfg = dict(levels[-1])
+
+    def find(key: str, default: Any = None) -> Any:
+        return next((lv[key] for lv in levels if key in lv), default)
+
+    arch = find("architecture")
     if arch is None:  # guess from the flag names of the original code
         arch = "ddpm" if ("ch" in cfg or cfg.get("type") == "simple") else "adm" if "num_channels" in cfg else None
     if arch not in ("adm", "ddpm"):
         raise ValueError(f"{source}: unknown architecture {arch!r}; set \"architecture\" to \"adm\" or \"ddpm\"")
-    cfg = {k: v for k, v in cfg.items() if k != "architecture"}
-    for key, want in (("noise_schedule", "linear"), ("beta_schedule", "linear")):
-        if cfg.get(key, want) != want:
-            raise ValueError(f"{source}: {key}={cfg[key]!r} is not supported; the zoo uses the linear schedule")
+    cfg.pop("architecture", None)
+    for key in ("noise_schedule", "beta_schedule"):
+        if find(key, "linear") != "linear":
+            raise ValueError(f"{source}: {key}={find(key)!r} is not supported; the zoo uses linear beta schedules")
+    sched = find("schedule", {})
+    schedule = (
+        int(sched.get("n_train", find("num_diffusion_timesteps", find("diffusion_steps", 1000)))),
+        float(sched.get("beta_start", find("beta_start", 1e-4))),
+        float(sched.get("beta_end", find("beta_end", 0.02))),
+    )
+    in_ch = int(cfg.get("in_channels", cfg.get("channels", 3)))
     if arch == "adm":
-        learn_sigma = bool(d.get("learn_sigma", cfg.get("learn_sigma", False)))
+        learn_sigma = bool(find("learn_sigma", False))
     else:
-        learn_sigma = bool(d.get("learn_sigma", cfg.get("out_ch", 3) == 2 * cfg.get("in_channels", 3)))
-    if "image_shape" in d:
-        shape = tuple(int(s) for s in d["image_shape"])
+        learn_sigma = bool(find("learn_sigma", cfg.get("out_ch", in_ch) == 2 * in_ch))
+    if find("image_shape") is not None:
+        shape = tuple(int(s) for s in find("image_shape"))
+    elif "image_size" in cfg:
+        shape = (in_ch, int(cfg["image_size"]), int(cfg["image_size"]))
     else:
-        if "image_size" not in cfg:
-            raise ValueError(f"{source}: give \"image_shape\": [C, H, W] or the flag \"image_size\"")
-        c = int(cfg.get("in_channels", cfg.get("channels", 3)))
-        shape = (c, int(cfg["image_size"]), int(cfg["image_size"]))
+        raise ValueError(f"{source}: give \"image_shape\": [C, H, W] or the flag \"image_size\"")
     if len(shape) != 3:
         raise ValueError(f"{source}: image_shape must be [C, H, W], got {list(shape)}")
-    return ModelSpec(arch, dict(cfg), shape, learn_sigma)  # type: ignore[arg-type]
+    return ModelSpec(arch, cfg, shape, learn_sigma, schedule)  # type: ignore[arg-type]
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -219,8 +238,11 @@ def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
             return dict(dicts[-1] if set(dicts[-1]) == set(dicts[0]) else dicts[0])
     if isinstance(obj, Mapping):
         for key in ("ema", "ema_state_dict", "state_dict", "model", "model_state_dict", "net"):
-            if key in obj:
-                return _unwrap(obj[key], source)
+            if isinstance(obj.get(key), (Mapping, list, tuple)):
+                try:
+                    return _unwrap(obj[key], source)
+                except ValueError:  # e.g. "ema" holds only the EMA rate: try the next key
+                    continue
     keys = list(obj)[:8] if isinstance(obj, Mapping) else type(obj).__name__
     raise ValueError(f"{source}: no state dict (name -> tensor) found in the checkpoint; top level: {keys}")
 
@@ -253,8 +275,15 @@ def _find_spec(path: Path, config: Mapping[str, Any] | str | Path | None) -> Mod
     for cand in (path.with_suffix(".json"), path.with_name(path.stem + ".config.json"), path.with_name("config.json")):
         if cand.is_file():
             return parse_spec(json.loads(cand.read_text()), str(cand))
+    if path.suffix == ".safetensors":  # deqir_edu.training stores its config in the metadata too
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if "config" in meta:
+            return parse_spec(json.loads(meta["config"]), f"metadata of {path}")
     for e in ZOO.values():  # a zoo file placed anywhere by hand
-        if e.filename == path.name:
+        if e.filename == path.name and not e.embedded:
             return e.spec()
     raise ValueError(
         f"no config found for {path}: write a JSON file {path.with_suffix('.json')} like "
@@ -333,7 +362,7 @@ def _wrap(net: torch.nn.Module, spec: ModelSpec):
     from .diffusion_model import DiffusionModel
     from .schedules import alphas_cumprod, linear_betas
 
-    abar = alphas_cumprod(linear_betas(1000, 1e-4, 0.02))  # Eq. (2), float64 (1000,)
+    abar = alphas_cumprod(linear_betas(*spec.schedule))  # Eq. (2), float64 (1000,)
     model = DiffusionModel(net, image_shape=spec.image_shape, alphas_cumprod=abar)
     if model.learn_sigma != spec.learn_sigma:
         raise ValueError(

@@ -22,6 +22,7 @@ from deqir_edu.cli import main
 from deqir_edu.diffusion_model import DiffusionModel
 from deqir_edu.download import sidecar_path
 from deqir_edu.networks import ADMUNet, DDPMUNet
+from deqir_edu.schedules import alphas_cumprod, linear_betas
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_ADM = {  # 8 x 8 images, two levels, attention at 4 x 4, learn_sigma: 6 output channels
@@ -158,9 +159,10 @@ def test_reference_checkpoints_load_from_path_in_original_formats(tmp_path, key)
         path = tmp_path / "ref.pt"
         torch.save({"state_dict": {"module." + k: v for k, v in ref["state_dict"].items()}, "step": 5}, path)
         (tmp_path / "ref.json").write_text(json.dumps(ref["config"]))
-    else:  # DDIM training list [model, optimizer, epoch, step, ema] with ema = model here
+    else:  # DDIM training list [model, optimizer, epoch, step, ema]: the EMA (last) weights are the ones used
         path = tmp_path / "ref.ckpt"
-        torch.save([ref["state_dict"], {"state": {}, "param_groups": []}, 1, 2, ref["state_dict"]], path)
+        raw = {k: torch.zeros_like(v) for k, v in ref["state_dict"].items()}
+        torch.save([raw, {"state": {}, "param_groups": []}, 1, 2, ref["state_dict"]], path)
         (tmp_path / "ref.json").write_text(json.dumps({"architecture": "ddpm", "config": ref["config"]}))
     model = zoo.load_model(str(path))
     assert model.image_shape == (3, 32, 32)
@@ -177,7 +179,9 @@ def test_embedded_model_from_safetensors(tmp_path) -> None:
     net = _tiny(ADMUNet, cfg)
     models.mkdir(parents=True)
     save_file(net.state_dict(), str(models / "fashion32.safetensors"))
-    (models / "fashion32.json").write_text(json.dumps({"architecture": "adm", "config": cfg}))
+    train_cfg = {"name": "fashion32", "model": cfg, "data": {"kind": "fashion_mnist"}, "steps": 3,
+                 "schedule": {"n_train": 1000, "beta_start": 1e-4, "beta_end": 0.02}}
+    (models / "fashion32.json").write_text(json.dumps({"config": train_cfg, "run": {"loss": 0.1}}))  # as training writes
     model = zoo.load_model("fashion32")
     assert model.image_shape == (1, 8, 8) and not model.learn_sigma
     x, t = _inputs(c=1)
@@ -186,6 +190,22 @@ def test_embedded_model_from_safetensors(tmp_path) -> None:
     row = next(r for r in zoo.list_models() if r["name"] == "fashion32")
     assert row["available"] and row["status"] == "present"
     assert row["size"] == (models / "fashion32.safetensors").stat().st_size
+
+
+def test_embedded_config_from_safetensors_metadata(tmp_path) -> None:
+    """Without a JSON next to it, the config stored in the weights' metadata is used, schedule included."""
+    cfg = {**TINY_ADM, "learn_sigma": False}
+    net = _tiny(ADMUNet, cfg)
+    models = tmp_path / "data" / "models"
+    models.mkdir(parents=True)
+    meta = {"config": json.dumps({"name": "photo32", "model": cfg, "schedule": {"n_train": 500, "beta_end": 0.03}})}
+    save_file(net.state_dict(), str(models / "photo32.safetensors"), metadata=meta)
+    model = zoo.load_model("photo32")
+    assert model.image_shape == (3, 8, 8)
+    torch.testing.assert_close(model.alphas_cumprod, alphas_cumprod(linear_betas(500, 1e-4, 0.03)), rtol=0, atol=0)
+    x, t = _inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t), net(x, t), rtol=0, atol=1e-6)
 
 
 def test_google_drive_entry_gives_link_and_path(tmp_path) -> None:
