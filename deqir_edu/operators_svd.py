@@ -78,7 +78,7 @@ def blur_matrix(kernel: torch.Tensor, n: int) -> torch.Tensor:
     r = size // 2
     m = torch.zeros(n, n, dtype=torch.float64)
     for i in range(n):
-        for j in range(max(0, i - r), min(n, i + r)):
+        for j in range(max(0, i - r), min(n, i + r + 1)):
             m[i, j] = kernel[j - i + r]
     return m
 

@@ -25,7 +25,9 @@ checkpoint ``foo.pt`` as ``foo.json``)::
 
     {"architecture": "adm", "image_shape": [3, 256, 256], "learn_sigma": true, "config": {...flags...}}
 
-A bare flag dict also works (the architecture is then guessed from the flag names).
+A bare flag dict also works (the architecture is then guessed from the flag names), and so do the
+``{name}.json`` that ``deqir_edu.training`` writes next to its weights (flags under "config" ->
+"model") and the config it stores in the ``.safetensors`` metadata.
 """
 from __future__ import annotations
 
@@ -34,13 +36,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .download import cache_dir, download, verify
 
-__all__ = ["ZooEntry", "ModelSpec", "ZOO", "data_dir", "list_models", "fetch", "load_model", "load_state_dict"]
+if TYPE_CHECKING:
+    from .diffusion_model import DiffusionModel
+
+__all__ = ["ZooEntry", "ModelSpec", "ZOO", "data_dir", "list_models", "fetch", "load_model", "load_state_dict",
+           "parse_spec", "build_network"]
 
 _CONFIGS = Path(__file__).resolve().parent / "configs"
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
@@ -323,12 +329,13 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     config: Mapping[str, Any] | str | Path | None = None,
     progress: bool = True,
-):
+) -> DiffusionModel:
     """Load a zoo model by name, or a checkpoint file by path, as an eps-model in eval mode.
 
     A path takes a ``.pt``/``.ckpt`` (``torch.load(weights_only=True)``; a state dict, possibly
-    nested under "state_dict"/"model"/"ema", "module." prefixes removed) or a ``.safetensors``, with
-    its model-config JSON next to it (``foo.json``) or given as ``config``.  The state dict must
+    nested under "state_dict"/"model"/"ema" or a DDIM training list, "module." prefixes removed) or a
+    ``.safetensors``, with its model-config JSON next to it (``foo.json``) or given as ``config``.
+    A zoo name is downloaded on first use (cached, sha256-checked on every load).  The state dict must
     match the network exactly (strict load; otherwise a ``ValueError`` lists missing and unexpected
     keys).  Returns a ``DiffusionModel``: ``model(x_t (B, C, H, W), t (B,)) -> eps (B, C, H, W)``,
     with ``model.image_shape`` and ``model.alphas_cumprod``; its parameters do not require grad.
@@ -358,7 +365,7 @@ def load_model(
     return _wrap(net, spec)
 
 
-def _wrap(net: torch.nn.Module, spec: ModelSpec):
+def _wrap(net: torch.nn.Module, spec: ModelSpec) -> DiffusionModel:
     from .diffusion_model import DiffusionModel
     from .schedules import alphas_cumprod, linear_betas
 

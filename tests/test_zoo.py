@@ -181,7 +181,8 @@ def test_embedded_model_from_safetensors(tmp_path) -> None:
     save_file(net.state_dict(), str(models / "fashion32.safetensors"))
     train_cfg = {"name": "fashion32", "model": cfg, "data": {"kind": "fashion_mnist"}, "steps": 3,
                  "schedule": {"n_train": 1000, "beta_start": 1e-4, "beta_end": 0.02}}
-    (models / "fashion32.json").write_text(json.dumps({"config": train_cfg, "run": {"loss": 0.1}}))  # as training writes
+    # the JSON deqir_edu.training writes next to the weights: {"config": training config, "run": summary}
+    (models / "fashion32.json").write_text(json.dumps({"config": train_cfg, "run": {"loss": 0.1}}))
     model = zoo.load_model("fashion32")
     assert model.image_shape == (1, 8, 8) and not model.learn_sigma
     x, t = _inputs(c=1)
@@ -203,7 +204,7 @@ def test_embedded_config_from_safetensors_metadata(tmp_path) -> None:
     model = zoo.load_model("photo32")
     assert model.image_shape == (3, 8, 8)
     torch.testing.assert_close(model.alphas_cumprod, alphas_cumprod(linear_betas(500, 1e-4, 0.03)), rtol=0, atol=0)
-    x, t = _inputs()
+    x, t = _inputs()[0], torch.tensor([3, 499])
     with torch.no_grad():
         torch.testing.assert_close(model(x, t), net(x, t), rtol=0, atol=1e-6)
 
@@ -239,6 +240,11 @@ def test_path_without_config_explains_the_json(tmp_path) -> None:
     torch.save(_tiny(ADMUNet, TINY_ADM).state_dict(), path)
     with pytest.raises(ValueError, match="lonely.json"):
         zoo.load_model(path)
+    # a zoo file name placed anywhere by hand gets the zoo's config (here: the full CelebA-HQ DDPM)
+    named = tmp_path / "celeba_hq.ckpt"
+    torch.save(_tiny(DDPMUNet, TINY_DDPM).state_dict(), named)
+    with pytest.raises(ValueError, match=r"conv_in.weight: \(32, 3, 3, 3\) vs \(128, 3, 3, 3\)"):
+        zoo.load_model(named)
 
 
 @pytest.mark.parametrize(
@@ -278,3 +284,9 @@ def test_list_models_and_cli(server, tmp_path, monkeypatch, capsys) -> None:
     assert main(["download", "adm-celebahq256"]) == 2
     err = capsys.readouterr().err
     assert "unknown model 'nope'" in err and "drive.google.com/uc?id=" in err
+
+    # `download lpips-alex` goes to the LPIPS backbone fetcher (here: local bytes that fail its sha256 check)
+    server.files["/alexnet.pth"] = b"not alexnet"
+    monkeypatch.setattr("deqir_edu.lpips.BACKBONE_URL", server.url("/alexnet.pth"))
+    assert main(["download", "lpips-alex"]) == 2
+    assert server.hits["/alexnet.pth"] == 1 and "corrupt download" in capsys.readouterr().err
