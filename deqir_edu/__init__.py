@@ -21,6 +21,9 @@ _EXPORTS: dict[str, str] = {
     "make_operator": "operators",
     "Operator": "operators",
     "TASKS": "operators",
+    "ComposedOperator": "operators",
+    "null_space_project": "operators",
+    "penrose_residuals": "operators",
     # exact prior
     "GaussianMixturePrior": "prior",
     # samplers

@@ -283,6 +283,15 @@ def _mask_operator(task: str, shape: tuple[int, int, int], options: dict[str, An
 def make_operator(task: str, image_shape: tuple[int, int, int], **options: Any) -> Operator:
     """Build the operator for ``task`` (one of ``TASKS``) on images of shape ``(C, H, W)``.
 
+        task                     A                                   A^dagger
+        identity                 I                                   I
+        sr2, sr4, sr8            s x s average pooling               replication (nearest upsampling)
+        sr2-/sr4-bicubic         bicubic filter, subsample (SVD)     V S^+ U^T on each axis
+        deblur-gauss/-aniso      separable Gaussian blur (SVD)       V S^+ U^T on each axis
+        inpaint-box/random/...   multiply by the 0/1 mask            the same
+        colorize                 mean over the channels              copy into every channel
+        old-photo                mask, then channel mean             copy, then mask
+
     Options: inpainting tasks take ``mask=`` (an ``(H, W)`` 0/1 tensor) or the generator's options
     (``size`` for box, ``missing``/``seed`` for random, ``width``/``vertical`` for stripes,
     ``text``/``scale`` for text; see :mod:`deqir_edu.masks`).  ``"old-photo"`` (mask, then colour
