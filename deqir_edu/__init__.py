@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "load_model": "zoo",
     "DiffusionModel": "diffusion_model",
     "load_testset": "datasets",
+    "train": "training",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_download(sub)
     _add_train(sub)
+    _add_eval(sub)
     return parser
 
 
@@ -178,6 +179,41 @@ def _run_train(args: argparse.Namespace) -> int:
     summary = train(args.config, out, steps=args.steps, resume=args.resume, progress=not args.no_progress,
                     deadline=deadline)
     print(_describe(summary))
+    return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="tasks x methods on a frozen test set; writes OUT/results.json and OUT/results.md")
+    p.add_argument("--model", default="fashion32", help="zoo name, checkpoint path, or gmm-fashion32 (exact prior)")
+    p.add_argument("--n", type=int, default=16, help="number of test images (default 16)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="output folder (default results/eval-MODEL)")
+    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all of the grid for the model)")
+    p.add_argument("--methods", default=None, help="comma-separated, e.g. pinv,ddnm,ddnm-t100,deqir-k15,deqir-picard")
+    p.add_argument("--steps", type=int, default=20, help="T of ddnm / deqir-kK (default 20)")
+    p.add_argument("--eta", type=float, default=0.15, help="eta of every chain (default 0.15, the paper's)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--images", default=None, help="folder of PNG/JPEG test images instead of the frozen test set")
+    p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
+    p.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (about 2x on CPU)")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deqir_edu.evaluation import DEFAULT_METHODS, evaluate, load_for_eval, meta_for, write_results
+
+    split = lambda s: [v.strip() for v in s.split(",") if v.strip()] if s else None  # noqa: E731
+    model, images, source = load_for_eval(args.model, args.n, args.images, args.device, args.bf16)
+    print(f"model {args.model}: {images.shape[0]} images of shape {tuple(images.shape[1:])} ({source})")
+    rows = evaluate(model, images, tasks=split(args.tasks), methods=split(args.methods) or DEFAULT_METHODS,
+                    steps=args.steps, eta=args.eta, seed=args.seed, device=args.device,
+                    batch_size=args.batch_size, clip=args.clip)
+    js, md = write_results(rows, args.out or f"results/eval-{Path(args.model).stem}", meta_for(args, source))
+    print(md.read_text())
+    print(f"wrote {js} and {md}")
     return 0
 
 

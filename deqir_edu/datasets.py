@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "FASHION_MNIST_DIR", "PHOTO_LICENCES", "PHOTO_TRAIN", "PHOTO_TEST", "data_dir", "read_idx",
-    "fashion_mnist", "to_tensor_images", "pad_to_32", "skimage_photos", "image_folder",
+    "fashion_mnist", "to_tensor_images", "pad_to_32", "skimage_photos", "image_folder", "shrink",
     "TensorSampler", "PatchSampler", "make_sampler", "load_testset",
 ]
 
@@ -136,6 +136,15 @@ def image_folder(root: str | Path, channels: int = 3) -> list[torch.Tensor]:
     return [to_tensor_images(np.asarray(Image.open(p).convert(mode))[None])[0] for p in files]
 
 
+def shrink(photo: torch.Tensor, max_side: int) -> torch.Tensor:
+    """Downscale ``(C, H, W)`` (antialiased bilinear) so that its longer side is at most ``max_side``."""
+    h, w = photo.shape[1:]
+    if max(h, w) <= max_side:
+        return photo
+    size = (round(h * max_side / max(h, w)), round(w * max_side / max(h, w)))
+    return F.interpolate(photo[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0].clamp(-1, 1)
+
+
 class TensorSampler:
     """Draws random images (with replacement) from a fixed stack ``images`` of shape ``(N, C, H, W)``."""
 
@@ -194,17 +203,20 @@ def make_sampler(data: dict) -> TensorSampler | PatchSampler:
 
     kinds: ``fashion_mnist`` (optional ``root``), ``skimage_photos`` (optional ``photos``),
     ``folder`` (``root``, optional ``channels``), ``synthetic`` (``n``, ``image_shape``, ``seed``:
-    smooth random images, for tests).  Patch kinds take ``size`` and ``scale``.
+    smooth random images, for tests).  The two patch kinds take ``size``, ``scale`` and
+    ``max_side`` (shrink larger photographs first).
     """
     kind = data.get("kind")
     if kind == "fashion_mnist":
         images, _ = fashion_mnist("train", data.get("root"))
         return TensorSampler(pad_to_32(to_tensor_images(images)))
-    if kind == "skimage_photos":
-        photos = skimage_photos(tuple(data.get("photos", PHOTO_TRAIN)))
-        return PatchSampler(photos, data.get("size", 32), tuple(data.get("scale", (0.8, 1.25))))
-    if kind == "folder":
-        photos = image_folder(data["root"], data.get("channels", 3))
+    if kind in ("skimage_photos", "folder"):
+        if kind == "skimage_photos":
+            photos = skimage_photos(tuple(data.get("photos", PHOTO_TRAIN)))
+        else:
+            photos = image_folder(data["root"], data.get("channels", 3))
+        if data.get("max_side"):  # shrink large photographs so that a patch holds some structure
+            photos = [shrink(p, int(data["max_side"])) for p in photos]
         return PatchSampler(photos, data.get("size", 32), tuple(data.get("scale", (0.8, 1.25))))
     if kind == "synthetic":
         c, h, w = data.get("image_shape", (1, 16, 16))

@@ -14,6 +14,11 @@ dL/dx_T = dL/dx^* (I - J_F)^{-1} dF/dx_T.  The phantom gradient replaces (I - J_
 gradient of ``phantom_steps`` damped iterations started at the (detached) fixed point: one step
 gives tau dL/dx^* dF/dx_T, i.e. M = I up to the scale tau that Adam ignores.  F is strictly lower
 triangular, so J_F is nilpotent and ``phantom_steps = T``, ``tau = 1`` gives the exact gradient.
+What one step misses: dF/dx_T is dominated by the term sqrt(abar_j / abar_T) Q x_T of Eq. (9), so the
+phantom gradient lives (almost) in the null space of A.  For losses of x_0 alone the exact gradient
+does too and the two agree; for the default chain loss the exact gradient also has a large
+range-space part (noise in the observed part of x_T changes the intermediate estimates), which the
+phantom gradient drops, while its null-space part matches (``tests/test_inversion.py``).
 
 Default loss.  The paper's example loss ||A(x_0^*) - y||^2 is identically zero for a surjective A:
 the last DDNM step has abar_0 = 1, c1 = c2 = 0, so x_0 = A^+ y + (I - A^+ A) x_{0|1} and
@@ -42,6 +47,7 @@ __all__ = [
     "InversionResult",
     "chain_consistency_loss",
     "measurement_loss",
+    "reference_loss",
     "exact_chain_gradient",
     "phantom_gradient",
     "deq_invert",
@@ -84,6 +90,11 @@ Loss = Callable[[Chain], torch.Tensor]
 def measurement_loss(chain: Chain) -> torch.Tensor:
     """``||A(x_0) - y||^2`` per image, ``(B,)``.  Identically 0 for surjective A (module docstring)."""
     return (chain.op.A(chain.x0) - chain.y).flatten(1).pow(2).sum(1)
+
+
+def reference_loss(x_ref: torch.Tensor) -> Loss:
+    """``||x_0 - x_ref||^2`` per image: the supervised loss of Sec. 4.2 (needs the ground truth)."""
+    return lambda chain: (chain.x0 - x_ref).flatten(1).pow(2).sum(1)
 
 
 def chain_consistency_loss(chain: Chain) -> torch.Tensor:

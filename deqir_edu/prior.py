@@ -92,7 +92,7 @@ class GaussianMixturePrior(nn.Module):
             alphas_cumprod = _alphas_cumprod(linear_betas())
         self.image_shape: tuple[int, int, int] = shape  # (C, H, W)
         self.std = float(std)
-        self.register_buffer("means", means.reshape(k, -1).to(torch.float64))  # (K, D)
+        self.register_buffer("means", means.reshape(k, *shape).to(torch.float64))  # (K, C, H, W)
         self.register_buffer("weights", weights / weights.sum())  # (K,)
         self.register_buffer("alphas_cumprod", torch.as_tensor(alphas_cumprod, dtype=torch.float64))
 
@@ -121,7 +121,7 @@ class GaussianMixturePrior(nn.Module):
         return self._resp(x_t.reshape(x_t.shape[0], -1), self._abar(x_t, t))
 
     def _resp(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        mu = self.means.to(x)  # (K, D)
+        mu = self.means.flatten(1).to(x)  # (K, D)
         s2 = a * self.std**2 + 1.0 - a  # (B, 1), variance of x_t | j
         # ||x - sqrt(a) mu_j||^2 expanded so that no (B, K, D) tensor is formed
         d2 = (x * x).sum(1, keepdim=True) - 2.0 * a.sqrt() * (x @ mu.T) + a * (mu * mu).sum(1)[None]
@@ -134,7 +134,7 @@ class GaussianMixturePrior(nn.Module):
         x = x_t.reshape(x_t.shape[0], -1)
         a = self._abar(x_t, t)
         s2 = a * self.std**2 + 1.0 - a
-        m = self._resp(x, a) @ self.means.to(x)  # sum_j p(j|x_t) mu_j, (B, D)
+        m = self._resp(x, a) @ self.means.flatten(1).to(x)  # sum_j p(j|x_t) mu_j, (B, D)
         # E[x0 | x_t, j] = mu_j + sqrt(a) std^2 / s2 (x_t - sqrt(a) mu_j), averaged over p(j | x_t)
         return (m + a.sqrt() * self.std**2 / s2 * (x - a.sqrt() * m)).reshape(x_t.shape)
 
@@ -144,7 +144,7 @@ class GaussianMixturePrior(nn.Module):
         x = x_t.reshape(x_t.shape[0], -1)
         a = self._abar(x_t, t)
         s2 = a * self.std**2 + 1.0 - a
-        m = self._resp(x, a) @ self.means.to(x)  # (B, D)
+        m = self._resp(x, a) @ self.means.flatten(1).to(x)  # (B, D)
         return ((1.0 - a).sqrt() / s2 * (x - a.sqrt() * m)).reshape(x_t.shape)  # module docstring
 
     def log_prob(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -153,7 +153,7 @@ class GaussianMixturePrior(nn.Module):
         x = x_t.reshape(x_t.shape[0], -1)
         a = self._abar(x_t, t)
         s2 = a * self.std**2 + 1.0 - a
-        mu = self.means.to(x)
+        mu = self.means.flatten(1).to(x)
         d2 = ((x[:, None, :] - a.sqrt()[:, :, None] * mu[None]) ** 2).sum(-1)  # (B, K)
         dim = x.shape[1]
         log_norm = -0.5 * dim * (math.log(2 * math.pi) + s2.log())  # (B, 1)
@@ -166,8 +166,8 @@ class GaussianMixturePrior(nn.Module):
             raise ValueError(f"n must be a positive integer, got {n!r}")
         device = self.means.device
         j = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        noise = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64, device=device)
-        return (self.means[j] + self.std * noise).reshape(n, *self.image_shape)
+        noise = torch.randn(n, *self.image_shape, generator=generator, dtype=torch.float64, device=device)
+        return self.means[j] + self.std * noise
 
     @classmethod
     def fit(

@@ -158,6 +158,9 @@ def anderson(
     Args:
         f, init, max_iter, tol, stop, reference, callback: as for ``picard``.
         m: history length; lam: regularisation; beta: mixing (official defaults 5, 1e-3, 1).
+        relative_lam: use ``lam * max_i ||G_i||^2`` instead of ``lam``.  The official absolute lam
+            suits 256x256 images; on tiny images near convergence ``G G^T << lam`` and Anderson
+            degrades to averaging the history (``tests/test_solvers.py`` shows this on a linear map).
     Returns:
         ``(F(x_last), trace)``.
     """

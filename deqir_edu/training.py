@@ -94,7 +94,7 @@ def _write_log(path: Path, rows: list[list[float]]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "loss", "lr", "seconds"])
-        w.writerows(rows)
+        w.writerows([int(r[0]), *r[1:]] for r in rows)
 
 
 def train(

@@ -1,0 +1,103 @@
+"""The training recipe (deqir_edu.training): a tiny run, checkpoints, resume, deadline, outputs."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from deqir_edu import training
+from deqir_edu.cli import main
+
+TINY = training.load_config("tiny")  # 1x16x16 synthetic images, 20 steps, checkpoint every 10
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "tiny.safetensors"))
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"  # bit-exact on the same machine and threads
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    summary = training.train(TINY, out, progress=False)
+    return out, summary
+
+
+def test_tiny_run_finite_loss_and_outputs(full_run):
+    out, summary = full_run
+    assert summary["finished"] and summary["step"] == 20 and not summary["stopped_at_deadline"]
+    assert math.isfinite(summary["final_loss"])
+    rows = list(csv.DictReader(open(out / "loss_log.csv")))
+    assert [int(float(r["step"])) for r in rows] == [5, 10, 15, 20]
+    losses = [float(r["loss"]) for r in rows]
+    assert all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]  # it learns something
+    meta = json.loads((out / "tiny.json").read_text())
+    assert meta["config"]["model"] == TINY["model"] and meta["run"]["step"] == 20
+    # the EMA weights load back into a fresh network, strictly, and run
+    net = training.build_model(TINY["model"])
+    net.load_state_dict(_weights(out), strict=True)
+    eps = net(torch.zeros(2, 1, 16, 16), torch.tensor([0, 999]))
+    assert eps.shape == (2, 1, 16, 16) and bool(torch.isfinite(eps).all())
+    # EMA differs from the raw weights it averages
+    raw = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert any(not torch.equal(raw[k], v) for k, v in _weights(out).items())
+
+
+def test_stop_and_resume_equals_uninterrupted_run(full_run, tmp_path):
+    out, _ = full_run
+    part = training.train(TINY, tmp_path, progress=False, stop_after=10)
+    assert not part["finished"] and part["step"] == 10 and not (tmp_path / "tiny.safetensors").exists()
+    training.train(TINY, tmp_path, progress=False, resume=True)
+    _assert_same(_weights(out), _weights(tmp_path))
+    assert (
+        [r[:2] for r in csv.reader(open(out / "loss_log.csv"))]
+        == [r[:2] for r in csv.reader(open(tmp_path / "loss_log.csv"))]
+    )
+
+
+def test_deadline_writes_step_reached_and_resume_with_more_steps_continues(full_run, tmp_path, monkeypatch):
+    out, _ = full_run
+    clock = iter(range(10**6))  # fake wall clock: one "second" per deadline check, i.e. per step
+    monkeypatch.setattr(training.time, "time", lambda: float(next(clock)))
+    summary = training.train(TINY, tmp_path, progress=False, deadline=7.0)
+    monkeypatch.undo()
+    assert summary["stopped_at_deadline"] and summary["step"] == 7 and summary["planned_steps"] == 20
+    assert json.loads((tmp_path / "tiny.json").read_text())["config"]["steps"] == 7
+    training.train(TINY, tmp_path, progress=False, resume=True, steps=20)
+    _assert_same(_weights(out), _weights(tmp_path))  # a 7-step run is a prefix of the 20-step run
+
+
+def test_resume_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        training.train(TINY, tmp_path, progress=False, resume=True)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        training.load_config("no-such-config")
+    with pytest.raises(ValueError, match="lacks the required entry 'data'"):
+        training.load_config({"name": "x", "model": {}})
+
+
+def test_cli_train(tmp_path, capsys):
+    assert main(["train", "tiny", "--out", str(tmp_path), "--steps", "3", "--no-progress"]) == 0
+    assert "finished at step 3" in capsys.readouterr().out
+    assert (tmp_path / "tiny.safetensors").is_file() and (tmp_path / "loss_log.csv").is_file()
+    assert main(["train", "tiny", "--out", str(tmp_path), "--until", "noon"]) == 2
+
+
+@pytest.mark.parametrize("name, shape", [("fashion32", (1, 32, 32)), ("photo32", (3, 32, 32))])
+def test_shipped_configs_build_a_small_adm_unet(name, shape):
+    cfg = training.load_config(name)
+    net = training.build_model(cfg["model"])
+    n = sum(p.numel() for p in net.parameters())
+    assert 1.5e6 <= n <= 3e6, n
+    assert cfg["batch_size"] == 64 and not cfg["model"]["learn_sigma"]
+    with torch.no_grad():
+        assert net(torch.zeros((2,) + shape), torch.tensor([3, 500])).shape == (2,) + shape
