@@ -38,6 +38,9 @@ _EXPORTS: dict[str, str] = {
     "anderson": "solvers",
     # inversion
     "deq_invert": "inversion",
+    "exact_chain_gradient": "inversion",
+    "phantom_gradient": "inversion",
+    "chain_consistency_loss": "inversion",
     # metrics
     "psnr": "metrics",
     "ssim": "metrics",

@@ -39,7 +39,7 @@ from .samplers import ddnm_sample, deqir_sample, draw_noises, progress
 
 __all__ = ["TASKS_GREY", "TASKS_COLOUR", "DEFAULT_METHODS", "NA_WEIGHTS", "Method", "parse_method",
            "default_tasks", "evaluate", "format_markdown", "write_results", "read_results", "method_table",
-           "load_for_eval", "meta_for"]
+           "load_for_eval", "meta_for", "fit_to"]
 
 TASKS_GREY = ("sr2", "sr4", "sr2-bicubic", "sr4-bicubic", "deblur-gauss", "deblur-aniso",
               "inpaint-text", "inpaint-stripes")
@@ -141,7 +141,8 @@ def evaluate(
     """
     images = images.to(device) if device is not None else images
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
-        raise ValueError(f"images must be (N, C, H, W) with (C, H, W) = {tuple(model.image_shape)}, got {tuple(images.shape)}")
+        raise ValueError(f"images must be (N, C, H, W) with (C, H, W) = {tuple(model.image_shape)}, "
+                         f"got {tuple(images.shape)}")
     shape = tuple(images.shape[1:])
     tasks = tuple(default_tasks(shape) if tasks is None else tasks)
     if "colorize" in tasks and shape[0] != 3:
@@ -222,11 +223,13 @@ def format_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None 
                 f"{_cell(r['lpips'], '.3f')} | {r['consistency']:.2e} | {r['cons']:.2f} | {r['nfe']} | "
                 f"{r['depth']} | {r['seconds']:.2f} |")
     lines += ["", "K = solver iterations done (`*`: stopped at the limit K, residual above tol); depth = sequential",
-              "network passes; NFE = single-state network evaluations; Cons = ||A q(x) − y||₁ on [0, 1] with q the 8-bit image."]
+              "network passes; NFE = single-state network evaluations;",
+              "Cons = ||A q(x) − y||₁ on [0, 1] with q the 8-bit image."]
     return "\n".join(lines) + "\n"
 
 
-def write_results(rows: Sequence[dict[str, Any]], out: str | Path, meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def write_results(rows: Sequence[dict[str, Any]], out: str | Path,
+                  meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``results.json`` (``{"meta": ..., "rows": ...}``) and ``results.md`` into folder ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -234,7 +237,9 @@ def write_results(rows: Sequence[dict[str, Any]], out: str | Path, meta: dict[st
     def clean(v: Any) -> Any:  # standard JSON: no Infinity / NaN (a perfect PSNR is "inf")
         if isinstance(v, float) and not math.isfinite(v):
             return str(v)
-        return [clean(u) for u in v] if isinstance(v, list) else {k: clean(u) for k, u in v.items()} if isinstance(v, dict) else v
+        if isinstance(v, list):
+            return [clean(u) for u in v]
+        return {k: clean(u) for k, u in v.items()} if isinstance(v, dict) else v
 
     js.write_text(json.dumps({"meta": clean(dict(meta or {})), "rows": clean(list(rows))}, indent=1) + "\n")
     md.write_text(format_markdown(rows, meta))
@@ -291,7 +296,7 @@ def load_for_eval(name: str, n: int, images: str | None = None, device: str | No
     dtype = torch.float64 if name == "gmm-fashion32" else torch.float32
     if images is not None:
         pics = image_folder(images, c)
-        x = torch.stack([_fit(p, h, w) for p in pics[:n]])
+        x = torch.stack([fit_to(p, h, w) for p in pics[:n]])
         source = f"folder {images}"
     elif (c, h, w) == (1, 32, 32):
         try:
@@ -315,11 +320,11 @@ def meta_for(args: Any, images_source: str) -> dict[str, Any]:
     opts += [f"--{k}" for k in ("clip", "bf16") if getattr(args, k)]
     return dict(command="deqir-edu eval " + " ".join(opts), model=args.model, images=images_source, n=args.n,
                 eta=args.eta, seed=args.seed, steps=args.steps, device=args.device, clip=args.clip, bf16=args.bf16,
-                lpips="AlexNet-LPIPS v0.1" if _auto_lpips()[0] else NA_WEIGHTS, lpips_reason=_auto_lpips()[1], date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                torch=torch.__version__)
+                lpips="AlexNet-LPIPS v0.1" if _auto_lpips()[0] else NA_WEIGHTS, lpips_reason=_auto_lpips()[1],
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), torch=torch.__version__)
 
 
-def _fit(p: torch.Tensor, h: int, w: int) -> torch.Tensor:
+def fit_to(p: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """Centre-crop ``(C, H', W')`` to the aspect ratio of ``(h, w)``, then resize (area) to ``(h, w)``."""
     import torch.nn.functional as F
 

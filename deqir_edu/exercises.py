@@ -20,7 +20,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["check_null_space_projection", "check_ddim_step", "check_ddpm_posterior"]
+__all__ = [
+    "check_null_space_projection", "check_ddim_step", "check_ddpm_posterior", "check_ddnm_step", "check_F",
+    "check_anderson_weights",
+]
 
 _TOL = 1e-10  # float64 everywhere: a correct answer agrees to round-off
 
@@ -197,3 +200,144 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
             print("    hint: the variance is (1 - abar_prev) / (1 - abar_t) * beta; return its square root.")
             return False
     return _passed(name, "mean and std equal the eta-form step with eta_t = sqrt(beta_t / (1 - abar_t))")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 3: one DDNM step, Eqs. (4)-(5) in the eta form
+# ---------------------------------------------------------------------------------------------
+def check_ddnm_step(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(x_t, eps, abar_t, abar_prev, eta, noise, op, y) -> x_prev``: the DDIM step of
+    ``check_ddim_step`` with ``x_{0|t}`` replaced by ``A^+ y + (I - A^+ A) x_{0|t}`` (Eq. (5)),
+    against ``samplers.chain_step`` with the operator, for three tasks."""
+    from .operators import make_operator
+    from .samplers import chain_step
+    from .schedules import chain_coefficients
+
+    name = "DDNM step, Eqs. (4)-(5)"
+    for i, task in enumerate(("sr2", "inpaint-box", "colorize")):
+        op = make_operator(task, (3, 8, 8))
+        coeffs = chain_coefficients(20, 0.15)
+        g = _gen(30 + i)
+        for k in (20, 7, 1):
+            x_t, eps, noise, x = (torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(4))
+            y = op.A(x)
+            a_t, a_prev = float(coeffs.abar[k]), float(coeffs.abar[k - 1])
+            ok, got = _call(name, fn, x_t, eps, a_t, a_prev, 0.15, noise, op, y)
+            if not ok:
+                return False
+            model = _ConstantEps(eps)
+            want = chain_step(model, op, op.A_pinv(y), x_t, k, coeffs, noise)[0]
+            plain = chain_step(model, None, None, x_t, k, coeffs, noise)[0]
+            is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
+            hints = [
+                (is_tensor and _close(got, plain), "this is the plain DDIM step: project x_{0|t} with Eq. (5) first."),
+                (is_tensor and k == 1 and not _close(op.A(got), y),
+                 "the last step (abar_prev = 1) must return x0_hat exactly, so A(x_0) = y."),
+                (True, "x0_hat = A^+ y + x0 - A^+ A x0 replaces x0 only in the first term; the eps and noise "
+                 "terms are those of DDIM."),
+            ]
+            if not _compare(name, got, want, f"task {task}, step k={k}", hints):
+                return False
+    return _passed(name, "matches the package's chain_step on sr2, inpaint-box and colorize")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 4: the cumulative-sum form of F, Proposition 1 / Eq. (9)
+# ---------------------------------------------------------------------------------------------
+def _small_chain(task: str = "sr2", steps: int = 6, seed: int = 0) -> tuple[Any, torch.Tensor]:
+    """A FixedPointMap on a random 2-component prior (3 x 8 x 8 images) and a random state stack."""
+    from .fixed_point import FixedPointMap
+    from .operators import make_operator
+    from .prior import GaussianMixturePrior
+    from .samplers import draw_noises
+    from .schedules import chain_coefficients
+
+    g = _gen(seed)
+    prior = GaussianMixturePrior(torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) * 0.5, 0.3)
+    op = make_operator(task, (3, 8, 8))
+    y = op.A(torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64))
+    x_T, noises = draw_noises((2, 3, 8, 8), steps, g)
+    f = FixedPointMap(prior, op, y, x_T, noises, chain_coefficients(steps, 0.15))
+    return f, torch.randn(steps, 2, 3, 8, 8, generator=g, dtype=torch.float64)
+
+
+def check_F(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(z, x_T, abar, Q) -> (T, B, C, H, W)``, the right-hand side of Eq. (9) for j = 0..T-1::
+
+        x_j = sqrt(abar_j / abar_T) Q x_T + z_{j+1} + sum_{s=j+1}^{T-1} sqrt(abar_j / abar_s) Q z_{s+1}
+
+    with ``z[k-1] = z_k`` of shape ``(T, B, C, H, W)``, ``abar`` of shape ``(T+1,)`` (``abar[0] = 1``)
+    and ``Q`` the null-space projector (it accepts stacks).  Reference: ``FixedPointMap.__call__``.
+    """
+    name = "F in cumulative-sum form, Eq. (9)"
+    for i, task in enumerate(("sr2", "inpaint-box")):
+        f, states = _small_chain(task, steps=6, seed=40 + i)
+        z = f.z(f.eps(states))
+        abar = f.coeffs.abar.clone()
+        ok, got = _call(name, fn, z, f.x_T, abar, f.Q)
+        if not ok:
+            return False
+        want = f(states)
+        T, sq = f.steps, abar.sqrt().view(-1, 1, 1, 1, 1)
+        double = want + f.Q(z)  # the s = j term counted as well
+        no_q = want + sq[:T] / sq[T] * (f.x_T - f.Q(f.x_T))[None]
+        is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
+        hints = [
+            (is_tensor and _close(got, double), "the sum starts at s = j + 1: z_{j+1} enters once, without Q "
+             "(the paper's form starts at s = j and splits z_{j+1} into A^+A z_{j+1} + Q z_{j+1})."),
+            (is_tensor and _close(got, no_q), "x_T enters through Q x_T (the range part of x_T is replaced)."),
+            (is_tensor, "weights: sqrt(abar_j / abar_s) for z_{s+1} and sqrt(abar_j / abar_T) for x_T; "
+             "a reversed cumulative sum (flip, cumsum, flip) gives all j at once."),
+        ]
+        if not _compare(name, got, want, f"task {task}, T = 6", hints):
+            return False
+    return _passed(name, "equals FixedPointMap.__call__ for sr2 and inpaint-box, T = 6")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 5: the Anderson weights of Algorithm 1 (bordered least-squares system)
+# ---------------------------------------------------------------------------------------------
+def check_anderson_weights(fn: Callable[[torch.Tensor, float], torch.Tensor], lam: float = 1e-3) -> bool:
+    """Check ``fn(G, lam) -> alpha``: ``G`` of shape ``(B, n, N)`` holds the last n residuals (rows) of
+    each image, ``alpha`` of shape ``(B, n)`` minimises ``||G^T alpha||^2 + lam ||alpha||^2`` subject to
+    ``sum(alpha) = 1``.  Then an Anderson solve that uses ``fn`` (m = 5, beta = 1, first step plain, as
+    ``solvers.anderson``) must reproduce the package's ``anderson`` on a small DeqIR map."""
+    from .solvers import anderson
+
+    name = "Anderson weights, Algorithm 1"
+    g = _gen(50)
+    G = torch.randn(3, 4, 40, generator=g, dtype=torch.float64)
+    ok, alpha = _call(name, fn, G, lam)
+    if not ok:
+        return False
+    if not (isinstance(alpha, torch.Tensor) and alpha.reshape(-1).shape[0] == 12):
+        print(f"[x] {name}: expected a tensor of shape (B, n) = (3, 4), got {getattr(alpha, 'shape', type(alpha))}")
+        return False
+    alpha = alpha.reshape(3, 4).to(torch.float64)
+    sums = alpha.sum(1)
+    if float((sums - 1).abs().max()) > 1e-10:
+        print(f"[x] {name}: the weights must sum to 1, got sums {sums.tolist()}")
+        print("    hint: the constraint 1^T alpha = 1 is the first row of the bordered system.")
+        return False
+    grad = (G @ G.transpose(1, 2) + lam * torch.eye(4, dtype=torch.float64)) @ alpha[..., None]  # = nu 1
+    if float((grad - grad.mean(1, keepdim=True)).abs().max()) > 1e-8 * float(grad.abs().max()):
+        print(f"[x] {name}: not the minimiser: (G G^T + lam I) alpha must be a multiple of the ones vector.")
+        print("    hint: solve [[0, 1^T], [1, G G^T + lam I]] [nu; alpha] = [1; 0] with torch.linalg.solve.")
+        return False
+    f, _ = _small_chain("inpaint-box", steps=6, seed=51)
+    init = f.x_T.expand(6, *f.x_T.shape).clone()
+    want, _ = anderson(f, init, max_iter=6, tol=0.0, lam=lam)
+    T, B = init.shape[:2]
+    X, Fx, x, fx = [], [], init, init
+    for k in range(6):  # the loop of solvers.anderson with the student's weights
+        fx = f(x)
+        X, Fx = (X + [x.transpose(0, 1).reshape(B, -1)])[-5:], (Fx + [fx.transpose(0, 1).reshape(B, -1)])[-5:]
+        if k == 0:
+            x = fx
+            continue
+        Fs = torch.stack(Fx, 1)
+        a = fn(torch.stack(Fx, 1) - torch.stack(X, 1), lam).reshape(B, 1, -1).to(Fs)
+        x = (a @ Fs)[:, 0].reshape(B, T, *init.shape[2:]).transpose(0, 1)
+    if not _compare(name, fx, want, "full solve on a DeqIR map, T = 6", [(True, "check the shape (B, n)")]):
+        return False
+    return _passed(name, f"optimal for lam = {lam:g}, and reproduces solvers.anderson on a DeqIR map")

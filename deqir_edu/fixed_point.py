@@ -116,16 +116,26 @@ class FixedPointMap:
     def eps(self, states: torch.Tensor) -> torch.Tensor:
         """``eps_theta(x_k, tau_k)`` for k = 1..T (index k-1), ``(T, B, C, H, W)``, in batched calls."""
         self._check_states(states)
-        inputs = self.network_inputs(states)
-        T, B = inputs.shape[:2]
-        chunk = T if self.chunk_size is None else self.chunk_size
-        out = []
-        for lo in range(0, T, chunk):  # all T states in one call unless chunk_size is set
-            part = inputs[lo:lo + chunk]
-            t = self.t[lo:lo + chunk].repeat_interleave(B)  # (n * B,)
-            out.append(self.model(part.reshape(-1, *part.shape[2:]), t).reshape(part.shape))
+        T = self.steps
         self.nfe += T
         self.calls += 1
+        if torch.is_grad_enabled() and self.x_T.requires_grad and not states.requires_grad:
+            # phantom gradient (inversion.py): only x_T carries a graph; evaluating the detached
+            # states without one keeps the memory of a single network evaluation (frozen model)
+            with torch.no_grad():
+                rest = self._batched(states[1:], self.t[:-1]) if T > 1 else states[:0]
+            return torch.cat([rest, self._batched(self.x_T[None], self.t[-1:])], dim=0)
+        return self._batched(self.network_inputs(states), self.t)
+
+    def _batched(self, inputs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Network on a stack ``(n, B, C, H, W)`` at times ``t`` ``(n,)``: one call (or chunks)."""
+        n, B = inputs.shape[:2]
+        chunk = n if self.chunk_size is None else self.chunk_size
+        out = []
+        for lo in range(0, n, chunk):  # all n states in one call unless chunk_size is set
+            part = inputs[lo:lo + chunk]
+            tt = t[lo:lo + chunk].repeat_interleave(B)  # (n * B,)
+            out.append(self.model(part.reshape(-1, *part.shape[2:]), tt).reshape(part.shape))
         return torch.cat(out, dim=0)
 
     def z(self, eps: torch.Tensor) -> torch.Tensor:

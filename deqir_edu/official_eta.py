@@ -84,10 +84,10 @@ def official_noises(
     return x_T, eps[:1].expand_as(eps).clone()
 
 
-def _setup(model: Any, op: Any, y: torch.Tensor, coeffs: ChainCoefficients,
-           noises: tuple[torch.Tensor, torch.Tensor], clip: bool) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _setup(model: Any, op: Any, y: torch.Tensor, coeffs: ChainCoefficients, noises: tuple[torch.Tensor, torch.Tensor],
+           clip: bool) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
     if not isinstance(coeffs, ChainCoefficients):
-        raise ValueError("coeffs must be a ChainCoefficients, e.g. official_coefficients(T) or chain_coefficients(T, eta)")
+        raise ValueError("coeffs must be a ChainCoefficients: official_coefficients(T) or chain_coefficients(T, eta)")
     model = ClippedModel(model) if clip and not isinstance(model, ClippedModel) else model
     ref = alphas_cumprod_of(model)
     if ref is not None and not torch.allclose(coeffs.abar[1:], ref[coeffs.timesteps]):

@@ -10,9 +10,16 @@ Notation (code name -> paper symbol; DeqIR Sec. 3 uses the DDPM/DDIM model of Ho
     model     eps_theta(x_t, t)  the network, trained with || eps - eps_theta(x_t, t) ||^2
     ema       theta_EMA          exponential moving average of the weights, used for sampling
 
+Config keys (JSON, see ``configs/fashion32.json``): ``name``, ``model`` (guided-diffusion ADM flags),
+``data`` (see ``datasets.make_sampler``), ``schedule``, ``steps``, ``batch_size``, ``optimizer``
+(AdamW ``lr`` with linear ``warmup`` then constant, ``weight_decay``, ``betas``, ``grad_clip``),
+``ema_rate`` (and ``ema_warmup``: rate min(r, (1 + k) / (10 + k)) at step k), ``seed``,
+``autocast_bf16``, ``num_threads``, ``checkpoint_every``, ``log_every``.
+
 A run is a pure function of its JSON config: every random number (batches, times, noise, dropout)
 comes from generators seeded by ``config["seed"]`` whose states are checkpointed, so a resumed run
-reproduces an uninterrupted one.  Files written to ``out``::
+reproduces an uninterrupted one bit for bit on the same machine and thread count (another CPU may
+pick other bf16 kernels and round differently).  Files written to ``out``::
 
     checkpoint.pt       full state (model, EMA, optimiser, step, RNG states, loss log), every
                         ``checkpoint_every`` steps; ``--resume`` continues from it
@@ -46,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 64,
     "optimizer": {"lr": 2e-4, "weight_decay": 0.0, "betas": [0.9, 0.999], "warmup": 500, "grad_clip": 1.0},
     "ema_rate": 0.999,
+    "ema_warmup": False,
     "seed": 0,
     "autocast_bf16": True,
     "num_threads": 2,
@@ -198,8 +206,11 @@ def train(
         if opt_cfg["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(model.parameters(), float(opt_cfg["grad_clip"]))
         opt.step()
+        rate = float(cfg["ema_rate"])
+        if cfg["ema_warmup"]:  # shorter memory early on, so a short run's EMA forgets the random init
+            rate = min(rate, (1 + step) / (10 + step))
         with torch.no_grad():  # theta_EMA <- r theta_EMA + (1 - r) theta
-            torch._foreach_lerp_(ema_params, list(model.parameters()), 1.0 - float(cfg["ema_rate"]))
+            torch._foreach_lerp_(ema_params, list(model.parameters()), 1.0 - rate)
             for b_ema, b in zip(ema.buffers(), model.buffers()):
                 b_ema.copy_(b)
         step += 1

@@ -18,9 +18,9 @@ then a clear message naming the download command, and exits with status 3.  A GP
 advised: one image costs 100 (DDNM) + up to 15 x 20 (DeqIR) network evaluations of a 256 x 256 UNet.
 
 Output: ``OUT/results.json`` and ``OUT/results.md`` (as ``deqir-edu eval``), and a table of our
-numbers beside the paper's.  Note: the paper's SR "Baseline" is bicubic upscaling and its deblurring
-"Baseline" is the blurred y itself; ours is A^+ y (nearly an inverse for noise-free blur), and the
-row ``y`` scores the blurred image as is.
+numbers beside the paper's.  Note: the paper's SR "Baseline" is bicubic upscaling; for deblurring it
+says A^+ y, but DDNM's code saves the blurred y under that name.  Ours is A^+ y (nearly an inverse for
+noise-free blur), and the row ``y`` scores the blurred image as is.
 """
 from __future__ import annotations
 
@@ -64,16 +64,16 @@ DEFAULT_MODEL = {"imagenet": "adm-imagenet256", "celebahq": "ddpm-celebahq256"}
 def load_images(folder: str | None, n: int, size: int = 256) -> tuple[torch.Tensor, str]:
     """``(n, 3, size, size)`` in [-1, 1]: a folder of images, or the held-out scikit-image photographs."""
     from deqir_edu.datasets import PHOTO_TEST, image_folder, skimage_photos
-    from deqir_edu.evaluation import _fit
+    from deqir_edu.evaluation import fit_to
 
     pics = image_folder(folder, 3) if folder else skimage_photos(PHOTO_TEST)
-    x = torch.stack([_fit(p, size, size) for p in pics[:n]]).clamp(-1, 1)
+    x = torch.stack([fit_to(p, size, size) for p in pics[:n]]).clamp(-1, 1)
     return x, (f"folder {folder}" if folder else f"scikit-image photos {', '.join(PHOTO_TEST)}")
 
 
 def blurred_rows(x: torch.Tensor, tasks: list[str]) -> list[dict]:
-    """The paper's deblurring "Baseline" is the blurred y itself (DDNM's code saves y as its "Apy" for
-    deblurring), not A^+ y: score y as is, method ``y``."""
+    """The blurred y scored as is (method ``y``): DDNM's code saves y itself as its "Apy" for deblurring,
+    so the paper's deblurring "Baseline" may be this image rather than A^+ y; we report both."""
     from deqir_edu.metrics import psnr, ssim
     from deqir_edu.operators import make_operator
 

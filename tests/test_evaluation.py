@@ -256,3 +256,28 @@ def test_ablation_functions(grey) -> None:
     assert len(rows) == 5 and all(len(r["ddnm_psnr"]) == 2 for r in rows)
     with pytest.raises(ValueError, match="factor"):
         sweep(prior, op, x, "T", [3])
+
+
+# ------------------------------------------------------------------------------------------ full-scale script
+def test_reproduce_table1_runs_offline_until_the_weights(monkeypatch, capsys) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    import deqir_edu.zoo as zoo
+    from deqir_edu.download import DownloadError
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_table1.py"
+    spec = importlib.util.spec_from_file_location("reproduce_table1", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = ["--n", "1", "--tasks", "sr4-bicubic", "--device", "cpu"]
+    assert script.main(args + ["--baseline-only"]) == 0
+    out = capsys.readouterr().out
+    assert "| sr4-bicubic | pinv |" in out and "25.15" in out  # ours beside the paper's ImageNet baseline
+
+    def offline(name, **kw):
+        raise DownloadError(f"could not download {name} (offline in this test)")
+
+    monkeypatch.setattr(zoo, "load_model", offline)
+    assert script.main(args) == 3
+    assert "deqir-edu download adm-imagenet256" in capsys.readouterr().err

@@ -76,6 +76,17 @@ def test_deadline_writes_step_reached_and_resume_with_more_steps_continues(full_
     _assert_same(_weights(out), _weights(tmp_path))  # a 7-step run is a prefix of the 20-step run
 
 
+def test_ema_warmup_forgets_the_random_init_faster(tmp_path):
+    def ema_gap(warmup: bool) -> float:
+        cfg = {**TINY, "ema_rate": 0.999, "ema_warmup": warmup}
+        training.train(cfg, tmp_path / str(warmup), steps=5, progress=False)
+        raw = torch.load(tmp_path / str(warmup) / "checkpoint.pt", weights_only=True)["model"]
+        ema = _weights(tmp_path / str(warmup))
+        return sum(float((raw[k] - ema[k]).abs().sum()) for k in ema)
+
+    assert ema_gap(True) < 0.5 * ema_gap(False)
+
+
 def test_resume_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         training.train(TINY, tmp_path, progress=False, resume=True)

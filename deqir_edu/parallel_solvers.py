@@ -1,0 +1,259 @@
+"""Faster parallel solvers for DeqIR that use the lower-triangular structure of F (Eq. (10)).
+
+Beyond the paper: freezing of converged states, a sliding window of network evaluations
+(ParaDiGMS, Shih et al. 2023) and a triangular Anderson acceleration (our reading of ParaTAA,
+Tang et al. 2024).  All are one loop, ``window_solve``; the registered names pick its options.
+
+Notation (code name -> symbol; chain convention of ``schedules.py``, map of ``fixed_point.py``)
+
+    X[k]        x_k              full chain (T+1, B, C, H, W), X[T] = x_T fixed
+    E[k-1]      eps_theta(x_k)   cached network output of state k = 1..T
+    Z[k-1]      z_k              the part of x_{k-1} that is not r_k Q x_k (``FixedPointMap``)
+    b           -                boundary: states k >= b are frozen (final); b = T at the start
+    lo..hi      -                states evaluated by the network in one pass (the window), hi <= T
+    w           w                window size (ParaDiGMS); w = T: all stale states in one pass
+    s, order    s                anchor distance: x_j is formed from x_{a}, a = min(j + s, b)
+    m, lam      m, lambda        Anderson history and (relative) regularisation, Algorithm 1
+
+Map with anchor a (Eq. (9) unrolled from x_a instead of x_T; s = 1 is ``FixedPointMap.one_step``,
+s = inf the cumulative form ``FixedPointMap.__call__`` when b = T)::
+
+    x_j = sqrt(abar_j) Q(x_a / sqrt(abar_a) + sum_{s=j+1}^{a-1} z_{s+1} / sqrt(abar_s)) + z_{j+1}
+
+x_j needs eps at states j+1..a only.  Hence (i) a state whose inputs are all final is final after
+one application (Picard is exact after T passes), (ii) a final state needs one last network
+evaluation and then none (freezing), (iii) a state whose change falls below ``tol`` while its
+inputs were all freshly evaluated can be frozen too (per-state stopping, as ParaDiGMS).
+
+Start.  Algorithm 1 starts from x_k = x_T for every k.  At a small time tau_k the network reads x_T
+as an almost clean image, so eps_theta(x_T, tau_k) is far from x_T and the cumulative form
+multiplies the mismatch by up to sqrt(abar_0 / abar_T) (about 157 for T = 20): the first iterates
+leave the data range.  ``start="ddim"`` uses x_k = sqrt(abar_k) A^+ y + sqrt(1 - abar_k) x_T instead:
+the DDIM states that a constant noise prediction eps = x_T would give (cache E = x_T likewise).
+
+Triangular Anderson.  x_j depends on states j+1..b-1 only, so its mixing weights alpha_j use the
+residuals of states j..b-1 only (a suffix Gram matrix per state) instead of one alpha for all
+states (``triangular=False``: Anderson with freezing).  States already final take the plain map
+value (safeguard: never more than T passes).  One pass = one batched network call; the trace's
+``iterations`` count passes, ``nfe`` network evaluations of single states.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+
+from .fixed_point import FixedPointMap
+from .solvers import SolverTrace
+
+__all__ = ["ParallelTrace", "window_solve", "ddim_start", "evaluate_states", "PARALLEL_SOLVERS"]
+
+
+@dataclass
+class ParallelTrace(SolverTrace):
+    """``SolverTrace`` (one entry per pass) plus the window ``(lo, hi)`` evaluated and the boundary ``b``.
+
+    ``iterations`` = sequential network passes; ``nfe[-1]`` = network evaluations of single states.
+    """
+
+    window: list[tuple[int, int]] = field(default_factory=list)
+    boundary: list[int] = field(default_factory=list)
+
+    @property
+    def passes(self) -> int:
+        return self.iterations
+
+
+def evaluate_states(f: FixedPointMap, inputs: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Network on a stack ``(n, B, C, H, W)`` at times ``t`` ``(n,)`` -> eps ``(n, B, C, H, W)``.
+
+    Uses ``f.evaluate`` if the map has one (e.g. a multi-device map), else batched calls of
+    ``f.model`` (all n states at once, or ``f.chunk_size`` at a time).
+    """
+    if getattr(f, "evaluate", None) is not None:
+        return f.evaluate(inputs, t)
+    n, B = inputs.shape[:2]
+    chunk = n if f.chunk_size is None else f.chunk_size
+    out = []
+    for lo in range(0, n, chunk):
+        part = inputs[lo:lo + chunk]
+        tt = t[lo:lo + chunk].repeat_interleave(B)  # (n * B,)
+        out.append(f.model(part.reshape(-1, *part.shape[2:]), tt).reshape(part.shape))
+    return torch.cat(out, dim=0)
+
+
+def z_slice(f: FixedPointMap, eps: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """``z_k`` for k = lo+1..hi (rows lo..hi-1) from their eps ``(hi-lo, B, C, H, W)``; as ``FixedPointMap.z``."""
+    s = slice(lo, hi)
+    return f.sqrt_prev[s] * f.pinv_y + f.c2[s] * eps - f.d[s] * f.Q(eps) + f.c1[s] * f.step_noise[s]
+
+
+def ddim_start(f: FixedPointMap) -> torch.Tensor:
+    """``x_k = sqrt(abar_k) A^+ y + sqrt(1 - abar_k) x_T``, k = 0..T-1: ``(T, B, C, H, W)`` (module docstring)."""
+    a = f.sqrt_abar[: f.steps] ** 2
+    return a.sqrt() * f.pinv_y + (1 - a).sqrt() * f.x_T
+
+
+def anchored_map(f: FixedPointMap, X: torch.Tensor, Z: torch.Tensor, b: int, order: int | None) -> torch.Tensor:
+    """New ``x_j`` for j = 0..b-1 from the anchor ``x_a``, ``a = min(j + order, b)``: ``(b, B, C, H, W)``.
+
+    Eq. (9) unrolled from x_a (module docstring); ``order=None`` anchors every state at ``x_b``.
+    """
+    sq = f.sqrt_abar  # (T+1, 1, 1, 1, 1), sqrt(abar_j)
+    w = torch.zeros_like(X[: b + 1])
+    w[1:b] = Z[1:b] / sq[1:b]  # w[s] = z_{s+1} / sqrt(abar_s), s = 1..b-1; w[0] = w[b] = 0
+    C = w.flip(0).cumsum(0).flip(0)  # C[s] = sum_{s' >= s} w[s']
+    if order is None:  # every state anchored at x_b (C[b] = 0)
+        inner = X[b] / sq[b] + C[1:b + 1]
+    else:
+        j = torch.arange(b, device=X.device)
+        a = (j + order).clamp(max=b)
+        inner = X[a] / sq[a] + C[j + 1] - C[a]  # x_a / sqrt(abar_a) + sum_{s=j+1}^{a-1} w[s]
+    return sq[:b] * f.Q(inner) + Z[:b]  # Eq. (9) with anchor a
+
+
+def _tri_anderson(Xh: list[torch.Tensor], Fh: list[torch.Tensor], lam: float, triangular: bool) -> torch.Tensor:
+    """Anderson mixing of the history (each ``(b, B, ...)``) with one alpha per state (suffix Gram) or per image."""
+    Xs, Fs = torch.stack(Xh), torch.stack(Fh)  # (n, b, B, ...)
+    n, b, B = Xs.shape[:3]
+    G = (Fs - Xs).reshape(n, b, B, -1)
+    gram = torch.einsum("ijbd,kjbd->jbik", G, G)  # (b, B, n, n), per-state Gram matrices
+    gram = gram.flip(0).cumsum(0).flip(0)  # suffix sums: state j sees residuals of states j..b-1
+    if not triangular:
+        gram = gram[:1].expand(b, -1, -1, -1)  # plain Anderson: all states, one alpha per image
+    eye = torch.eye(n, dtype=G.dtype, device=G.device)
+    scale = gram.diagonal(dim1=-2, dim2=-1).amax(-1)[..., None, None].clamp_min(1e-30)
+    H = torch.zeros(b, B, n + 1, n + 1, dtype=G.dtype, device=G.device)
+    H[..., 0, 1:] = 1.0
+    H[..., 1:, 0] = 1.0
+    H[..., 1:, 1:] = gram + lam * scale * eye  # Algorithm 1, line 7 (relative lambda)
+    rhs = torch.zeros(b, B, n + 1, 1, dtype=G.dtype, device=G.device)
+    rhs[..., 0, 0] = 1.0
+    alpha = torch.linalg.solve(H, rhs)[..., 1:, 0]  # (b, B, n), sums to one per state
+    shape = (n, b, B) + (1,) * (Xs.dim() - 3)
+    return (alpha.permute(2, 0, 1).reshape(shape) * Fs).sum(0)  # x_j = sum_i alpha_ji F_i[j]
+
+
+def window_solve(
+    f: FixedPointMap,
+    init: torch.Tensor,
+    max_iter: int = 15,
+    tol: float = 1e-3,
+    window: int | None = None,
+    order: int | None = None,
+    accel: str | None = None,
+    m: int = 5,
+    lam: float = 1e-6,
+    damping: float = 1.0,
+    start: str = "ddim",
+    freeze: bool = True,
+    reference: torch.Tensor | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    stop: str = "per_state",
+) -> tuple[torch.Tensor, ParallelTrace]:
+    """Solve ``x = F(x)`` pass by pass with freezing, a window, and optional (triangular) Anderson.
+
+    Args:
+        f: the map of ``fixed_point.FixedPointMap`` (its coefficients are used, not just ``f(x)``).
+        init: ``(T, B, C, H, W)`` start, used when ``start="given"``; ``"ddim"``: ``ddim_start(f)``.
+        max_iter: passes; tol: per-state relative change ``||x_new - x|| / ||x_new||`` below which a
+            state with freshly evaluated inputs is frozen (``tol=0``: only exact states are frozen).
+        window: at most this many states per network pass (default T); order: anchor distance s.
+        accel: ``None`` (Picard), ``"taa"`` (triangular Anderson) or ``"anderson"`` (one alpha per image).
+        m, lam: Anderson history and relative regularisation; damping: ``x <- x + omega (F(x) - x)``.
+        freeze: ``False`` re-evaluates every state every pass (plain Picard/Anderson with this map).
+        stop: only ``"per_state"`` (all states frozen); kept for the solver signature.
+    Returns:
+        ``(x_{0:T-1}, trace)``, as ``solvers.picard``.
+    """
+    T = f.steps
+    if tuple(init.shape) != (T, *f.x_T.shape):
+        raise ValueError(f"init must have shape (T, B, C, H, W) = {(T, *f.x_T.shape)}, got {tuple(init.shape)}")
+    if not isinstance(max_iter, int) or max_iter < 1 or not tol >= 0:
+        raise ValueError(f"need a positive integer max_iter and tol >= 0, got {max_iter!r}, {tol}")
+    if start not in ("ddim", "given") or accel not in (None, "taa", "anderson") or stop != "per_state":
+        raise ValueError(f"start must be 'ddim'|'given', accel None|'taa'|'anderson', stop 'per_state'; "
+                         f"got {start!r}, {accel!r}, {stop!r}")
+    w = T if window is None else int(window)
+    if not 1 <= w <= T or (order is not None and order < 1) or not 0 < damping <= 1:
+        raise ValueError(f"need 1 <= window <= T = {T}, order >= 1 or None, 0 < damping <= 1")
+    X = torch.cat([ddim_start(f) if start == "ddim" else init, f.x_T[None]]).clone()  # (T+1, ...)
+    E = f.x_T.expand(T, *f.x_T.shape).clone()  # eps cache, consistent with the ddim start
+    Z = z_slice(f, E, 0, T)
+    fresh = torch.zeros(T + 1, dtype=torch.bool)  # eps of state k computed at the current X[k]
+    exact = torch.zeros(T + 1, dtype=torch.bool)  # X[k] final given the frozen states
+    exact[T] = True
+    b, trace, Xh, Fh = T, ParallelTrace(stop="per_state"), [], []
+    rel = lambda d, v: (d.flatten(2).norm(dim=2) / (v.flatten(2).norm(dim=2) + 1e-5)).amax(1)  # noqa: E731
+    for _ in range(max_iter):
+        stale = (~fresh[1:]).nonzero()
+        hi = int(stale.max()) + 1 if stale.numel() else 0  # highest state whose eps is stale
+        lo = max(1, hi - w + 1)
+        if hi >= 1:  # one batched network pass over states lo..hi
+            E[lo - 1:hi] = evaluate_states(f, X[lo:hi + 1], f.t[lo - 1:hi])
+            Z[lo - 1:hi] = z_slice(f, E[lo - 1:hi], lo - 1, hi)
+            fresh[lo:hi + 1] = True
+            f.nfe += hi - lo + 1
+            f.calls += 1
+        FX = anchored_map(f, X, Z, b, order)  # (b, ...)
+        # inputs of x_j (states j+1..b) final and freshly evaluated -> the new x_j is final
+        ok = (exact & fresh)[1:b + 1].flip(0).cumprod(0).flip(0).bool()  # ok[j]: states j+1..b all good
+        ok = ok & exact[b]
+        new = X[:b] + damping * (FX - X[:b])
+        if accel is not None:
+            keep = max(0, len(Xh) - m + 1)
+            Xh, Fh = [h[:b] for h in Xh[keep:]] + [X[:b].clone()], [h[:b] for h in Fh[keep:]] + [FX]
+            if len(Xh) > 1:
+                new = _tri_anderson(Xh, Fh, lam, accel == "taa")
+        new = torch.where(ok.view(-1, *[1] * (X.dim() - 1)), FX, new)  # safeguard: final states exactly
+        change = rel(new - X[:b], new)  # (b,), worst image
+        res = rel(FX - X[:b], FX)  # relative residual per state
+        gres = float((FX - X[:b]).norm() / (FX.norm() + 1e-5))
+        fresh_in = fresh[1:b + 1].flip(0).cumprod(0).flip(0).bool()
+        conv = ok | (freeze & fresh_in & (change < tol))  # per-state stopping
+        exact[:b] = ok
+        fresh[:b] &= change == 0
+        X[:b] = new
+        if freeze:  # slide: the contiguous converged block below b is frozen
+            k = b
+            while k > 0 and bool(conv[k - 1]):
+                k -= 1
+            exact[k:] = True
+            b = k
+        _record_pass(trace, f, X, gres, res, change, lo, hi, b, reference, callback)
+        if b == 0 or (not freeze and float(change.max()) < tol):
+            trace.converged = True
+            break
+    return X[:T], trace
+
+
+def _record_pass(trace: ParallelTrace, f: FixedPointMap, X: torch.Tensor, gres: float, res: torch.Tensor,
+                 change: torch.Tensor, lo: int, hi: int, b: int, reference: torch.Tensor | None,
+                 callback: Callable[[dict[str, Any]], None] | None) -> None:
+    T = f.steps
+    state_res = torch.zeros(T, dtype=torch.float64)
+    state_res[: res.numel()] = res.detach().double().cpu()
+    trace.residual.append(gres)
+    trace.state_residual.append(state_res)
+    trace.x0_change.append(float(change[0]) if change.numel() else 0.0)
+    if reference is not None:
+        trace.x0_error.append(float((X[0] - reference).abs().max()))
+    trace.iterations += 1
+    trace.nfe.append(int(f.nfe))
+    trace.window.append((lo, hi))
+    trace.boundary.append(b)
+    if callback is not None:
+        callback({"iteration": trace.iterations, "states": X[:T], "residual": trace.residual[-1],
+                  "state_residual": state_res, "criterion": float(state_res.max()), "window": (lo, hi), "boundary": b})
+
+
+# name -> solver with the signature of ``solvers.picard``; ``samplers.deqir_sample(solver=name)`` finds them
+PARALLEL_SOLVERS: dict[str, Callable[..., tuple[torch.Tensor, SolverTrace]]] = {
+    "picard-freeze": partial(window_solve, accel=None),  # Picard, final states frozen, per-state stop
+    "picard-window": partial(window_solve, accel=None, window=8),  # ParaDiGMS sliding window
+    "anderson-freeze": partial(window_solve, accel="anderson"),  # Algorithm 1 + freezing
+    "taa": partial(window_solve, accel="taa"),  # triangular Anderson + freezing
+}
