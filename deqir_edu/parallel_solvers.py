@@ -91,10 +91,23 @@ def z_slice(f: FixedPointMap, eps: torch.Tensor, lo: int, hi: int) -> torch.Tens
     return f.sqrt_prev[s] * f.pinv_y + f.c2[s] * eps - f.d[s] * f.Q(eps) + f.c1[s] * f.step_noise[s]
 
 
-def ddim_start(f: FixedPointMap) -> torch.Tensor:
-    """``x_k = sqrt(abar_k) A^+ y + sqrt(1 - abar_k) x_T``, k = 0..T-1: ``(T, B, C, H, W)`` (module docstring)."""
-    a = f.sqrt_abar[: f.steps] ** 2
-    return a.sqrt() * f.pinv_y + (1 - a).sqrt() * f.x_T
+def ddim_start(f: FixedPointMap) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain of the surrogate model ``eps_0(x_k) = (x_k - sqrt(abar_k) A^+ y) / sqrt(1 - abar_k)``.
+
+    It believes x_0 = A^+ y, so every step of Eqs. (4)-(5) gives (with u_k the unit noise of state k)::
+
+        x_k = sqrt(abar_k) A^+ y + sqrt(1 - abar_k) u_k,   u_{k-1} = sqrt(1 - eta^2) u_k + eta eps_k
+
+    Returns ``(states (T, B, C, H, W), u (T, B, C, H, W))``, rows k = 0..T-1 and k = 1..T (eps cache).
+    """
+    T, eta = f.steps, float(f.coeffs.eta)
+    a = f.sqrt_abar ** 2  # (T+1, 1, 1, 1, 1), abar_k
+    u = [(f.x_T - a[T].sqrt() * f.pinv_y) / (1 - a[T]).sqrt()]  # u_T
+    for k in range(T, 1, -1):  # u_{k-1} from u_k and the fresh noise of step k
+        u.append((1 - eta**2) ** 0.5 * u[-1] + eta * f.step_noise[k - 1])
+    u = torch.stack(u[::-1])  # (T,), row k-1 = u_k
+    u_prev = torch.cat([(1 - eta**2) ** 0.5 * u[:1] + eta * f.step_noise[:1], u[:-1]])  # row k = u_k, k = 0..T-1
+    return a[:T].sqrt() * f.pinv_y + (1 - a[:T]).sqrt() * u_prev, u
 
 
 def anchored_map(f: FixedPointMap, X: torch.Tensor, Z: torch.Tensor, b: int, order: int | None) -> torch.Tensor:
@@ -180,8 +193,8 @@ def window_solve(
     w = T if window is None else int(window)
     if not 1 <= w <= T or (order is not None and order < 1) or not 0 < damping <= 1:
         raise ValueError(f"need 1 <= window <= T = {T}, order >= 1 or None, 0 < damping <= 1")
-    X = torch.cat([ddim_start(f) if start == "ddim" else init, f.x_T[None]]).clone()  # (T+1, ...)
-    E = f.x_T.expand(T, *f.x_T.shape).clone()  # eps cache, consistent with the ddim start
+    X0, E = ddim_start(f)  # states and eps cache of the surrogate chain
+    X = torch.cat([X0 if start == "ddim" else init, f.x_T[None]]).clone()  # (T+1, ...)
     Z = z_slice(f, E, 0, T)
     fresh = torch.zeros(T + 1, dtype=torch.bool)  # eps of state k computed at the current X[k]
     exact = torch.zeros(T + 1, dtype=torch.bool)  # X[k] final given the frozen states
