@@ -22,7 +22,7 @@ import torch
 
 __all__ = [
     "check_null_space_projection", "check_ddim_step", "check_ddpm_posterior", "check_ddnm_step", "check_F",
-    "check_anderson_weights",
+    "check_anderson_weights", "check_phantom_gradient",
 ]
 
 _TOL = 1e-10  # float64 everywhere: a correct answer agrees to round-off
@@ -341,3 +341,39 @@ def check_anderson_weights(fn: Callable[[torch.Tensor, float], torch.Tensor], la
     if not _compare(name, fx, want, "full solve on a DeqIR map, T = 6", [(True, "check the shape (B, n)")]):
         return False
     return _passed(name, f"optimal for lam = {lam:g}, and reproduces solvers.anderson on a DeqIR map")
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 7: the damped phantom gradient of DEQ inversion, Eq. (13) with M ~ I
+# ---------------------------------------------------------------------------------------------
+def check_phantom_gradient(fn: Callable[..., torch.Tensor]) -> bool:
+    """Check ``fn(make_map, star, x_T, loss, tau, k) -> dL/dx_T`` of shape ``(B, C, H, W)``: starting at the
+    detached fixed point ``star`` (``(T, B, C, H, W)``), take ``k`` damped steps ``x <- (1 - tau) x + tau F(x)``
+    with ``F = make_map(x_T)`` differentiable in ``x_T``, then differentiate ``loss(x_0).sum()`` w.r.t. ``x_T``.
+    Reference: ``inversion.phantom_gradient`` with the loss of ``x_0``."""
+    from .inversion import phantom_gradient
+    from .fixed_point import FixedPointMap
+    from .solvers import picard
+
+    name = "phantom gradient, Algorithm 2"
+    f, _ = _small_chain("inpaint-box", steps=6, seed=60)
+    model, op, y, noises, coeffs = f.model, f.op, f.y, f.step_noise.flip(0), f.coeffs
+    target = torch.randn(f.x_T.shape, generator=_gen(61), dtype=torch.float64)
+    loss = lambda x0: (x0 - target).flatten(1).pow(2).sum(1)  # noqa: E731  (B,)
+    star, _ = picard(f, f.x_T.expand(6, *f.x_T.shape).clone(), max_iter=6, tol=0.0)
+    make_map = lambda x_T: FixedPointMap(model, op, y, x_T, noises, coeffs)  # noqa: E731
+    for tau, k in ((0.1, 1), (0.5, 3), (1.0, 6)):
+        ok, got = _call(name, fn, make_map, star.clone(), f.x_T.clone(), loss, tau, k)
+        if not ok:
+            return False
+        want = phantom_gradient(model, op, y, f.x_T, noises, steps=6, eta=coeffs.eta, loss=lambda c: loss(c.x0),
+                                phantom_steps=k, tau=tau, states=star).grad
+        is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
+        hints = [(is_tensor and _close(got, want / tau), "the damping tau multiplies the step: "
+                  "x <- (1 - tau) x + tau F(x), so one step gives tau times the undamped gradient."),
+                 (is_tensor and float(got.abs().max()) == 0.0, "the gradient is zero: build the map with "
+                  "x_T.requires_grad_(True) and compute the steps with gradients enabled."),
+                 (True, "start from star (detached), not from x_T; differentiate loss(x[0]).sum().")]
+        if not _compare(name, got, want, f"tau={tau}, k={k}", hints):
+            return False
+    return _passed(name, "matches inversion.phantom_gradient for (tau, k) = (0.1, 1), (0.5, 3), (1, 6)")

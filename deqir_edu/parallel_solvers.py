@@ -1,41 +1,48 @@
 """Faster parallel solvers for DeqIR that use the lower-triangular structure of F (Eq. (10)).
 
-Beyond the paper: freezing of converged states, a sliding window of network evaluations
-(ParaDiGMS, Shih et al. 2023) and a triangular Anderson acceleration (our reading of ParaTAA,
-Tang et al. 2024).  All are one loop, ``window_solve``; the registered names pick its options.
+Beyond the paper: freezing of final states, a sliding window of network evaluations (ParaDiGMS,
+Shih et al. 2023), a triangular Anderson acceleration (our reading of ParaTAA, Tang et al. 2024),
+and a better linearisation of the chain step.  All are one loop, ``window_solve``; the names of
+``PARALLEL_SOLVERS`` pick its options.  One pass = one batched network call.
 
 Notation (code name -> symbol; chain convention of ``schedules.py``, map of ``fixed_point.py``)
 
-    X[k]        x_k              full chain (T+1, B, C, H, W), X[T] = x_T fixed
-    E[k-1]      eps_theta(x_k)   cached network output of state k = 1..T
-    Z[k-1]      z_k              the part of x_{k-1} that is not r_k Q x_k (``FixedPointMap``)
-    b           -                boundary: states k >= b are frozen (final); b = T at the start
-    lo..hi      -                states evaluated by the network in one pass (the window), hi <= T
-    w           w                window size (ParaDiGMS); w = T: all stale states in one pass
-    s, order    s                anchor distance: x_j is formed from x_{a}, a = min(j + s, b)
-    m, lam      m, lambda        Anderson history and (relative) regularisation, Algorithm 1
+    X[k]          x_k              full chain (T+1, B, C, H, W), X[T] = x_T fixed
+    E[k-1]        eps_theta(x_k)   cached network output of state k = 1..T
+    Z[k-1]        z_k              the part of x_{k-1} that is not r_k Q x_k (``FixedPointMap``)
+    Phi_k         -                one DDNM step x_k -> x_{k-1} = r_k Q x_k + z_k(eps_theta(x_k))
+    alpha, beta   L_k              approximate step Jacobian L_k = alpha_k Q + beta_k I
+    b             -                boundary: states k >= b are frozen (final); b = T at the start
+    lo..hi        -                states evaluated by the network in one pass (the window)
+    w             w                window size (ParaDiGMS); default T
+    m, lam        m, lambda        Anderson history and (relative) regularisation, Algorithm 1
 
-Map with anchor a (Eq. (9) unrolled from x_a instead of x_T; s = 1 is ``FixedPointMap.one_step``,
-s = inf the cumulative form ``FixedPointMap.__call__`` when b = T)::
+The map (``scan_map``): from the frozen anchor x_b down to x_0, with the x_k^old of the last pass::
 
-    x_j = sqrt(abar_j) Q(x_a / sqrt(abar_a) + sum_{s=j+1}^{a-1} z_{s+1} / sqrt(abar_s)) + z_{j+1}
+    x_{k-1} = Phi_k(x_k^old) + L_k (x_k - x_k^old)          k = b, ..., 1
 
-x_j needs eps at states j+1..a only.  Hence (i) a state whose inputs are all final is final after
-one application (Picard is exact after T passes), (ii) a final state needs one last network
-evaluation and then none (freezing), (iii) a state whose change falls below ``tol`` while its
-inputs were all freshly evaluated can be frozen too (per-state stopping, as ParaDiGMS).
+L_k = r_k Q is exactly Eq. (9), the paper's cumulative form; L_k = 0 the one-step form.  Both have
+the chain as fixed point; they differ in how fast an iteration converges.  Eq. (9) assumes that
+x_{0|k} moves one-to-one with x_k.  At high noise it does not (the network's x_{0|k} hardly depends
+on x_k), and the true step contracts while r_1 ... r_T = sqrt(abar_0 / abar_T) (157 for T = 20)
+amplifies every error of a stale eps: the first iterates of Eq. (9) leave the data range, and for
+eta = 0.85, T = 100 the iteration diverges (``benchmarks/``).  ``form="gauss"`` takes L_k from data
+N(mu, sigma^2 I): d x_{0|k} / d x_k = sqrt(abar_k) sigma^2 / (abar_k sigma^2 + 1 - abar_k), which
+moves from "no dependence" at high noise to Eq. (9) at low noise (``step_jacobian``).
 
-Start.  Algorithm 1 starts from x_k = x_T for every k.  At a small time tau_k the network reads x_T
-as an almost clean image, so eps_theta(x_T, tau_k) is far from x_T and the cumulative form
-multiplies the mismatch by up to sqrt(abar_0 / abar_T) (about 157 for T = 20): the first iterates
-leave the data range.  ``start="ddim"`` uses x_k = sqrt(abar_k) A^+ y + sqrt(1 - abar_k) x_T instead:
-the DDIM states that a constant noise prediction eps = x_T would give (cache E = x_T likewise).
+Freezing.  x_j needs x_b and eps at states j+1..b only.  (i) A state whose inputs are final is
+final after one pass (T passes are exact); (ii) a final state needs one last network evaluation and
+then none; (iii) a state whose change falls below ``tol`` while its inputs were freshly evaluated is
+frozen too (per-state stopping, as ParaDiGMS).  Frozen states leave the window; the window slides.
 
-Triangular Anderson.  x_j depends on states j+1..b-1 only, so its mixing weights alpha_j use the
-residuals of states j..b-1 only (a suffix Gram matrix per state) instead of one alpha for all
-states (``triangular=False``: Anderson with freezing).  States already final take the plain map
-value (safeguard: never more than T passes).  One pass = one batched network call; the trace's
-``iterations`` count passes, ``nfe`` network evaluations of single states.
+Start.  Algorithm 1 starts from x_k = x_T.  At small tau_k the network reads x_T as an almost clean
+image and, for eta > 0, the states lack the fresh noise the chain injects, so eps_theta disagrees
+with the noise in the states and Eq. (9) amplifies the disagreement.  ``start="ddim"`` (default)
+starts from the chain of a surrogate model that believes x_0 = A^+ y (``ddim_start``).
+
+Triangular Anderson.  x_j depends on states above it only, so its mixing weights use the residuals
+of states j..b-1 only (a suffix Gram matrix per state; ``accel="anderson"``: one alpha per image).
+Final states take the plain map value (safeguard: never more than T passes).
 """
 from __future__ import annotations
 
@@ -110,22 +117,49 @@ def ddim_start(f: FixedPointMap) -> tuple[torch.Tensor, torch.Tensor]:
     return a[:T].sqrt() * f.pinv_y + (1 - a[:T]).sqrt() * u_prev, u
 
 
-def anchored_map(f: FixedPointMap, X: torch.Tensor, Z: torch.Tensor, b: int, order: int | None) -> torch.Tensor:
-    """New ``x_j`` for j = 0..b-1 from the anchor ``x_a``, ``a = min(j + order, b)``: ``(b, B, C, H, W)``.
+def step_jacobian(f: FixedPointMap, form: str, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scalars ``(alpha, beta)`` ``(T,)`` of the approximate step Jacobian ``L_k = alpha_k Q + beta_k I``.
 
-    Eq. (9) unrolled from x_a (module docstring); ``order=None`` anchors every state at ``x_b``.
+    d x_{k-1} / d x_k = sqrt(abar_{k-1}) Q D + c2 (I - sqrt(abar_k) D) / sqrt(1 - abar_k) with
+    D = d x_{0|k} / d x_k.  ``"cumulative"``: D = I / sqrt(abar_k), L_k = r_k Q (Eq. (9)); ``"one-step"``:
+    L_k = 0; ``"gauss"``: D of data N(mu, sigma^2 I), D = sqrt(abar_k) sigma^2 / (abar_k sigma^2 + 1 - abar_k).
     """
-    sq = f.sqrt_abar  # (T+1, 1, 1, 1, 1), sqrt(abar_j)
-    w = torch.zeros_like(X[: b + 1])
-    w[1:b] = Z[1:b] / sq[1:b]  # w[s] = z_{s+1} / sqrt(abar_s), s = 1..b-1; w[0] = w[b] = 0
-    C = w.flip(0).cumsum(0).flip(0)  # C[s] = sum_{s' >= s} w[s']
-    if order is None:  # every state anchored at x_b (C[b] = 0)
-        inner = X[b] / sq[b] + C[1:b + 1]
-    else:
-        j = torch.arange(b, device=X.device)
-        a = (j + order).clamp(max=b)
-        inner = X[a] / sq[a] + C[j + 1] - C[a]  # x_a / sqrt(abar_a) + sum_{s=j+1}^{a-1} w[s]
-    return sq[:b] * f.Q(inner) + Z[:b]  # Eq. (9) with anchor a
+    a = (f.sqrt_abar.view(-1) ** 2)[1:]  # abar_k, k = 1..T
+    prev = f.sqrt_prev.view(-1)  # sqrt(abar_{k-1})
+    c2 = f.c2.view(-1)
+    if form == "cumulative":
+        return f.r.view(-1), torch.zeros_like(a)
+    if form == "one-step":
+        return torch.zeros_like(a), torch.zeros_like(a)
+    if form == "gauss":
+        delta = a.sqrt() * sigma**2 / (a * sigma**2 + 1 - a)
+        return prev * delta, c2 * (1 - a.sqrt() * delta) / (1 - a).sqrt()
+    raise ValueError(f"unknown form {form!r}; use 'cumulative', 'one-step' or 'gauss'")
+
+
+def scan_map(f: FixedPointMap, X: torch.Tensor, Z: torch.Tensor, b: int,
+             alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """New ``x_j``, j = 0..b-1, from the frozen anchor x_b: ``(b, B, C, H, W)``.
+
+    Linearised step (Newton-like with an approximate Jacobian ``L_k``, ``step_jacobian``)::
+
+        x_{k-1} = Phi_k(x_k^old) + L_k (x_k - x_k^old),   Phi_k(x) = r_k Q x + z_k(eps(x)),   k = b..1
+
+    With L_k = r_k Q this is Eq. (9) unrolled from x_b.  Split into Q-part q and range part p, the
+    recurrences have scalar factors: q_{k-1} = (alpha_k + beta_k) q_k + Q c_k, p_{k-1} = beta_k p_k + (I - Q) c_k.
+    """
+    old = X[1:b + 1]  # x_k^old, k = 1..b
+    al, be = alpha[:b].view(-1, *[1] * (X.dim() - 1)), beta[:b].view(-1, *[1] * (X.dim() - 1))
+    Qold = f.Q(old)
+    c = f.r[:b] * Qold + Z[:b] - al * Qold - be * old  # c_k = Phi_k(x_k^old) - L_k x_k^old
+    Qc = f.Q(c)
+    q, p = f.Q(X[b]), X[b] - f.Q(X[b])
+    out = torch.empty_like(X[:b])
+    for k in range(b, 0, -1):  # a linear recurrence: cheap tensor ops, no network
+        q = (al[k - 1] + be[k - 1]) * q + Qc[k - 1]
+        p = be[k - 1] * p + (c[k - 1] - Qc[k - 1])
+        out[k - 1] = q + p
+    return out
 
 
 def _tri_anderson(Xh: list[torch.Tensor], Fh: list[torch.Tensor], lam: float, triangular: bool) -> torch.Tensor:
@@ -133,6 +167,7 @@ def _tri_anderson(Xh: list[torch.Tensor], Fh: list[torch.Tensor], lam: float, tr
     Xs, Fs = torch.stack(Xh), torch.stack(Fh)  # (n, b, B, ...)
     n, b, B = Xs.shape[:3]
     G = (Fs - Xs).reshape(n, b, B, -1)
+    G = G / (Fs[-1].reshape(1, b, B, -1).norm(dim=-1, keepdim=True) + 1e-5)  # relative residual of each state
     gram = torch.einsum("ijbd,kjbd->jbik", G, G)  # (b, B, n, n), per-state Gram matrices
     gram = gram.flip(0).cumsum(0).flip(0)  # suffix sums: state j sees residuals of states j..b-1
     if not triangular:
@@ -155,8 +190,9 @@ def window_solve(
     init: torch.Tensor,
     max_iter: int = 15,
     tol: float = 1e-3,
-    window: int | None = None,
-    order: int | None = None,
+    window: int | float | None = None,
+    form: str = "cumulative",
+    sigma: float = 0.5,
     accel: str | None = None,
     m: int = 5,
     lam: float = 1e-6,
@@ -174,7 +210,10 @@ def window_solve(
         init: ``(T, B, C, H, W)`` start, used when ``start="given"``; ``"ddim"``: ``ddim_start(f)``.
         max_iter: passes; tol: per-state relative change ``||x_new - x|| / ||x_new||`` below which a
             state with freshly evaluated inputs is frozen (``tol=0``: only exact states are frozen).
-        window: at most this many states per network pass (default T); order: anchor distance s.
+        window: at most this many states per network pass: an int, a float in (0, 1] (fraction of
+            T), or None (T).
+        form, sigma: the linearised step of ``scan_map`` (``step_jacobian``): "cumulative" (Eq. (9)),
+            "one-step", or "gauss" with data standard deviation ``sigma``.
         accel: ``None`` (Picard), ``"taa"`` (triangular Anderson) or ``"anderson"`` (one alpha per image).
         m, lam: Anderson history and relative regularisation; damping: ``x <- x + omega (F(x) - x)``.
         freeze: ``False`` re-evaluates every state every pass (plain Picard/Anderson with this map).
@@ -190,9 +229,10 @@ def window_solve(
     if start not in ("ddim", "given") or accel not in (None, "taa", "anderson") or stop != "per_state":
         raise ValueError(f"start must be 'ddim'|'given', accel None|'taa'|'anderson', stop 'per_state'; "
                          f"got {start!r}, {accel!r}, {stop!r}")
-    w = T if window is None else int(window)
-    if not 1 <= w <= T or (order is not None and order < 1) or not 0 < damping <= 1:
-        raise ValueError(f"need 1 <= window <= T = {T}, order >= 1 or None, 0 < damping <= 1")
+    w = T if window is None else (max(1, round(window * T)) if isinstance(window, float) else int(window))
+    if not 1 <= w <= T or not 0 < damping <= 1:
+        raise ValueError(f"need 1 <= window <= T = {T} and 0 < damping <= 1, got {window}, {damping}")
+    alpha, beta = step_jacobian(f, form, sigma)
     X0, E = ddim_start(f)  # states and eps cache of the surrogate chain
     X = torch.cat([X0 if start == "ddim" else init, f.x_T[None]]).clone()  # (T+1, ...)
     Z = z_slice(f, E, 0, T)
@@ -211,7 +251,7 @@ def window_solve(
             fresh[lo:hi + 1] = True
             f.nfe += hi - lo + 1
             f.calls += 1
-        FX = anchored_map(f, X, Z, b, order)  # (b, ...)
+        FX = scan_map(f, X, Z, b, alpha, beta)  # (b, ...)
         # inputs of x_j (states j+1..b) final and freshly evaluated -> the new x_j is final
         ok = (exact & fresh)[1:b + 1].flip(0).cumprod(0).flip(0).bool()  # ok[j]: states j+1..b all good
         ok = ok & exact[b]
@@ -221,9 +261,9 @@ def window_solve(
             Xh, Fh = [h[:b] for h in Xh[keep:]] + [X[:b].clone()], [h[:b] for h in Fh[keep:]] + [FX]
             if len(Xh) > 1:
                 new = _tri_anderson(Xh, Fh, lam, accel == "taa")
-        new = torch.where(ok.view(-1, *[1] * (X.dim() - 1)), FX, new)  # safeguard: final states exactly
-        change = rel(new - X[:b], new)  # (b,), worst image
-        res = rel(FX - X[:b], FX)  # relative residual per state
+        new = torch.where(ok.to(X.device).view(-1, *[1] * (X.dim() - 1)), FX, new)  # safeguard: final states exactly
+        change = rel(new - X[:b], new).cpu()  # (b,), worst image
+        res = rel(FX - X[:b], FX).cpu()  # relative residual per state
         gres = float((FX - X[:b]).norm() / (FX.norm() + 1e-5))
         fresh_in = fresh[1:b + 1].flip(0).cumprod(0).flip(0).bool()
         conv = ok | (freeze & fresh_in & (change < tol))  # per-state stopping
@@ -265,8 +305,10 @@ def _record_pass(trace: ParallelTrace, f: FixedPointMap, X: torch.Tensor, gres: 
 
 # name -> solver with the signature of ``solvers.picard``; ``samplers.deqir_sample(solver=name)`` finds them
 PARALLEL_SOLVERS: dict[str, Callable[..., tuple[torch.Tensor, SolverTrace]]] = {
-    "picard-freeze": partial(window_solve, accel=None),  # Picard, final states frozen, per-state stop
-    "picard-window": partial(window_solve, accel=None, window=8),  # ParaDiGMS sliding window
+    "picard-freeze": partial(window_solve),  # Eq. (9), final states frozen, per-state stopping
+    "picard-window": partial(window_solve, window=0.25),  # ParaDiGMS sliding window of T/4 states
     "anderson-freeze": partial(window_solve, accel="anderson"),  # Algorithm 1 + freezing
     "taa": partial(window_solve, accel="taa"),  # triangular Anderson + freezing
+    "gauss-freeze": partial(window_solve, form="gauss"),  # Gaussian step Jacobian + freezing
+    "gauss-window": partial(window_solve, form="gauss", window=0.25),  # ... in a sliding window
 }

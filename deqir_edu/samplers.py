@@ -269,14 +269,16 @@ def deqir_sample(
     triangular, Eq. (10)).
 
     Args:
-        solver: ``"anderson"`` (Algorithm 1) or ``"picard"``.
+        solver: ``"anderson"`` (Algorithm 1), ``"picard"``, or a name of ``parallel_solvers.PARALLEL_SOLVERS``.
         max_iter, tol: number of applications of F and the tolerance of the stopping rule.
         callback: per solver iteration, ``{"iteration", "states", "residual", ...}``.
         chunk_size: states per network call (bounds memory); default all T at once.
         reference: optional ``(B, C, H, W)`` image; the trace then records the x_0 error to it.
         solver_options: passed on, e.g. ``stop="x0"|"per_state"|"global"``, ``m``, ``lam``, ``beta``.
     """
-    solvers = {"anderson": anderson, "picard": picard}
+    from .parallel_solvers import PARALLEL_SOLVERS  # faster solvers by name (lazy: no import cycle)
+
+    solvers = {"anderson": anderson, "picard": picard, **PARALLEL_SOLVERS}
     if solver not in solvers:
         raise ValueError(f"unknown solver {solver!r}; use one of {sorted(solvers)}")
     model = ClippedModel(model) if clip and not isinstance(model, ClippedModel) else model
