@@ -36,6 +36,9 @@ _EXPORTS: dict[str, str] = {
     "FixedPointMap": "fixed_point",
     "picard": "solvers",
     "anderson": "solvers",
+    "window_solve": "parallel_solvers",
+    "PARALLEL_SOLVERS": "parallel_solvers",
+    "ShardedModel": "distributed",
     # inversion
     "deq_invert": "inversion",
     "exact_chain_gradient": "inversion",

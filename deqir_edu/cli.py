@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -73,10 +73,13 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
     p.add_argument("--simulate", action="store_true",
                    help="INPUT is a clean image: degrade it with the task first and report PSNR")
+    p.add_argument("--devices", default=None, metavar="D0,D1,...",
+                   help="split each network pass across devices, e.g. cuda:0,cuda:1 (torch.distributed; "
+                   "also under torchrun)")
     p.set_defaults(func=_run_restore)
 
 
-def _run_restore(args: argparse.Namespace) -> int:
+def _run_restore(args: argparse.Namespace, wrap: Callable | None = None) -> int:
     import torch
 
     from deqir_edu.metrics import psnr
@@ -84,7 +87,12 @@ def _run_restore(args: argparse.Namespace) -> int:
     from deqir_edu.restore import load_image, restore_tiled, save_image, sr_scale
     from deqir_edu.zoo import load_model
 
+    if getattr(args, "devices", None) and wrap is None:  # one process per device (distributed.py)
+        from deqir_edu.distributed import restore_on_devices
+
+        return restore_on_devices(args, _run_restore)
     model = load_model(args.model)
+    model = wrap(model) if wrap is not None else model
     c, h, w = model.image_shape
     s = sr_scale(args.task)
     grey_observation = args.task in ("colorize", "old-photo") and not args.simulate
