@@ -34,6 +34,19 @@ def exact_problem(task: str = "sr4", batch: int = 2, shape: tuple[int, int, int]
     return prior, op, op.A(x), x
 
 
+def gmm_fashion_problem(task: str = "sr4", batch: int = 2):
+    """The exact prior of chapters 4-6: 32-component mixture fitted to 1500 Fashion-MNIST images, 1x32x32."""
+    from deqir_edu.datasets import fashion_mnist, pad_to_32, to_tensor_images
+    from deqir_edu.operators import make_operator
+    from deqir_edu.prior import GaussianMixturePrior
+
+    train = pad_to_32(to_tensor_images(fashion_mnist("train")[0][:1500])).double()
+    prior = GaussianMixturePrior.fit(train, 32, generator=torch.Generator().manual_seed(0), n_iter=8)
+    x = pad_to_32(to_tensor_images(fashion_mnist("test")[0][:batch])).double()
+    op = make_operator(task, (1, 32, 32))
+    return prior, op, op.A(x), x
+
+
 def adm_config(name: str = "fashion32") -> dict[str, Any]:
     return json.loads((ROOT / "deqir_edu" / "configs" / f"{name}.json").read_text())
 

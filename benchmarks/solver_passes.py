@@ -7,7 +7,7 @@ For every solver, T and eta: the DDNM chain x_0 (same noises) is the reference. 
   * own stopping: run with ``tol`` and report passes, NFE, final error and dB gap where the solver stops.
 Ratios are to Picard (Eq. (9) with the x_T start, Algorithm 1) measured in the same run.
 
-usage: python benchmarks/solver_passes.py [--prior exact|fashion32] [--steps 20 100] [--eta 0.15 0.85]
+usage: python benchmarks/solver_passes.py [--prior exact|gmm-fashion|fashion32] [--steps 20 100] [--eta 0.15 0.85]
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from common import SOLVERS, exact_problem, fashion_problem, first, meta, table, write
+from common import SOLVERS, exact_problem, fashion_problem, first, gmm_fashion_problem, meta, table, write
 
 from deqir_edu.metrics import psnr
 from deqir_edu.samplers import ddnm_sample, deqir_sample
@@ -53,7 +53,7 @@ def measure(model, op, y, x, T: int, eta: float, solver: str, tol: float, tol_tr
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prior", default="exact", choices=("exact", "fashion32"))
+    p.add_argument("--prior", default="exact", choices=("exact", "gmm-fashion", "fashion32"))
     p.add_argument("--task", default="sr4")
     p.add_argument("--steps", type=int, nargs="+", default=[20, 100])
     p.add_argument("--eta", type=float, nargs="+", default=[0.15, 0.85])
@@ -67,6 +67,10 @@ def main() -> None:
     if args.prior == "exact":
         model, op, y, x = exact_problem(args.task, args.n)
         desc = "exact prior: Gaussian mixture, 4 components, 3x8x8, float64"
+    elif args.prior == "gmm-fashion":
+        model, op, y, x = gmm_fashion_problem(args.task, args.n)
+        desc = (f"exact prior of chapters 4-6: Gaussian mixture, 32 components fitted to Fashion-MNIST, "
+                f"{args.n} test images 1x32x32, float64")
     else:
         prob = fashion_problem(args.task, args.n)
         if prob is None:

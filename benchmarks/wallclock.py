@@ -6,7 +6,7 @@ gives both the time at which x_0 first comes within ``--db`` dB PSNR (worst imag
 with the same noises ("equal quality") and the time at the solver's own stop.  (c): the time spent
 outside the network (solver step, projections, bookkeeping) as a share of the total.
 
-usage: python benchmarks/wallclock.py [--model exact|fashion32|random-adm] [--dtypes fp32 bf16] [--steps 20]
+usage: python benchmarks/wallclock.py [--model exact|gmm-fashion|fashion32|random-adm] [--dtypes fp32 bf16] [--steps 20]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from common import Timed, exact_problem, fashion_problem, meta, random_adm, table, write
+from common import Timed, exact_problem, fashion_problem, gmm_fashion_problem, meta, random_adm, table, write
 
 from deqir_edu.metrics import psnr
 from deqir_edu.operators import make_operator
@@ -26,6 +26,8 @@ from deqir_edu.samplers import ddnm_sample, deqir_sample
 def problem(name: str, task: str, n: int):
     if name == "exact":
         return exact_problem(task, n)
+    if name == "gmm-fashion":
+        return gmm_fashion_problem(task, n)
     if name == "fashion32":
         prob = fashion_problem(task, n)
         if prob is None:
@@ -86,7 +88,7 @@ def run_dtype(model, op, y, x, args, dtype: str) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="fashion32", choices=("exact", "fashion32", "random-adm"))
+    p.add_argument("--model", default="fashion32", choices=("exact", "gmm-fashion", "fashion32", "random-adm"))
     p.add_argument("--task", default="sr4")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--eta", type=float, default=0.15)

@@ -157,7 +157,7 @@ def sample_on_devices(devices: list[torch.device | str], model: Any, op: Any, y:
     """``deqir_sample(model, op, y, **kwargs)`` with every network pass split over ``devices``.
 
     Spawns one process per device (gloo on CPU, NCCL on GPUs); ``kwargs`` must hold picklable values
-    (pass ``noises=`` or a seed through ``generator`` is not picklable: use ``noises``).  Returns
+    (a ``torch.Generator`` cannot be sent to the processes: pass ``noises=draw_noises(...)``).  Returns
     ``{"x0": (B, C, H, W), "passes", "nfe", "rank_images": (P,) images each rank evaluated}``.
     """
     return spawn(_sample_rank, list(devices), model, op, y, kwargs)

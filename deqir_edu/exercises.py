@@ -12,6 +12,9 @@ Notation (exercise argument -> paper symbol)
     x_t, eps      x_t, eps_theta     a state of the chain and the predicted noise
     abar_t, abar_prev                alpha-bar of the current and of the next (less noisy) state
     eta           eta                stochasticity of DDIM/DDNM, 0 <= eta < 1
+    z, abar, Q    z_k, abar_k, I - A^+ A   pieces of Proposition 1 / Eq. (9) (``check_F``)
+    G, lam        G_k, lambda        Anderson residual history (rows) and regularisation, Algorithm 1
+    tau, k        tau, k             damping and number of phantom steps, Algorithm 2 / Eq. (13)
 """
 from __future__ import annotations
 

@@ -283,3 +283,84 @@ def test_rendered_proposition_page_in_chromium(sites: dict[str, Path], tmp_path:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------------------------------
+# (d) the exercise self-checks accept a right answer, reject a wrong one and survive a stub
+# ------------------------------------------------------------------------------------------------
+def _stub(*args: object) -> None:
+    raise NotImplementedError
+
+
+def _ddim(x_t, eps, a_t, a_prev, eta, noise):  # type: ignore[no-untyped-def]
+    x0 = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    return a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * ((1 - eta**2) ** 0.5 * eps + eta * noise)
+
+
+def _ddnm(x_t, eps, a_t, a_prev, eta, noise, op, y):  # type: ignore[no-untyped-def]
+    x0 = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
+    x0 = op.A_pinv(y) + x0 - op.A_pinv(op.A(x0))
+    return a_prev**0.5 * x0 + (1 - a_prev) ** 0.5 * ((1 - eta**2) ** 0.5 * eps + eta * noise)
+
+
+def _posterior(x_t, x0, a_t, a_prev):  # type: ignore[no-untyped-def]
+    beta = 1 - a_t / a_prev
+    mean = a_prev**0.5 * beta / (1 - a_t) * x0 + (1 - beta) ** 0.5 * (1 - a_prev) / (1 - a_t) * x_t
+    return mean, ((1 - a_prev) / (1 - a_t) * beta) ** 0.5
+
+
+def _F(z, x_T, abar, Q):  # type: ignore[no-untyped-def]
+    import torch
+
+    T, sq = z.shape[0], abar.sqrt().view(-1, 1, 1, 1, 1)
+    tail = torch.cat([z[1:] / sq[1:T], x_T[None] / sq[T:]]).flip(0).cumsum(0).flip(0)
+    return sq[:T] * Q(tail) + z
+
+
+def _weights(G, lam):  # type: ignore[no-untyped-def]
+    import torch
+
+    B, n, _ = G.shape
+    H = torch.zeros(B, n + 1, n + 1, dtype=G.dtype)
+    H[:, 0, 1:], H[:, 1:, 0] = 1.0, 1.0
+    H[:, 1:, 1:] = G @ G.transpose(1, 2) + lam * torch.eye(n, dtype=G.dtype)
+    rhs = torch.zeros(B, n + 1, 1, dtype=G.dtype)
+    rhs[:, 0] = 1.0
+    return torch.linalg.solve(H, rhs)[:, 1:, 0]
+
+
+def _phantom(make_map, star, x_T, loss, tau, k):  # type: ignore[no-untyped-def]
+    import torch
+
+    x_T = x_T.detach().requires_grad_(True)
+    F, x = make_map(x_T), star.detach()
+    for _ in range(k):
+        x = (1 - tau) * x + tau * F(x)
+    return torch.autograd.grad(loss(x[0]).sum(), x_T)[0]
+
+
+CHECKS = {  # check name -> (reference answer, a typical wrong answer)
+    "check_null_space_projection": (lambda op, x0, y: op.A_pinv(y) + x0 - op.A_pinv(op.A(x0)),
+                                    lambda op, x0, y: x0 - op.A_pinv(op.A(x0))),
+    "check_ddim_step": (_ddim, lambda x_t, eps, a_t, a_prev, eta, noise: _ddim(x_t, eps, a_t, a_prev, 0.0, noise)),
+    "check_ddpm_posterior": (_posterior, lambda x_t, x0, a_t, a_prev: (_posterior(x_t, x0, a_t, a_prev)[0], 0.0)),
+    "check_ddnm_step": (_ddnm, lambda x_t, eps, a_t, a_prev, eta, noise, op, y: _ddim(x_t, eps, a_t, a_prev, eta, noise)),
+    "check_F": (_F, lambda z, x_T, abar, Q: _F(z, x_T, abar, Q) + Q(z)),
+    "check_anderson_weights": (_weights, lambda G, lam: _weights(G, lam).flip(1)),
+    "check_phantom_gradient": (_phantom, lambda make_map, star, x_T, loss, tau, k: _phantom(make_map, star, x_T,
+                                                                                            loss, 1.0, 1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_exercise_checks(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import deqir_edu.exercises as ex
+
+    check = getattr(ex, name)
+    right, wrong = CHECKS[name]
+    assert check(right) is True, capsys.readouterr().out
+    assert check(wrong) is False
+    assert "[x]" in capsys.readouterr().out  # says what is wrong
+    assert check(_stub) is False
+    assert "not implemented yet" in capsys.readouterr().out
+    assert sorted(ex.__all__) == sorted(CHECKS)

@@ -82,7 +82,7 @@ def test_faster_solvers_need_fewer_passes_or_evaluations() -> None:
     picard = run(prior, op, y, 0.15, "picard", max_iter=T + 5, **kw).trace  # 17 passes, 340 evaluations
     anderson = run(prior, op, y, 0.15, "anderson", max_iter=2 * T, **kw).trace  # 36 passes
     taa = run(prior, op, y, 0.15, "taa", max_iter=T, **kw).trace  # 20 passes
-    gauss = run(prior, op, y, 0.15, "gauss-freeze", max_iter=T, **kw).trace  # 7 passes, 94 evaluations
+    gauss = run(prior, op, y, 0.15, "gauss-freeze", max_iter=T, **kw).trace  # 6 passes, 88 evaluations
     window = run(prior, op, y, 0.15, "picard-window", max_iter=T, **kw).trace  # 18 passes, 87 evaluations
     for tr in (picard, anderson, taa, gauss, window):
         assert tr.converged and tr.x0_error[-1] < 1e-3
