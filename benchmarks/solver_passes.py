@@ -28,7 +28,8 @@ def measure(model, op, y, x, T: int, eta: float, solver: str, tol: float, tol_tr
     ref = ddnm_sample(model, op, y, T, eta, torch.Generator().manual_seed(seed))
     ref_db = psnr(ref, x)
     row: dict = {"solver": solver, "T": T, "eta": eta}
-    for mode, t in (("oracle", tol_track), ("own", tol)):
+    modes = (("oracle", tol_track), ("own", tol)) if tol != tol_track else (("both", tol),)  # one run if equal
+    for mode, t in modes:
         errs, gaps = [], []
 
         def cb(d: dict) -> None:
@@ -41,11 +42,11 @@ def measure(model, op, y, x, T: int, eta: float, solver: str, tol: float, tol_tr
                            max_iter=max_iter, tol=t, reference=ref, callback=cb)
         seconds = time.perf_counter() - t0
         nfe = res.trace.nfe
-        if mode == "oracle":
+        if mode in ("oracle", "both"):
             k3, kdb = first(errs, 1e-3), first(gaps, 0.05)
             row.update(passes_1e3=k3, nfe_1e3=nfe[k3 - 1] if k3 else None,
                        passes_db=kdb, nfe_db=nfe[kdb - 1] if kdb else None, err_oracle_end=errs[-1])
-        else:
+        if mode in ("own", "both"):
             row.update(own_passes=res.trace.iterations, own_nfe=res.nfe, own_err=errs[-1], own_db_gap=gaps[-1],
                        own_seconds=seconds)
     return row
@@ -62,6 +63,7 @@ def main() -> None:
     p.add_argument("--tol-track", type=float, default=1e-5, help="tolerance of the first-hit runs")
     p.add_argument("--solvers", nargs="+", default=SOLVERS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tag", default=None, help="suffix of the result files")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.prior == "exact":
@@ -103,7 +105,7 @@ def main() -> None:
                  for r in block]))
     md.append("\n'-': not reached within max_iter (T passes; 2T for anderson).  Picard/anderson: Algorithm 1 "
               "(start x_T, stop on x_0's residual); the others: `deqir_edu.parallel_solvers`.\n")
-    js, mdp = write(f"solver_passes_{args.prior}", {"meta": meta("python " + " ".join(sys.argv)), "rows": rows},
+    js, mdp = write(f"solver_passes_{args.prior}" + (f"_{args.tag}" if args.tag else ""), {"meta": meta("python " + " ".join(sys.argv)), "rows": rows},
                     "".join(md))
     print(f"wrote {js} and {mdp}")
 

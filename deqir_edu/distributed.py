@@ -106,10 +106,12 @@ def parse_devices(text: str | None) -> list[torch.device]:
 
 
 def init_process(rank: int, world: int, init_method: str, device: torch.device) -> None:
-    """Join the process group: NCCL for CUDA devices, gloo on CPU."""
+    """Join the process group: NCCL for CUDA devices, gloo on CPU (with cores / world threads per rank)."""
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    else:  # CPU ranks share the cores: one thread pool each would oversubscribe them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
 
 
@@ -146,10 +148,10 @@ def _sample_rank(rank: int, world: int, device: torch.device, model: Any, op: An
 
     sharded = ShardedModel(model.to(device) if hasattr(model, "to") else model, device)
     res = deqir_sample(sharded, op, y, **kwargs)
-    counts = torch.zeros(world, dtype=torch.long)
+    counts = torch.zeros(world, dtype=torch.long, device=device if dist.get_backend() == "nccl" else "cpu")
     counts[rank] = sharded.evaluations
     dist.all_reduce(counts)  # images evaluated by each rank
-    return {"x0": res.x0.cpu(), "passes": res.trace.iterations, "nfe": res.nfe, "rank_images": counts}
+    return {"x0": res.x0.cpu(), "passes": res.trace.iterations, "nfe": res.nfe, "rank_images": counts.cpu()}
 
 
 def sample_on_devices(devices: list[torch.device | str], model: Any, op: Any, y: torch.Tensor,

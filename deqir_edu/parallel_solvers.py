@@ -26,14 +26,15 @@ the chain as fixed point; they differ in how fast an iteration converges.  Eq. (
 x_{0|k} moves one-to-one with x_k.  At high noise it does not (the network's x_{0|k} hardly depends
 on x_k), and the true step contracts while r_1 ... r_T = sqrt(abar_0 / abar_T) (157 for T = 20)
 amplifies every error of a stale eps: the first iterates of Eq. (9) leave the data range, and for
-eta = 0.85, T = 100 the iteration diverges (``benchmarks/``).  ``form="gauss"`` takes L_k from data
+eta = 0.85, T = 100 its errors grow to ~1e14 before finite termination takes over (book chapter 6).  ``form="gauss"`` takes L_k from data
 N(mu, sigma^2 I): d x_{0|k} / d x_k = sqrt(abar_k) sigma^2 / (abar_k sigma^2 + 1 - abar_k), which
 moves from "no dependence" at high noise to Eq. (9) at low noise (``step_jacobian``).
 
 Freezing.  x_j needs x_b and eps at states j+1..b only.  (i) A state whose inputs are final is
 final after one pass (T passes are exact); (ii) a final state needs one last network evaluation and
-then none; (iii) a state whose change falls below ``tol`` while its inputs were freshly evaluated is
-frozen too (per-state stopping, as ParaDiGMS).  Frozen states leave the window; the window slides.
+then none; (iii) a state whose inputs were freshly evaluated is frozen too once its estimated remaining
+error, change / (1 - observed rate), is below ``tol`` (per-state stopping; ParaDiGMS freezes on the change
+alone, which stops early when the iteration converges slowly).  Frozen states leave the window, which slides.
 
 Start.  Algorithm 1 starts from x_k = x_T.  At small tau_k the network reads x_T as an almost clean
 image and, for eta > 0, the states lack the fresh noise the chain injects, so eps_theta disagrees
@@ -207,8 +208,9 @@ def window_solve(
     Args:
         f: the map of ``fixed_point.FixedPointMap`` (its coefficients are used, not just ``f(x)``).
         init: ``(T, B, C, H, W)`` start, used when ``start="given"``; ``"ddim"``: ``ddim_start(f)``.
-        max_iter: passes; tol: per-state relative change ``||x_new - x|| / ||x_new||`` below which a
-            state with freshly evaluated inputs is frozen (``tol=0``: only exact states are frozen).
+        max_iter: passes.  tol: a state whose inputs were freshly evaluated is frozen when its estimated
+            remaining error ``delta / (1 - rate)`` is below tol, with ``delta = ||x_new - x|| / ||x_new||``
+            (worst image) and ``rate`` the ratio of its last two deltas (``tol=0``: only exact states).
         window: at most this many states per network pass: an int, a float in (0, 1] (fraction of
             T), or None (T).
         form, sigma: the linearised step of ``scan_map`` (``step_jacobian``): "cumulative" (Eq. (9)),
@@ -225,6 +227,8 @@ def window_solve(
         raise ValueError(f"init must have shape (T, B, C, H, W) = {(T, *f.x_T.shape)}, got {tuple(init.shape)}")
     if not isinstance(max_iter, int) or max_iter < 1 or not tol >= 0:
         raise ValueError(f"need a positive integer max_iter and tol >= 0, got {max_iter!r}, {tol}")
+    if not isinstance(m, int) or m < 1:
+        raise ValueError(f"the Anderson history m must be a positive integer, got {m!r}")
     if start not in ("ddim", "given") or accel not in (None, "taa", "anderson") or stop != "per_state":
         raise ValueError(f"start must be 'ddim'|'given', accel None|'taa'|'anderson', stop 'per_state'; "
                          f"got {start!r}, {accel!r}, {stop!r}")
@@ -254,7 +258,6 @@ def window_solve(
         FX = scan_map(f, X, Z, b, alpha, beta)  # (b, ...)
         # inputs of x_j (states j+1..b) final and freshly evaluated -> the new x_j is final
         ok = (exact & fresh)[1:b + 1].flip(0).cumprod(0).flip(0).bool()  # ok[j]: states j+1..b all good
-        ok = ok & exact[b]
         new = X[:b] + damping * (FX - X[:b])
         if accel is not None:
             keep = max(0, len(Xh) - m + 1)

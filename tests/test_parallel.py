@@ -154,3 +154,35 @@ def test_two_gloo_ranks_equal_one_process(tmp_path) -> None:
         assert float((multi[name] - single.x0).abs().max()) < 1e-6, name
     # rank 0 evaluated its half of every pass (ceil(N / 2) of N images), not all of them
     assert counter.evaluations / 2 <= int(multi["evaluations"]) <= counter.evaluations / 2 + passes
+
+
+def test_cli_restore_on_two_devices_matches_one(tmp_path) -> None:
+    """``deqir-edu restore --devices cpu,cpu`` end to end: a tiny random ADM checkpoint, same PNG as one process."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from deqir_edu.cli import main
+    from deqir_edu.networks import ADMUNet
+
+    cfg = {"image_size": 16, "in_channels": 1, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1",
+           "attention_resolutions": "", "learn_sigma": False}
+    torch.manual_seed(0)
+    net = ADMUNet.from_config(cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(0.02 * torch.randn_like(p))
+    save_file(net.state_dict(), str(tmp_path / "tiny.safetensors"))
+    (tmp_path / "tiny.json").write_text(json.dumps({"architecture": "adm", "config": cfg}))
+    src = tmp_path / "clean.png"
+    Image.fromarray((np.arange(256).reshape(16, 16) % 251).astype(np.uint8)).save(src)
+    outs = []
+    for devices in ([], ["--devices", "cpu,cpu"]):
+        outs.append(tmp_path / f"out{len(devices)}.png")
+        argv = ["restore", str(src), "--task", "sr4", "--simulate", "--steps", "4", "--iters", "3",
+                "--model", str(tmp_path / "tiny.safetensors"), "--out", str(outs[-1]), *devices]
+        assert main(argv) == 0
+    assert np.array_equal(np.asarray(Image.open(outs[0])), np.asarray(Image.open(outs[1])))
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["clean.png", "out0.png", "out2.png"]  # rank 1 wrote none
