@@ -20,15 +20,6 @@ from deqir_edu.official_eta import official_coefficients, official_noises, paral
 from deqir_edu.schedules import chain_coefficients
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The test machine's 2 cores are shared: one thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_prior(shape: tuple[int, int, int], k: int = 6, seed: int = 0) -> dq.GaussianMixturePrior:
     g = torch.Generator().manual_seed(seed)
     means = torch.rand(k, *shape, generator=g, dtype=torch.float64) * 2 - 1

@@ -15,14 +15,6 @@ SHAPE = (3, 8, 8)
 T = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: avoid OpenMP contention on the shared machine
-    yield
-    torch.set_num_threads(n)
-
-
 def setup_chain(task: str, eta: float, steps: int = T):
     g = torch.Generator().manual_seed(0)
     prior = GaussianMixturePrior(torch.rand(4, *SHAPE, generator=g, dtype=torch.float64) * 1.6 - 0.8, 0.1)

@@ -22,15 +22,6 @@ MANIFESTS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The test machine's 2 cores are shared: one thread avoids oversubscription stalls."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def reference() -> dict:
     return torch.load(FIXTURES / "unet_reference_outputs.pt", weights_only=True)

@@ -23,14 +23,6 @@ SHAPE = (3, 8, 8)
 T = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: avoid OpenMP contention on the shared machine
-    yield
-    torch.set_num_threads(n)
-
-
 def problem(task: str = "sr4", batch: int = 2):
     g = torch.Generator().manual_seed(0)
     means = (torch.rand(4, *SHAPE, generator=g, dtype=torch.float64) * 2 - 1) * 0.8

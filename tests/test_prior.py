@@ -9,15 +9,6 @@ from deqir_edu.prior import GaussianMixturePrior
 SHAPE = (3, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: one thread avoids OpenMP contention on the shared 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_prior(k: int = 4, std: float = 0.1, seed: int = 0) -> GaussianMixturePrior:
     g = torch.Generator().manual_seed(seed)
     means = torch.rand(k, *SHAPE, generator=g, dtype=torch.float64) * 1.6 - 0.8

@@ -1,10 +1,8 @@
 """Restoration of image files and of images larger than the model (tiles)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import deqir_edu as dq
 from deqir_edu.restore import load_image, observation_shape, restore, restore_tiled, save_image, sr_scale

@@ -12,14 +12,6 @@ SHAPE = (3, 8, 8)
 T = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: avoid OpenMP contention on the shared machine
-    yield
-    torch.set_num_threads(n)
-
-
 def make_prior(std: float = 0.1, scale: float = 0.8) -> GaussianMixturePrior:
     g = torch.Generator().manual_seed(0)
     means = (torch.rand(4, *SHAPE, generator=g, dtype=torch.float64) * 2 - 1) * scale

@@ -13,14 +13,6 @@ SHAPE = (3, 8, 8)
 T = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: avoid OpenMP contention on the shared machine
-    yield
-    torch.set_num_threads(n)
-
-
 def linear_problem(n: int = 50):
     """x = M x + b with symmetric M, eigenvalues spread over [0, 0.98]: slow for Picard."""
     g = torch.Generator().manual_seed(0)
