@@ -168,6 +168,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", default=None, metavar="HH:MM",
                    help="stop cleanly at this local time today and write the weights of the step reached")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="do not train: write the EMA weights of OUT/checkpoint.pt (step reached) into DIR")
     p.set_defaults(func=_run_train)
 
 
@@ -175,6 +177,11 @@ def _run_train(args: argparse.Namespace) -> int:
     from deqir_edu.training import _describe, load_config, train
 
     out = args.out or f"runs/{load_config(args.config)['name']}"
+    if args.export:
+        from deqir_edu.training import export_checkpoint
+
+        print(f"wrote {export_checkpoint(f'{out}/checkpoint.pt', args.export)}")
+        return 0
     deadline = None
     if args.until:
         import datetime as dt

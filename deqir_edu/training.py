@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from deqir_edu.datasets import make_sampler
 from deqir_edu.schedules import alphas_cumprod, linear_betas
 
-__all__ = ["load_config", "build_model", "train", "DEFAULTS"]
+__all__ = ["load_config", "build_model", "train", "save_weights", "export_checkpoint", "DEFAULTS"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -237,10 +237,36 @@ def train(
                "parameters": sum(p.numel() for p in model.parameters()), "planned_steps": planned,
                "stopped_at_deadline": stopped_early}
     if step >= total and step > 0:
-        save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(out / f"{cfg['name']}.safetensors"),
-                  metadata={"config": json.dumps(cfg)})
-        (out / f"{cfg['name']}.json").write_text(json.dumps({"config": cfg, "run": summary}, indent=2) + "\n")
+        save_weights(ema.state_dict(), cfg, summary, out)
     return summary
+
+
+def save_weights(ema_state: dict[str, torch.Tensor], cfg: dict, summary: dict, out: str | Path) -> Path:
+    """Write ``{name}.safetensors`` (EMA weights, config in the metadata) and ``{name}.json``."""
+    out = Path(out)
+    path = out / f"{cfg['name']}.safetensors"
+    save_file({k: v.contiguous() for k, v in ema_state.items()}, str(path), metadata={"config": json.dumps(cfg)})
+    (out / f"{cfg['name']}.json").write_text(json.dumps({"config": cfg, "run": summary}, indent=2) + "\n")
+    return path
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
+    """EMA weights of a (possibly unfinished) run's ``checkpoint.pt``, written as by a finished run.
+
+    The run's config gets ``steps`` = the step reached, so the weights say honestly how long they
+    were trained; ``train(..., resume=True, steps=N)`` can still continue the run later.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = json.loads(state["config"])
+    log = state["loss_log"].tolist()
+    step = int(state["step"])
+    planned, cfg["steps"] = cfg["steps"], step
+    summary = {"name": cfg["name"], "step": step, "finished": step >= planned, "seconds": round(float(state["seconds"]), 1),
+               "final_loss": log[-1][1] if log else None, "planned_steps": planned, "stopped_at_deadline": step < planned,
+               "parameters": sum(v.numel() for k, v in state["model"].items())}
+    Path(out).mkdir(parents=True, exist_ok=True)
+    _write_log(Path(out) / f"{cfg['name']}_loss.csv", log)
+    return save_weights(state["ema"], cfg, summary, out)
 
 
 def _describe(summary: dict) -> str:

@@ -112,3 +112,21 @@ def test_shipped_configs_build_a_small_adm_unet(name, shape):
     assert cfg["batch_size"] == 64 and not cfg["model"]["learn_sigma"]
     with torch.no_grad():
         assert net(torch.zeros((2,) + shape), torch.tensor([3, 500])).shape == (2,) + shape
+
+
+def test_export_of_an_unfinished_run_loads_through_the_zoo(tmp_path, monkeypatch):
+    """`train --export`: the EMA weights of checkpoint.pt at the step reached, loadable as a zoo model."""
+    from deqir_edu import zoo
+    from deqir_edu.cli import main
+
+    training.train(TINY, tmp_path / "run", progress=False, stop_after=6)
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    models = tmp_path / "data" / "models"
+    assert main(["train", "tiny", "--out", str(tmp_path / "run"), "--export", str(models)]) == 0
+    meta = json.loads((models / "tiny.json").read_text())
+    assert meta["config"]["steps"] == 6 and meta["run"]["stopped_at_deadline"] and not meta["run"]["finished"]
+    _assert_same(ckpt["ema"], _weights(models))
+    assert (models / "tiny_loss.csv").is_file()
+    monkeypatch.setenv("DEQIR_EDU_DATA", str(tmp_path / "data"))
+    model = zoo.load_model(str(models / "tiny.safetensors"))
+    assert tuple(model.image_shape) == (1, 16, 16)  # the tiny config's synthetic images
