@@ -17,6 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 FASHION32 = ROOT / "data" / "models" / "fashion32.safetensors"
+LOADED: dict[str, Any] = {}  # what was loaded (e.g. the training step of fashion32), for the result files
 SOLVERS = ["picard", "anderson", "picard-freeze", "picard-window", "anderson-freeze", "taa",
            "gauss-freeze", "gauss-window"]
 
@@ -69,7 +70,10 @@ def fashion_problem(task: str = "sr4", n: int = 4, device: str = "cpu"):
     from deqir_edu.operators import make_operator
     from deqir_edu.zoo import load_model
 
+    info = FASHION32.with_suffix(".json")
+    run = json.loads(info.read_text()).get("run", {}) if info.is_file() else {}
     model = load_model("fashion32", device=device)
+    LOADED["fashion32"] = {k: run.get(k) for k in ("step", "finished", "planned_steps", "final_loss")}
     x = load_testset("fashion32", n).to(device)
     op = make_operator(task, tuple(model.image_shape))
     return model, op, op.A(x), x
@@ -108,7 +112,8 @@ def first(values: list[float], threshold: float) -> int | None:
 def meta(command: str) -> dict[str, Any]:
     return {"command": command, "python": sys.version.split()[0], "torch": torch.__version__,
             "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+            "threads": torch.get_num_threads(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "loaded": dict(LOADED)}
 
 
 def write(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:

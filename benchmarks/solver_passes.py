@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from common import SOLVERS, exact_problem, fashion_problem, first, gmm_fashion_problem, meta, table, write
+from common import LOADED, SOLVERS, exact_problem, fashion_problem, first, gmm_fashion_problem, meta, table, write
 
 from deqir_edu.metrics import psnr
 from deqir_edu.samplers import ddnm_sample, deqir_sample
@@ -78,7 +78,8 @@ def main() -> None:
         if prob is None:
             sys.exit("data/models/fashion32.safetensors is missing")
         model, op, y, x = prob
-        desc = f"fashion32 (embedded ADM), {args.n} test images 1x32x32, float32"
+        desc = (f"fashion32 (embedded ADM, training step {LOADED['fashion32']['step']}), {args.n} test images "
+                f"1x32x32, float32")
     rows, md = [], [f"# (a) passes and network evaluations to reach the sequential chain\n\n{desc}; task {args.task}; "
                     f"first hit: runs with tol = {args.tol_track}; own stopping: tol = {args.tol}\n\n`python {' '.join(sys.argv)}`\n"]
     for T in args.steps:

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from common import Timed, exact_problem, fashion_problem, gmm_fashion_problem, meta, random_adm, table, write
+from common import LOADED, Timed, exact_problem, fashion_problem, gmm_fashion_problem, meta, random_adm, table, write
 
 from deqir_edu.metrics import psnr
 from deqir_edu.operators import make_operator
@@ -108,7 +108,8 @@ def main() -> None:
     for dtype in args.dtypes:
         rows += run_dtype(model, op, y, x, args, dtype)
     cmd = "python " + " ".join(sys.argv)
-    md = (f"# (b) DeqIR vs DDNM wall-clock at equal quality, (c) solver overhead\n\nmodel {args.model}, task "
+    step = f" (training step {LOADED['fashion32']['step']})" if "fashion32" in LOADED else ""
+    md = (f"# (b) DeqIR vs DDNM wall-clock at equal quality, (c) solver overhead\n\nmodel {args.model}{step}, task "
           f"{args.task}, T = {args.steps}, eta = {args.eta}, B = {args.n}, {args.threads} CPU thread(s), tol = "
           f"{args.tol}; equal quality = within {args.db} dB of DDNM (same noises, worst image)\n\n`{cmd}`\n\n")
     md += table(["dtype", "method", "passes", "NFE/image", "total s", "network s", "overhead share",

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="restore frozen test images with A^+y, DDNM and DeqIR; print a PSNR table")
     p.add_argument("--model", default="fashion32", help="embedded model (default fashion32)")
-    p.add_argument("--n", type=int, default=8, help="number of test images (default 8)")
+    p.add_argument("--n", type=int, default=4, help="number of test images (default 4)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps T (default 20)")
     p.add_argument("--iters", type=int, default=15, help="Anderson iterations K (default 15)")
     p.add_argument("--eta", type=float, default=0.85, help="eta (default 0.85, see the model card)")
