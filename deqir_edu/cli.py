@@ -36,7 +36,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=4, help="number of test images (default 4)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps T (default 20)")
     p.add_argument("--iters", type=int, default=15, help="Anderson iterations K (default 15)")
-    p.add_argument("--eta", type=float, default=0.85, help="eta (default 0.85, see the model card)")
+    p.add_argument("--eta", type=float, default=0.15, help="eta (default 0.15 as the paper; see the model card)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="deqir_demo.png", help="figure path (default deqir_demo.png)")
     p.set_defaults(func=_run_demo)
@@ -68,7 +68,7 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", choices=("deqir", "ddnm"), default="deqir")
     p.add_argument("--steps", type=int, default=20, help="sampling steps T")
     p.add_argument("--iters", type=int, default=15, help="solver iterations K (deqir)")
-    p.add_argument("--eta", type=float, default=0.85)
+    p.add_argument("--eta", type=float, default=0.15, help="eta (default 0.15 as the paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
     p.add_argument("--simulate", action="store_true",

@@ -71,7 +71,7 @@ def run_demo(
     tasks: tuple[str, ...] = DEMO_TASKS,
     steps: int = 20,
     iters: int = 15,
-    eta: float = 0.85,
+    eta: float = 0.15,
     seed: int = 0,
     clip: bool = False,
 ) -> tuple[list[DemoRow], dict[str, dict[str, torch.Tensor]]]:
