@@ -28,11 +28,14 @@ import torch.nn.functional as F
 
 __all__ = [
     "FASHION_MNIST_DIR", "PHOTO_LICENCES", "PHOTO_TRAIN", "PHOTO_TEST", "data_dir", "read_idx",
-    "fashion_mnist", "to_tensor_images", "pad_to_32", "skimage_photos", "image_folder", "shrink",
+    "fashion_mnist", "download_fashion_mnist", "to_tensor_images", "pad_to_32", "skimage_photos", "image_folder", "shrink",
     "TensorSampler", "PatchSampler", "make_sampler", "load_testset",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+# Official download location of the four idx .gz files (Zalando Research), used only when the
+# Debian folder is missing (e.g. on Colab); the files go to ``cache_dir() / "fashion-mnist"``.
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 
 # scikit-image photograph -> licence, as written in its docstring in skimage.data (v0.26).
 # ``colorwheel`` is left out: its docstring states no licence.
@@ -90,13 +93,35 @@ def fashion_mnist(split: str = "train", root: str | Path | None = None) -> tuple
     """Raw Fashion-MNIST: uint8 images ``(N, 28, 28)`` and labels ``(N,)``; split 'train' or 'test'."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    root = Path(root) if root is not None else FASHION_MNIST_DIR
     prefix = "train" if split == "train" else "t10k"
+    if root is None:  # the Debian folder, else our cache, downloading the two files if needed
+        root = FASHION_MNIST_DIR
+        if not any(root.glob(f"{prefix}-images*")):
+            root = download_fashion_mnist(split)
+    root = Path(root)
     images = read_idx(_find_idx(root, prefix, "images"))
     labels = read_idx(_find_idx(root, prefix, "labels"))
     if images.ndim != 3 or labels.shape != images.shape[:1]:
         raise ValueError(f"unexpected idx shapes {images.shape} / {labels.shape} in {root}")
     return images, labels
+
+
+def download_fashion_mnist(split: str = "train", base_url: str | None = None) -> Path:
+    """Fetch the images and labels of ``split`` into ``cache_dir()/fashion-mnist``; returns that folder.
+
+    Uses :func:`deqir_edu.download.download` (temporary file, renamed when complete; the sha256 is
+    recorded on the first download and checked on every later call).  Offline, the error says how
+    to get the files by hand.
+    """
+    from .download import cache_dir, download
+
+    base = base_url or FASHION_MNIST_URL
+    folder = cache_dir() / "fashion-mnist"
+    prefix = "train" if split == "train" else "t10k"
+    for kind, nd in (("images", 3), ("labels", 1)):
+        name = f"{prefix}-{kind}-idx{nd}-ubyte.gz"
+        download(base + name, folder / name, progress=False)
+    return folder
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:
