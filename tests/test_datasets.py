@@ -174,46 +174,20 @@ def test_frozen_fashion_testset_is_the_official_test_split():
 
 
 def test_fashion_mnist_downloads_into_the_cache_when_the_debian_folder_is_missing(tiny_fashion, tmp_path,
-                                                                                 monkeypatch):
+                                                                                 monkeypatch, server):
     """Colab has no Debian package: the files come from the official URL (here a local server), once."""
-    import http.server
-    import threading
-
     root, images = tiny_fashion
-    served = {}
-    for prefix in ("t10k",):
-        for kind, nd in (("images", 3), ("labels", 1)):
-            name = f"{prefix}-{kind}-idx{nd}-ubyte.gz"
-            plain = (root / name[:-3]).read_bytes()
-            served["/" + name] = gzip.compress(plain)
-    requests: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            requests.append(self.path)
-            body = served.get(self.path)
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setattr(ds, "FASHION_MNIST_DIR", tmp_path / "no-debian-package")
-        monkeypatch.setattr(ds, "FASHION_MNIST_URL", f"http://127.0.0.1:{server.server_address[1]}/")
-        monkeypatch.setenv("DEQIR_EDU_CACHE", str(tmp_path / "cache"))
-        test_images, labels = ds.fashion_mnist("test")
-        np.testing.assert_array_equal(test_images, images["t10k"])
-        np.testing.assert_array_equal(labels, [0, 1, 2])
-        assert len(requests) == 2
-        ds.fashion_mnist("test")
-        assert len(requests) == 2  # cache hit: no new request
-        with pytest.raises(RuntimeError, match="train-images-idx3-ubyte.gz"):
-            ds.fashion_mnist("train")  # not served (404): a clear error naming the file
-    finally:
-        server.shutdown()
-        server.server_close()
+    for kind, nd in (("images", 3), ("labels", 1)):
+        name = f"t10k-{kind}-idx{nd}-ubyte.gz"
+        server.files["/" + name] = gzip.compress((root / name[:-3]).read_bytes())
+    monkeypatch.setattr(ds, "FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(ds, "FASHION_MNIST_URL", server.url("/"))
+    monkeypatch.setenv("DEQIR_EDU_CACHE", str(tmp_path / "cache"))
+    test_images, labels = ds.fashion_mnist("test")
+    np.testing.assert_array_equal(test_images, images["t10k"])
+    np.testing.assert_array_equal(labels, [0, 1, 2])
+    assert sum(server.hits.values()) == 2
+    ds.fashion_mnist("test")
+    assert sum(server.hits.values()) == 2  # cache hit: no new request
+    with pytest.raises(RuntimeError, match="train-images-idx3-ubyte.gz"):
+        ds.fashion_mnist("train")  # not served (404): a clear error naming the file

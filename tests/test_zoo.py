@@ -7,10 +7,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import threading
-from collections import Counter
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -33,33 +29,6 @@ TINY_DDPM = {"type": "simple", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1,
              "image_size": 8, "in_channels": 3, "out_ch": 3, "resamp_with_conv": True}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        self.server.hits[self.path] += 1  # type: ignore[attr-defined]
-        body = self.server.files.get(self.path)  # type: ignore[attr-defined]
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadingHTTPServer]:
-    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.files, srv.hits = {}, Counter()  # type: ignore[attr-defined]
-    srv.url = lambda path: f"http://127.0.0.1:{srv.server_address[1]}{path}"  # type: ignore[attr-defined]
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 @pytest.fixture(autouse=True)
