@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "psnr": "metrics",
     "ssim": "metrics",
     "consistency": "metrics",
+    "nn_distance": "metrics",
     "LPIPS": "lpips",
     "lpips_available": "lpips",
     # models

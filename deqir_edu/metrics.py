@@ -8,6 +8,7 @@ Notation (code name -> symbol; DeqIR Sec. 5, "Evaluation metrics")
     psnr          10 log10(1 / mse)                        [dB], data range 1
     ssim          mean SSIM map (Wang et al. 2004), Gaussian window 11, sigma 1.5, K1 = 0.01, K2 = 0.03
     consistency   ||A x - y|| per image (L2 by default), "Cons" in Table 3
+    nn_distance   mean over a set of images of the RMS distance to the nearest image of a reference set
 
 Every metric returns one value per image, a tensor of shape ``(B,)`` (float64 for float64 input,
 else float32) on the input's device.  PSNR of two identical images is ``inf`` (mse = 0); we do
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 
 from ._checks import check_finite, check_image
 
-__all__ = ["psnr", "ssim", "consistency", "to_unit_range"]
+__all__ = ["psnr", "ssim", "consistency", "nn_distance", "to_unit_range"]
 
 
 def _work_dtype(x: torch.Tensor) -> torch.dtype:
@@ -112,3 +113,13 @@ def consistency(x: torch.Tensor, y: torch.Tensor, op: Any, norm: str = "l2", uni
     r = (ax.to(dtype) - y.to(dtype=dtype, device=ax.device)).flatten(1)
     value = r.norm(dim=1) if norm == "l2" else r.abs().sum(dim=1)
     return value / 2 if unit_range else value
+
+
+def nn_distance(x: torch.Tensor, ref: torch.Tensor) -> float:
+    """Mean over the images of ``x`` (N, C, H, W) of the per-pixel RMS distance to the nearest image
+    of ``ref`` (M, C, H, W), in float64.  A check of samples that needs no network from outside: it
+    should be close to that of real images and far below that of noise (model cards)."""
+    if x.dim() != 4 or ref.dim() != 4 or x.shape[1:] != ref.shape[1:]:
+        raise ValueError(f"x and ref must be (N, C, H, W) stacks of the same image shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
+    d = torch.cdist(x.flatten(1).double(), ref.flatten(1).double()) / x[0].numel() ** 0.5
+    return float(d.min(dim=1).values.mean())

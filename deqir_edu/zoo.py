@@ -11,16 +11,8 @@ Names (``list_models()`` shows them and what is on disk)
     fashion32         embedded: 1 x 32 x 32 Fashion-MNIST model shipped in data/models/
     photo32           embedded: 3 x 32 x 32 photo-patch model shipped in data/models/
 
-Building a network from a config and loading a checked state dict: ``checkpoints.py``.
-
-Notation (code name -> meaning)
-
-    spec.architecture  "adm" (guided-diffusion ``UNetModel``) or "ddpm" (DDIM/SDEdit ``Model``)
-    spec.config        the original code's flags, passed to ``ADMUNet/DDPMUNet.from_config``
-    spec.image_shape   (C, H, W) of the images the network models
-    spec.learn_sigma   True if the network outputs 2C channels (eps and the variance v; only eps is used)
-    spec.schedule      (steps, beta_start, beta_end) of the linear betas; abar_t of Eq. (2) follows
-                       (all zoo models: 1000 steps, 1e-4..0.02)
+Building a network from a config (``ModelSpec``: architecture, flags, image shape, learn_sigma, schedule)
+and loading a checked state dict: ``checkpoints.py``.
 
 Model-config JSON (``deqir_edu/configs/*.json``, ``data/models/<name>.json``, or next to a user's
 checkpoint ``foo.pt`` as ``foo.json``)::

@@ -29,12 +29,6 @@ TASKS = {  # name in the card -> (task, options)
 }
 
 
-def nn_distance(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """Mean over ``a`` of the RMS distance to the nearest image of ``ref``."""
-    d = torch.cdist(a.flatten(1).double(), ref.flatten(1).double()) / a[0].numel() ** 0.5
-    return float(d.min(dim=1).values.mean())
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=32)
@@ -56,8 +50,8 @@ def main() -> None:
     train, _ = fashion_mnist("train")
     train_imgs = pad_to_32(to_tensor_images(train[:64])).float()
     noise = torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
-    card["nn_distance_to_test"] = {"samples": nn_distance(samples, test), "training_images": nn_distance(train_imgs, test),
-                                   "noise": nn_distance(noise, test)}
+    card["nn_distance_to_test"] = {"samples": dq.nn_distance(samples, test), "training_images": dq.nn_distance(train_imgs, test),
+                                   "noise": dq.nn_distance(noise, test)}
     import matplotlib
 
     matplotlib.use("Agg")

@@ -30,12 +30,6 @@ from deqir_edu.datasets import PHOTO_TRAIN, PatchSampler, skimage_photos
 from deqir_edu.restore import _starts, restore_tiled
 
 
-def nn_distance(a: torch.Tensor, ref: torch.Tensor) -> float:
-    """Mean over ``a`` of the RMS distance to the nearest image of ``ref``."""
-    d = torch.cdist(a.flatten(1).double(), ref.flatten(1).double()) / a[0].numel() ** 0.5
-    return float(d.min(dim=1).values.mean())
-
-
 def seam_ratio(err: torch.Tensor, edges: list[int]) -> float:
     """Mean |difference| of ``err`` (1, C, H, W) across the given column/row boundaries (a boundary
     b is the pair (b - 1, b)) over its mean across all boundaries, both directions pooled."""
@@ -72,8 +66,8 @@ def main() -> None:
     card["sample_seconds"] = round(time.perf_counter() - t0, 1)
     train = PatchSampler(skimage_photos(PHOTO_TRAIN), size=32).sample(64, torch.Generator().manual_seed(1))
     noise = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
-    card["nn_distance_to_test"] = {"samples": nn_distance(samples, test), "training_patches": nn_distance(train, test),
-                                   "noise": nn_distance(noise, test)}
+    card["nn_distance_to_test"] = {"samples": dq.nn_distance(samples, test), "training_patches": dq.nn_distance(train, test),
+                                   "noise": dq.nn_distance(noise, test)}
     grid = samples.reshape(8, 8, 3, 32, 32).permute(0, 3, 1, 4, 2).reshape(256, 256, 3)
     plt.imsave(out / "photo32_samples.png", ((grid + 1) / 2).clamp(0, 1).numpy())
     print(card["nn_distance_to_test"], flush=True)

@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deqir_edu import consistency, make_operator, psnr, ssim
+from deqir_edu import consistency, make_operator, nn_distance, psnr, ssim
 
 skmetrics = pytest.importorskip("skimage.metrics")  # test dependency only
 skdata = pytest.importorskip("skimage.data")
@@ -135,3 +135,15 @@ def test_consistency_errors_and_user_operator() -> None:
         consistency(x, torch.zeros(1, 1, 4, 4), Crop(), norm="linf")
     with pytest.raises(ValueError, match="NaN"):
         consistency(x, torch.full((1, 1, 4, 4), torch.nan), Crop())
+
+
+def test_nn_distance_finds_the_nearest_reference() -> None:
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(5, 1, 4, 4, generator=g, dtype=torch.float64)
+    assert nn_distance(ref, ref) == 0.0
+    x = ref[:2] + 0.1  # each is 0.1 (RMS) from its source, farther from the others
+    others = torch.cdist(x.flatten(1), ref.flatten(1)) / 4
+    assert nn_distance(x, ref) == pytest.approx(float(others.min(dim=1).values.mean()))
+    assert nn_distance(x, ref) <= 0.1 + 1e-12
+    with pytest.raises(ValueError, match="same image shape"):
+        nn_distance(x, ref[:, :, :2])
