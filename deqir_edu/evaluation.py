@@ -1,4 +1,4 @@
-"""Evaluation grid: tasks x methods on a frozen test set, written as JSON and Markdown (`deqir-edu eval`).
+"""Evaluation grid: tasks x methods on a frozen test set (`deqir-edu eval`); ``results.py`` writes it as JSON and Markdown.
 
 Every method of one task uses the SAME noises: ``draw_noises`` with one seed for the whole test set,
 then sliced per batch.  Methods with the same T therefore share x_T and every eps_k, and DeqIR
@@ -22,19 +22,17 @@ Notation (column / code name -> meaning, paper symbol)
 """
 from __future__ import annotations
 
-import json
-import math
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from .metrics import consistency, psnr, ssim
 from .operators import make_operator
+from .results import format_markdown, method_table, read_results, write_results
 from .samplers import ddnm_sample, deqir_sample, draw_noises, progress
 
 __all__ = ["TASKS_GREY", "TASKS_COLOUR", "DEFAULT_METHODS", "NA_WEIGHTS", "Method", "parse_method",
@@ -194,76 +192,6 @@ def evaluate(
                 psnr_per_image=[round(float(v), 4) for v in p],
             ))
     return rows
-
-
-def _cell(v: Any, fmt: str) -> str:
-    if isinstance(v, str):
-        return v
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return format(v, fmt)
-
-
-def format_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None = None) -> str:
-    """One Markdown table per task: method, T, K, PSNR, SSIM, LPIPS, ||Ax-y||, Cons, NFE, depth, seconds."""
-    meta = meta or {}
-    lines = ["# deqir-edu eval results", ""]
-    for key in ("command", "model", "images", "n", "eta", "seed", "device", "lpips", "date", "torch"):
-        if key in meta:
-            lines.append(f"- {key}: `{meta[key]}`")
-    head = ("| method | T | K | PSNR [dB] | SSIM | LPIPS | ‖Ax−y‖₂ | Cons (8-bit, L1) | NFE | depth | seconds |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for task in dict.fromkeys(r["task"] for r in rows):
-        lines += ["", f"## {task}", "", head]
-        for r in (r for r in rows if r["task"] == task):
-            k = r["depth"] if r["solver"] else None
-            star = "" if r["converged"] else "*"
-            lines.append(
-                f"| {r['method']} | {r['steps'] or '-'} | {_cell(k, 'd')}{star} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-                f"{_cell(r['lpips'], '.3f')} | {r['consistency']:.2e} | {r['cons']:.2f} | {r['nfe']} | "
-                f"{r['depth']} | {r['seconds']:.2f} |")
-    lines += ["", "K = solver iterations done (`*`: stopped at the limit K, residual above tol); depth = sequential",
-              "network passes; NFE = single-state network evaluations;",
-              "Cons = ||A q(x) − y||₁ on [0, 1] with q the 8-bit image."]
-    return "\n".join(lines) + "\n"
-
-
-def write_results(rows: Sequence[dict[str, Any]], out: str | Path,
-                  meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """Write ``results.json`` (``{"meta": ..., "rows": ...}``) and ``results.md`` into folder ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    js, md = out / "results.json", out / "results.md"
-    def clean(v: Any) -> Any:  # standard JSON: no Infinity / NaN (a perfect PSNR is "inf")
-        if isinstance(v, float) and not math.isfinite(v):
-            return str(v)
-        if isinstance(v, list):
-            return [clean(u) for u in v]
-        return {k: clean(u) for k, u in v.items()} if isinstance(v, dict) else v
-
-    js.write_text(json.dumps({"meta": clean(dict(meta or {})), "rows": clean(list(rows))}, indent=1) + "\n")
-    md.write_text(format_markdown(rows, meta))
-    return js, md
-
-
-def read_results(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """``(meta, rows)`` from a ``results.json`` (or the folder holding it)."""
-    path = Path(path)
-    path = path / "results.json" if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"no results file at {path}; run `deqir-edu eval --out {path.parent}` first")
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict) or "rows" not in data:
-        raise ValueError(f"{path} is not a deqir-edu eval results file (no 'rows')")
-    return data.get("meta", {}), data["rows"]
-
-
-def method_table(rows: Sequence[dict[str, Any]], key: str = "psnr") -> dict[str, dict[str, Any]]:
-    """``{task: {method: row[key]}}`` for quick lookups in the book."""
-    out: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        out.setdefault(r["task"], {})[r["method"]] = r[key]
-    return out
 
 
 def load_for_eval(name: str, n: int, images: str | None = None, device: str | None = None,
