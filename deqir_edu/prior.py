@@ -195,17 +195,18 @@ class GaussianMixturePrior(nn.Module):
         x = images.reshape(n, -1).to(torch.float64)
         # k-means++: first centre at random, next ones with probability ~ squared distance
         idx = [int(torch.randint(n, (1,), generator=generator))]
+        d2 = torch.cdist(x, x[idx]).pow(2)[:, 0]  # squared distance to the nearest centre so far
         for _ in range(1, n_components):
-            d2 = torch.cdist(x, x[idx]).pow(2).min(1).values
             p = d2 / d2.sum() if float(d2.sum()) > 0 else torch.full_like(d2, 1.0 / n)
             idx.append(int(torch.multinomial(p, 1, generator=generator)))
+            d2 = torch.minimum(d2, torch.cdist(x, x[idx[-1:]]).pow(2)[:, 0])  # O(N D) per centre
         centres = x[idx].clone()
-        for _ in range(n_iter):  # Lloyd iterations
+        for _ in range(n_iter):  # Lloyd iterations: each centre moves to the mean of its members
             label = torch.cdist(x, centres).argmin(1)
-            for j in range(n_components):
-                members = x[label == j]
-                if members.shape[0] > 0:  # an empty cluster keeps its centre
-                    centres[j] = members.mean(0)
+            count = torch.bincount(label, minlength=n_components)
+            sums = torch.zeros_like(centres).index_add_(0, label, x)
+            full = count > 0  # an empty cluster keeps its centre
+            centres[full] = sums[full] / count[full, None].to(x.dtype)
         label = torch.cdist(x, centres).argmin(1)
         std = float(((x - centres[label]) ** 2).mean().sqrt())
         weights = torch.bincount(label, minlength=n_components).to(torch.float64)
