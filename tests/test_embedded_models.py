@@ -1,0 +1,51 @@
+"""The shipped weights in data/models/: they load fast, say how they were trained, and restore.
+
+These tests run the real embedded networks on a few frozen test images (a few seconds each); the
+full quality figures are in data/models/README.md (scripts/model_card_*.py).
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+import deqir_edu as dq
+from deqir_edu.zoo import data_dir
+
+
+@pytest.mark.parametrize("name, shape, min_steps", [("fashion32", (1, 32, 32), 15000)])
+def test_shipped_weights_load_fast_and_record_their_recipe(name: str, shape: tuple, min_steps: int) -> None:
+    dq.load_model(name)  # warm the imports (networks, safetensors)
+    t0 = time.perf_counter()
+    model = dq.load_model(name)
+    assert time.perf_counter() - t0 < 1.0
+    assert model.image_shape == shape and not model.learn_sigma
+    assert not any(p.requires_grad for p in model.parameters())
+    meta = json.loads((data_dir() / "models" / f"{name}.json").read_text())
+    assert meta["config"]["name"] == name and meta["config"]["steps"] >= min_steps
+    assert (data_dir() / "models" / f"{name}.safetensors").stat().st_size < 10 * 2**20  # a few MB
+    log = (data_dir() / "models" / f"{name}_loss.csv").read_text().splitlines()
+    last = float(log[-1].split(",")[1])
+    assert 0 < last < 0.1  # eps-prediction MSE: 1.0 for an untrained network
+
+
+def test_fashion32_samples_look_like_the_data() -> None:
+    """DDIM samples sit as close to the test set as training images do, far from noise."""
+    model = dq.load_model("fashion32")
+    test = dq.load_testset("fashion32")
+    samples = dq.ddim_sample(model, (16, 1, 32, 32), steps=10, eta=0.0, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    assert dq.nn_distance(samples.clamp(-1, 1), test) < 0.5 * dq.nn_distance(noise, test)
+
+
+@pytest.mark.parametrize("task, gain", [("sr4", 3.0), ("inpaint-random", 8.0), ("deblur-gauss", 8.0)])
+def test_fashion32_ddnm_beats_the_pseudo_inverse(task: str, gain: float) -> None:
+    """The issue's targets (T = 20, eta = 0.85, no clipping), on the first 8 frozen test images."""
+    model = dq.load_model("fashion32")
+    x = dq.load_testset("fashion32", n=8)
+    op = dq.make_operator(task, (1, 32, 32), **({"missing": 0.8} if task == "inpaint-random" else {}))
+    y = op.A(x)
+    out = dq.ddnm_sample(model, op, y, steps=20, eta=0.85, generator=torch.Generator().manual_seed(0))
+    assert float(dq.psnr(out, x).mean()) > float(dq.psnr(op.A_pinv(y), x).mean()) + gain
