@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from deqir_edu import load_model, load_testset
 from deqir_edu.fixed_point import FixedPointMap
 from deqir_edu.operators import make_operator
 from deqir_edu.prior import GaussianMixturePrior
-from deqir_edu.samplers import ddnm_sample, draw_noises
+from deqir_edu.samplers import ddnm_sample, deqir_sample, draw_noises
 from deqir_edu.schedules import chain_coefficients
 from deqir_edu.solvers import picard
 
@@ -106,9 +107,6 @@ def test_float32_fixed_point_stays_on_the_sequential_chain(task: str) -> None:
     """In float32 the cumulative sum of Eq. (9) cancels terms of size ~1/sqrt(abar_T); F accumulates
     it in float64, so Picard with K = T lands on DDNM's chain and keeps its consistency (the float32
     sum was 1e-3 off on deblurring with the embedded network, 0.02 dB PSNR)."""
-    from deqir_edu import load_model, load_testset
-    from deqir_edu.samplers import deqir_sample
-
     model = load_model("fashion32")
     x = load_testset("fashion32", n=2)
     op = make_operator(task, x.shape[1:])
