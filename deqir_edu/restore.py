@@ -28,7 +28,7 @@ import torch
 from ._checks import check_finite
 from .operators import TASKS, Inpainting, make_operator
 
-__all__ = ["load_image", "save_image", "sr_scale", "restore", "restore_tiled", "observation_shape"]
+__all__ = ["load_image", "save_image", "sr_scale", "restore", "restore_tiled", "tile_starts", "observation_shape"]
 
 
 def load_image(path: str | Path, channels: int) -> torch.Tensor:
@@ -99,14 +99,22 @@ def restore(
     raise ValueError(f"unknown sampler {sampler!r}; use 'deqir', 'ddnm' or 'pinv'")
 
 
-def _starts(size: int, tile: int, stride: int) -> list[int]:
-    """Tile origins covering ``0..size`` with the last tile flush with the border."""
+def tile_starts(size: int, tile: int, overlap: int, scale: int = 1) -> tuple[list[int], int]:
+    """Origins of the tiles along one side of ``size`` pixels, and the overlap actually used.
+
+    The overlap is rounded up to a multiple of the SR ``scale`` (at least ``scale``); the tiles step
+    by ``tile - overlap`` and the last one is flush with the border.
+    """
+    overlap = max(scale, int(math.ceil(overlap / scale)) * scale)
+    stride = tile - overlap
+    if stride <= 0 or stride % scale:
+        raise ValueError(f"overlap {overlap} must be smaller than the tile {tile} and a multiple of {scale}")
     if size < tile:
         raise ValueError(f"image side {size} is smaller than the model's tile {tile}; upscale or pad the image")
     starts = list(range(0, size - tile + 1, stride))
     if starts[-1] != size - tile:
         starts.append(size - tile)
-    return starts
+    return starts, overlap
 
 
 def _window(h: int, w: int, overlap: int, dtype: torch.dtype) -> torch.Tensor:
@@ -161,12 +169,10 @@ def restore_tiled(
     expected = observation_shape(task, (c, H, W))
     if tuple(y.shape[1:]) != expected:
         raise ValueError(f"y has shape {tuple(y.shape[1:])} but task {task!r} on a {(c, H, W)} image gives {expected}")
-    overlap = max(s, int(math.ceil(overlap / s)) * s)
-    stride = h - overlap
-    if stride <= 0 or stride % s:
-        raise ValueError(f"overlap {overlap} must be smaller than the tile {h} and a multiple of {s}")
+    rows, overlap = tile_starts(H, h, overlap, s)
+    cols, _ = tile_starts(W, w, overlap, s)
     mask = _mask_of(full_op)
-    tiles = [(i, j) for i in _starts(H, h, stride) for j in _starts(W, w, stride)]
+    tiles = [(i, j) for i in rows for j in cols]
     out = torch.zeros(1, c, H, W, dtype=y.dtype, device=y.device)
     weight = torch.zeros(1, 1, H, W, dtype=y.dtype, device=y.device)
     win = _window(h, w, overlap, y.dtype).to(y.device)

@@ -21,6 +21,8 @@ import torch
 import deqir_edu as dq
 from deqir_edu.datasets import fashion_mnist, pad_to_32, to_tensor_images
 
+from _model_card import ddnm_grid  # scripts/_model_card.py
+
 TASKS = {  # name in the card -> (task, options)
     "x4 SR (avg pool)": ("sr4", {}),
     "16x16 box": ("inpaint-box", {"size": 16}),
@@ -67,16 +69,11 @@ def main() -> None:
         op = dq.make_operator(task, (1, 32, 32), **opts)
         y = op.A(x)
         base = float(dq.psnr(op.A_pinv(y), x).mean())
-        for steps in args.steps:
-            noises = dq.draw_noises(tuple(x.shape), steps, torch.Generator().manual_seed(0), dtype=torch.float64)
-            for eta in (0.15, 0.85):
-                for clip in (False, True):
-                    t0 = time.perf_counter()
-                    out_x = dq.ddnm_sample(model, op, y, steps=steps, eta=eta, noises=noises, clip=clip)
-                    p = float(dq.psnr(out_x, x).mean())
-                    rows.append({"task": label, "T": steps, "eta": eta, "clip": clip, "pinv_psnr": base,
-                                 "ddnm_psnr": p, "gain_db": p - base, "seconds": round(time.perf_counter() - t0, 1)})
-                    print(rows[-1], flush=True)
+        for setting, out_x in ddnm_grid(model, op, y, x.shape, args.steps):
+            p = float(dq.psnr(out_x, x).mean())
+            rows.append({"task": label, "T": setting["T"], "eta": setting["eta"], "clip": setting["clip"],
+                         "pinv_psnr": base, "ddnm_psnr": p, "gain_db": p - base, "seconds": setting["seconds"]})
+            print(rows[-1], flush=True)
     card["ddnm_vs_pinv"] = rows
     (out / "fashion32_card.json").write_text(json.dumps(card, indent=1) + "\n")
     print("\n| task | A+y PSNR | T | eta | clip | DDNM PSNR | gain (dB) |\n|---|---|---|---|---|---|---|")

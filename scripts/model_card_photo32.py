@@ -27,7 +27,14 @@ import torch.nn.functional as F
 
 import deqir_edu as dq
 from deqir_edu.datasets import PHOTO_TRAIN, PatchSampler, skimage_photos
-from deqir_edu.restore import _starts, restore_tiled
+from deqir_edu.restore import restore_tiled, tile_starts
+
+from _model_card import ddnm_grid  # scripts/_model_card.py
+
+
+def bicubic_x4(y: torch.Tensor) -> torch.Tensor:
+    """The baseline: bicubic interpolation of the x4 average-pooled observation, clipped to [-1, 1]."""
+    return F.interpolate(y, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
 def seam_ratio(err: torch.Tensor, edges: list[int]) -> float:
@@ -80,18 +87,13 @@ def main() -> None:
         y = op.A(test)
         base = {"pinv": float(dq.psnr(op.A_pinv(y), test).mean())}
         if task == "sr4":
-            up = F.interpolate(y, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
-            base["bicubic"] = float(dq.psnr(up, test).mean())
-        for steps in args.steps:
-            noises = dq.draw_noises(tuple(test.shape), steps, torch.Generator().manual_seed(0), dtype=torch.float64)
-            for eta in (0.15, 0.85):
-                for clip in (False, True):
-                    t0 = time.perf_counter()
-                    x = dq.ddnm_sample(model, op, y, steps=steps, eta=eta, noises=noises, clip=clip)
-                    rows.append({"task": task, "T": steps, "eta": eta, "clip": clip, **{f"{k}_psnr": v for k, v in base.items()},
-                                 "ddnm_psnr": float(dq.psnr(x, test).mean()), "ddnm_ssim": float(dq.ssim(x, test).mean()),
-                                 "consistency": float(dq.consistency(x, y, op).max()), "seconds": round(time.perf_counter() - t0, 1)})
-                    print(rows[-1], flush=True)
+            base["bicubic"] = float(dq.psnr(bicubic_x4(y), test).mean())
+        for setting, x in ddnm_grid(model, op, y, test.shape, args.steps):
+            rows.append({"task": task, "T": setting["T"], "eta": setting["eta"], "clip": setting["clip"],
+                         **{f"{k}_psnr": v for k, v in base.items()},
+                         "ddnm_psnr": float(dq.psnr(x, test).mean()), "ddnm_ssim": float(dq.ssim(x, test).mean()),
+                         "consistency": float(dq.consistency(x, y, op).max()), "seconds": setting["seconds"]})
+            print(rows[-1], flush=True)
     card["ddnm"] = rows
 
     # 3. 256 x 256 by overlapping tiles, and the no-overlap control
@@ -102,15 +104,14 @@ def main() -> None:
     tiled = restore_tiled(model, "sr4", y, (256, 256), overlap=args.overlap, generator=torch.Generator().manual_seed(0),
                           sampler="ddnm", steps=20, eta=0.85)
     seconds = time.perf_counter() - t0
-    stride = 32 - max(4, -(-args.overlap // 4) * 4)
-    starts = _starts(256, 32, stride)
+    starts, _ = tile_starts(256, 32, args.overlap, 4)  # the tiles restore_tiled used
     edges = [s for s in starts if s > 0] + [s + 32 for s in starts if s + 32 < 256]
     small = dq.make_operator("sr4", (3, 32, 32))
     ys = torch.cat([y[..., i // 4:(i + 32) // 4, j // 4:(j + 32) // 4] for i in range(0, 256, 32) for j in range(0, 256, 32)])
     xs = dq.ddnm_sample(model, small, ys, steps=20, eta=0.85, generator=torch.Generator().manual_seed(0))
     pasted = xs.reshape(8, 8, 3, 32, 32).permute(2, 0, 3, 1, 4).reshape(1, 3, 256, 256)
     grid_edges = list(range(32, 256, 32))
-    bicubic = F.interpolate(y, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
+    bicubic = bicubic_x4(y)
     card["tiled256"] = {
         "task": "sr4", "T": 20, "eta": 0.85, "overlap": args.overlap, "tiles": len(starts) ** 2, "seconds": round(seconds, 1),
         "psnr": {"bicubic": float(dq.psnr(bicubic, big)), "tiled": float(dq.psnr(tiled, big)),
