@@ -145,6 +145,24 @@ def test_adm_bad_config_raises(reference: dict, bad: dict, match: str) -> None:
         ADMUNet.from_config({**reference["adm"]["config"], **bad})
 
 
+def test_adm_norm_groups_same_parameters_and_keeps_the_channel_means() -> None:
+    """``norm_groups`` (our flag, 32 in ADM) changes no parameter; with one channel per group the last
+    GroupNorm's per-channel spatial means are its bias beta whatever the input, with 8 groups they are not."""
+    torch.manual_seed(0)
+    cfg = dict(image_size=32, in_channels=3, num_channels=32, num_res_blocks=1, channel_mult="1,2",
+               attention_resolutions="16", num_head_channels=32, resblock_updown=True)
+    ref, g8 = ADMUNet.from_config(cfg).eval(), ADMUNet.from_config({**cfg, "norm_groups": 8}).eval()
+    g8.load_state_dict(ref.state_dict(), strict=True)
+    assert {m.num_groups for m in g8.modules() if isinstance(m, torch.nn.GroupNorm)} == {8}
+    r = torch.randn(1, 32, 8, 8)
+    h = torch.cat([r, r + torch.linspace(-1, 1, 32).view(1, 32, 1, 1)])  # same pattern, other channel means
+    means_ref, means_g8 = ref.out[0](h).mean(dim=(2, 3)), g8.out[0](h).mean(dim=(2, 3))  # (2, 32)
+    torch.testing.assert_close(means_ref[0], means_ref[1], rtol=0, atol=1e-5)  # the input's DC is gone
+    assert float((means_g8[0] - means_g8[1]).abs().max()) > 0.1
+    with pytest.raises(ValueError, match="norm_groups must divide 32"):
+        ADMUNet.from_config({**cfg, "norm_groups": 5})
+
+
 def test_adm_default_channel_mult_for_image_size() -> None:
     with torch.device("meta"):
         net = ADMUNet.from_config(dict(image_size=64, num_channels=64, num_res_blocks=1))

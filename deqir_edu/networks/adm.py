@@ -16,6 +16,10 @@ Notation (code name -> paper / guided-diffusion flag)
     resblock_updown      -            resample inside residual blocks instead of separate conv layers
     out_channels         2 C_in or C_in  ``learn_sigma``: eps (first C_in channels) and the variance
                                       interpolation v (last C_in channels)
+    norm_groups          G            GroupNorm groups; 32 in ADM.  Not a guided-diffusion flag: the
+                                      embedded colour model uses 8, because with one channel per group
+                                      the last GN (width C = 32) deletes each channel's spatial mean and
+                                      the net cannot pass the DC of x_t on to eps (a colour cast of x_{0|t})
 
 Shapes: ``forward(x (B, C_in, H, W), t (B,)) -> (B, out_channels, H, W)``, in the parameters' dtype.
 Precision: ``use_fp16`` and ``use_checkpoint`` are training flags and are ignored; for half precision
@@ -39,7 +43,7 @@ _DEFAULTS: dict[str, Any] = dict(
     image_size=64, in_channels=3, num_channels=128, num_res_blocks=2, channel_mult="", learn_sigma=False,
     class_cond=False, use_checkpoint=False, attention_resolutions="16,8", num_heads=4, num_head_channels=-1,
     num_heads_upsample=-1, use_scale_shift_norm=True, dropout=0.0, resblock_updown=False, use_fp16=False,
-    use_new_attention_order=False, out_channels=None,
+    use_new_attention_order=False, out_channels=None, norm_groups=32,
 )
 # flags of the diffusion process (not of the network): accepted and ignored by ``from_config``
 _DIFFUSION_FLAGS = {
@@ -171,7 +175,7 @@ class ADMUNet(nn.Module):
         attention_rates: Iterable[int] = (2, 4), channel_mult: Iterable[float] = (1, 2, 4, 8), dropout: float = 0.0,
         num_heads: int = 1, num_head_channels: int = -1, num_heads_upsample: int = -1,
         use_scale_shift_norm: bool = False, resblock_updown: bool = False, use_new_attention_order: bool = False,
-        conv_resample: bool = True, image_size: int | None = None,
+        conv_resample: bool = True, image_size: int | None = None, norm_groups: int = 32,
     ) -> None:
         super().__init__()
         mult = tuple(channel_mult)
@@ -218,6 +222,13 @@ class ADMUNet(nn.Module):
                 self.output_blocks.append(EmbedSequential(*layers))
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
         self.model_channels = model_channels
+        if norm_groups != 32:  # same parameters (per-channel affine), fewer groups
+            if norm_groups < 1 or 32 % norm_groups:
+                raise ValueError(f"norm_groups must divide 32 (widths are multiples of 32), got {norm_groups}")
+            for module in list(self.modules()):
+                for name, child in list(module.named_children()):
+                    if isinstance(child, GroupNorm32):
+                        setattr(module, name, GroupNorm32(norm_groups, child.num_channels, eps=child.eps))
 
     @property
     def dtype(self) -> torch.dtype:
@@ -274,5 +285,5 @@ class ADMUNet(nn.Module):
             dropout=float(c["dropout"]), num_heads=int(c["num_heads"]), num_head_channels=int(c["num_head_channels"]),
             num_heads_upsample=int(c["num_heads_upsample"]), use_scale_shift_norm=bool(c["use_scale_shift_norm"]),
             resblock_updown=bool(c["resblock_updown"]), use_new_attention_order=bool(c["use_new_attention_order"]),
-            image_size=size,
+            image_size=size, norm_groups=int(c["norm_groups"]),
         )
