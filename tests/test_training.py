@@ -130,3 +130,15 @@ def test_export_of_an_unfinished_run_loads_through_the_zoo(tmp_path, monkeypatch
     monkeypatch.setenv("DEQIR_EDU_DATA", str(tmp_path / "data"))
     model = zoo.load_model(str(models / "tiny.safetensors"))
     assert tuple(model.image_shape) == (1, 16, 16)  # the tiny config's synthetic images
+
+
+def test_dc_weight_acts_from_its_step_and_not_before(full_run, tmp_path):
+    """``loss.dc_weight`` changes training only from ``dc_from_step`` on; the log keeps the plain eps-MSE."""
+    out, _ = full_run
+    cfg = {**TINY, "loss": {"dc_weight": 50.0, "dc_from_step": 10}}
+    training.train(cfg, tmp_path, progress=False)
+    plain = [r[:2] for r in csv.reader(open(out / "loss_log.csv"))]  # step, loss (not the seconds)
+    dc = [r[:2] for r in csv.reader(open(tmp_path / "loss_log.csv"))]
+    assert dc[:3] == plain[:3]  # header and steps 5, 10: the same run, bit for bit
+    assert dc[3][1] != plain[3][1]  # step 15: the extra term has changed the weights
+    assert json.loads((tmp_path / "tiny.json").read_text())["config"]["loss"]["dc_weight"] == 50.0
