@@ -203,10 +203,11 @@ def train(
         x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise  # Eq. (2)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg["autocast_bf16"])):
             eps = model(x_t, t)
-        mse = F.mse_loss(eps.float(), noise)  # || eps - eps_theta(x_t, t) ||^2 (Ho et al., Eq. 14)
+        eps = eps.float()
+        mse = F.mse_loss(eps, noise)  # || eps - eps_theta(x_t, t) ||^2 (Ho et al., Eq. 14)
         loss = mse
         if dc_weight > 0 and step >= dc_from:  # same minimiser, the per-channel means weighted more
-            loss = mse + dc_weight * (eps.float() - noise).mean(dim=(2, 3)).square().mean()
+            loss = mse + dc_weight * (eps - noise).mean(dim=(2, 3)).square().mean()
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
         for group in opt.param_groups:

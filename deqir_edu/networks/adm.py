@@ -53,10 +53,10 @@ _DIFFUSION_FLAGS = {
 _DEFAULT_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
 
 
-def _norm(channels: int) -> GroupNorm32:
+def _norm(channels: int, groups: int = 32) -> GroupNorm32:
     if channels % 32:
         raise ValueError(f"ADM uses GroupNorm with 32 groups, so every width must be a multiple of 32; got {channels}")
-    return GroupNorm32(32, channels)
+    return GroupNorm32(groups, channels)
 
 
 class Resample(nn.Module):
@@ -91,19 +91,19 @@ class ResBlock(nn.Module):
 
     def __init__(
         self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
-        scale_shift: bool = False, up: bool = False, down: bool = False,
+        scale_shift: bool = False, up: bool = False, down: bool = False, norm_groups: int = 32,
     ) -> None:
         super().__init__()
         out_channels = out_channels or channels
         self.scale_shift = scale_shift
-        self.in_layers = nn.Sequential(_norm(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(_norm(channels, norm_groups), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
         if self.updown:  # parameter-free resampling of both branches
             self.h_upd = Resample(channels, up=up, use_conv=False)
             self.x_upd = Resample(channels, up=up, use_conv=False)
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if scale_shift else out_channels))
         self.out_layers = nn.Sequential(
-            _norm(out_channels), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+            _norm(out_channels, norm_groups), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(out_channels, out_channels, 3, padding=1)
         )
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
@@ -131,7 +131,8 @@ class AttentionBlock(nn.Module):
     with ``new_order``, as [q, k, v][head][d_h].
     """
 
-    def __init__(self, channels: int, num_heads: int = 1, head_channels: int = -1, new_order: bool = False) -> None:
+    def __init__(self, channels: int, num_heads: int = 1, head_channels: int = -1, new_order: bool = False,
+                 norm_groups: int = 32) -> None:
         super().__init__()
         if head_channels != -1:
             if channels % head_channels:
@@ -140,7 +141,7 @@ class AttentionBlock(nn.Module):
         if num_heads < 1 or channels % num_heads:
             raise ValueError(f"{channels} channels cannot be split into num_heads={num_heads} heads")
         self.num_heads, self.new_order = num_heads, new_order
-        self.norm = _norm(channels)
+        self.norm = _norm(channels, norm_groups)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = nn.Conv1d(channels, channels, 1)
 
@@ -178,6 +179,8 @@ class ADMUNet(nn.Module):
         conv_resample: bool = True, image_size: int | None = None, norm_groups: int = 32,
     ) -> None:
         super().__init__()
+        if norm_groups < 1 or 32 % norm_groups:
+            raise ValueError(f"norm_groups must divide 32 (widths are multiples of 32), got {norm_groups}")
         mult = tuple(channel_mult)
         rates = set(int(r) for r in attention_rates)
         heads_up = num_heads if num_heads_upsample == -1 else num_heads_upsample
@@ -186,10 +189,10 @@ class ADMUNet(nn.Module):
         emb_ch = 4 * model_channels
 
         def res(cin: int, cout: int, **kw: bool) -> ResBlock:
-            return ResBlock(cin, emb_ch, dropout, cout, use_scale_shift_norm, **kw)
+            return ResBlock(cin, emb_ch, dropout, cout, use_scale_shift_norm, norm_groups=norm_groups, **kw)
 
         def attn(ch: int, heads: int) -> AttentionBlock:
-            return AttentionBlock(ch, heads, num_head_channels, use_new_attention_order)
+            return AttentionBlock(ch, heads, num_head_channels, use_new_attention_order, norm_groups)
 
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
         ch = int(mult[0] * model_channels)
@@ -220,15 +223,8 @@ class ADMUNet(nn.Module):
                     layers.append(res(ch, ch, up=True) if resblock_updown else Resample(ch, True, conv_resample))
                     ds //= 2
                 self.output_blocks.append(EmbedSequential(*layers))
-        self.out = nn.Sequential(_norm(ch), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
+        self.out = nn.Sequential(_norm(ch, norm_groups), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
         self.model_channels = model_channels
-        if norm_groups != 32:  # same parameters (per-channel affine), fewer groups
-            if norm_groups < 1 or 32 % norm_groups:
-                raise ValueError(f"norm_groups must divide 32 (widths are multiples of 32), got {norm_groups}")
-            for module in list(self.modules()):
-                for name, child in list(module.named_children()):
-                    if isinstance(child, GroupNorm32):
-                        setattr(module, name, GroupNorm32(norm_groups, child.num_channels, eps=child.eps))
 
     @property
     def dtype(self) -> torch.dtype:
