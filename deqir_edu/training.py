@@ -13,7 +13,8 @@ Notation (code name -> paper symbol; DeqIR Sec. 3 uses the DDPM/DDIM model of Ho
 
 Config keys (JSON, see ``configs/fashion32.json``): ``name``, ``model`` (guided-diffusion ADM flags),
 ``data`` (see ``datasets.make_sampler``), ``schedule``, ``steps``, ``batch_size``, ``optimizer``
-(AdamW ``lr`` with linear ``warmup`` then constant, ``weight_decay``, ``betas``, ``grad_clip``),
+(AdamW ``lr`` with linear ``warmup`` then constant, optionally decaying linearly from step ``decay_from``
+to ``lr_final`` at the last step; ``weight_decay``, ``betas``, ``grad_clip``),
 ``ema_rate`` (and ``ema_warmup``: rate min(r, (1 + k) / (10 + k)) at step k), ``seed``,
 ``autocast_bf16``, ``num_threads``, ``checkpoint_every``, ``log_every``, and ``loss``:
 ``dc_weight`` w (default 0) adds w * mean || mean_HW(eps - eps_theta) ||^2 from step ``dc_from_step`` on.
@@ -98,10 +99,17 @@ def build_model(model_cfg: dict) -> torch.nn.Module:
     return ADMUNet.from_config(model_cfg)
 
 
-def _lr_at(step: int, opt_cfg: dict) -> float:
-    """Linear warm-up over ``warmup`` steps, then constant."""
-    warmup = int(opt_cfg["warmup"])
-    return float(opt_cfg["lr"]) * min(1.0, (step + 1) / warmup) if warmup > 0 else float(opt_cfg["lr"])
+def _lr_at(step: int, opt_cfg: dict, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then constant; with ``decay_from`` set, a linear decay
+    from ``lr`` at that step to ``lr_final`` at step ``total``."""
+    lr, warmup = float(opt_cfg["lr"]), int(opt_cfg["warmup"])
+    if warmup > 0:
+        lr *= min(1.0, (step + 1) / warmup)
+    start = opt_cfg.get("decay_from")
+    if start is not None and step >= int(start):
+        frac = min(1.0, (step - int(start)) / max(1, total - int(start)))
+        lr += (float(opt_cfg.get("lr_final", 0.0)) - lr) * frac
+    return lr
 
 
 def _write_log(path: Path, rows: list[list[float]]) -> None:
@@ -211,7 +219,7 @@ def train(
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, opt_cfg)
+            group["lr"] = _lr_at(step, opt_cfg, planned)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if opt_cfg["grad_clip"]:
@@ -229,7 +237,7 @@ def train(
         bar.update(1)
         if step % int(cfg["log_every"]) == 0 or step == total:
             elapsed = time.perf_counter() - t_start
-            log_rows.append([step, sum(window) / len(window), _lr_at(step - 1, opt_cfg), elapsed])
+            log_rows.append([step, sum(window) / len(window), _lr_at(step - 1, opt_cfg, planned), elapsed])
             bar.set_postfix(loss=f"{log_rows[-1][1]:.4f}")
             window = []
         if step % int(cfg["checkpoint_every"]) == 0 or step == end:
@@ -239,7 +247,7 @@ def train(
     if stopped_early:
         elapsed = time.perf_counter() - t_start
         if window:
-            log_rows.append([step, sum(window) / len(window), _lr_at(step - 1, opt_cfg), elapsed])
+            log_rows.append([step, sum(window) / len(window), _lr_at(step - 1, opt_cfg, planned), elapsed])
         save_checkpoint()
         cfg["steps"] = step
 

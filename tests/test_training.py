@@ -142,3 +142,22 @@ def test_dc_weight_acts_from_its_step_and_not_before(full_run, tmp_path):
     assert dc[:3] == plain[:3]  # header and steps 5, 10: the same run, bit for bit
     assert dc[3][1] != plain[3][1]  # step 15: the extra term has changed the weights
     assert json.loads((tmp_path / "tiny.json").read_text())["config"]["loss"]["dc_weight"] == 50.0
+
+
+def test_lr_schedule_warmup_constant_then_linear_decay(full_run, tmp_path):
+    """Warm-up to ``lr``, constant, then (with ``decay_from``) linear to ``lr_final`` at the last step;
+    the run applies it (the logged lr) and changes nothing before the decay starts."""
+    opt = {"lr": 1e-3, "warmup": 4, "decay_from": 10, "lr_final": 1e-4}
+    lrs = [training._lr_at(s, opt, 20) for s in range(21)]
+    assert lrs[0] == pytest.approx(2.5e-4) and lrs[3] == lrs[9] == pytest.approx(1e-3)
+    assert lrs[15] == pytest.approx(1e-3 + (1e-4 - 1e-3) * 0.5) and lrs[20] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))  # never increases after the warm-up
+    assert training._lr_at(15, {"lr": 1e-3, "warmup": 4}, 20) == pytest.approx(1e-3)  # no decay_from: constant
+    out, _ = full_run
+    cfg = {**TINY, "optimizer": {**TINY["optimizer"], "decay_from": 10, "lr_final": 0.0}}
+    training.train(cfg, tmp_path, progress=False)
+    plain = list(csv.reader(open(out / "loss_log.csv")))
+    decayed = list(csv.reader(open(tmp_path / "loss_log.csv")))
+    assert [r[:3] for r in decayed[:3]] == [r[:3] for r in plain[:3]]  # steps 5, 10 unchanged
+    assert float(decayed[3][2]) == pytest.approx(6e-4) and float(decayed[4][2]) == pytest.approx(1e-4)  # steps 14, 19
+    assert decayed[3][1] != plain[3][1]
