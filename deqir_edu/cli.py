@@ -71,6 +71,8 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eta", type=float, default=0.15, help="eta (default 0.15 as the paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
+    p.add_argument("--samples", type=int, default=1, metavar="K",
+                   help="average K runs: an estimate of the posterior mean, higher PSNR but blurrier (default 1)")
     p.add_argument("--simulate", action="store_true",
                    help="INPUT is a clean image: degrade it with the task first and report PSNR")
     p.add_argument("--devices", default=None, metavar="D0,D1,...",
@@ -108,7 +110,7 @@ def _run_restore(args: argparse.Namespace, wrap: Callable | None = None) -> int:
         H, W = H * s, W * s
     gen = torch.Generator().manual_seed(args.seed)
     x = restore_tiled(model, args.task, y, (H, W), generator=gen, sampler=args.sampler, steps=args.steps,
-                      eta=args.eta, iters=args.iters, clip=args.clip)
+                      eta=args.eta, iters=args.iters, clip=args.clip, samples=args.samples)
     save_image(x, args.out)
     msg = f"restored {tuple(y.shape[1:])} -> {tuple(x.shape[1:])} with {args.sampler}: {args.out}"
     if gt is not None:

@@ -81,6 +81,16 @@ def test_restore_observation_is_upscaled(data_dir, tmp_path):
     assert small.shape == (8, 8)
 
 
+def test_restore_mean_of_samples(data_dir, tmp_path, capsys):
+    src = _write_grey(tmp_path / "clean.png", 32)
+    out = tmp_path / "out.png"
+    assert main(["restore", str(src), "--task", "sr4", "--simulate", "--sampler", "ddnm", "--steps", "3",
+                 "--samples", "3", "--out", str(out)]) == 0
+    assert "PSNR" in capsys.readouterr().out and Image.open(out).size == (32, 32)
+    assert main(["restore", str(src), "--task", "sr4", "--samples", "0", "--out", str(out)]) == 2
+    assert "samples must be a positive integer" in capsys.readouterr().err
+
+
 def test_restore_errors_are_clear(data_dir, tmp_path, capsys):
     src = _write_grey(tmp_path / "x.png", 32)
     assert main(["restore", str(src), "--task", "sr3", "--out", str(tmp_path / "o.png")]) == 2

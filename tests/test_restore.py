@@ -74,6 +74,24 @@ def test_tiled_restoration_beats_baseline():
     assert dq.psnr(out, big).item() > dq.psnr(op.A_pinv(y), big).item() + 3.0
 
 
+def test_mean_of_k_runs_is_consistent_and_closer_to_the_truth(prior):
+    """``samples=k`` averages k runs per image: still A x = y (A is linear, and the k runs of an image
+    are averaged with each other, not with another image's), and a lower squared error than one run."""
+    x = prior.sample(8, generator=torch.Generator().manual_seed(4))
+    op = dq.make_operator("sr4", (1, 16, 16))
+    y = op.A(x)
+    one = restore(prior, op, y, sampler="ddnm", steps=10, eta=0.85, generator=torch.Generator().manual_seed(0))
+    mean = restore(prior, op, y, sampler="ddnm", steps=10, eta=0.85, samples=16,
+                   generator=torch.Generator().manual_seed(0))
+    assert mean.shape == x.shape and (op.A(mean) - y).abs().max() < 1e-10
+    assert (mean - x).square().mean() < 0.8 * (one - x).square().mean()
+    runs = restore(prior, op, y.repeat(16, 1, 1, 1), sampler="ddnm", steps=10, eta=0.85,
+                   generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(mean, runs.reshape(16, 8, 1, 16, 16).mean(0), atol=1e-12)
+    with pytest.raises(ValueError, match="samples must be a positive integer"):
+        restore(prior, op, y, sampler="ddnm", samples=0)
+
+
 def test_bad_inputs(prior):
     y = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
     with pytest.raises(ValueError, match="not divisible"):
