@@ -10,12 +10,13 @@ import time
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import deqir_edu as dq
 from deqir_edu.zoo import data_dir
 
 
-@pytest.mark.parametrize("name, shape, min_steps", [("fashion32", (1, 32, 32), 15000)])
+@pytest.mark.parametrize("name, shape, min_steps", [("fashion32", (1, 32, 32), 15000), ("photo32", (3, 32, 32), 17000)])
 def test_shipped_weights_load_fast_and_record_their_recipe(name: str, shape: tuple, min_steps: int) -> None:
     dq.load_model(name)  # warm the imports (networks, safetensors)
     t0 = time.perf_counter()
@@ -49,3 +50,41 @@ def test_fashion32_ddnm_beats_the_pseudo_inverse(task: str, gain: float) -> None
     y = op.A(x)
     out = dq.ddnm_sample(model, op, y, steps=20, eta=0.85, generator=torch.Generator().manual_seed(0))
     assert float(dq.psnr(out, x).mean()) > float(dq.psnr(op.A_pinv(y), x).mean()) + gain
+
+
+def test_photo32_samples_are_nearer_the_held_out_crops_than_noise() -> None:
+    """DDIM samples of the colour prior against the held-out crops (model card: 0.49 vs 0.76 for noise)."""
+    model = dq.load_model("photo32")
+    test = dq.load_testset("photo32")
+    samples = dq.ddim_sample(model, (16, 3, 32, 32), steps=10, eta=0.0, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    assert dq.nn_distance(samples.clamp(-1, 1), test) < 0.8 * dq.nn_distance(noise, test)
+
+
+@pytest.mark.parametrize("task, gain", [("colorize", 2.5), ("inpaint-random", 6.0)])
+def test_photo32_ddnm_beats_the_pseudo_inverse_on_held_out_crops(task: str, gain: float) -> None:
+    """Colour from a grey image, and 80 % missing pixels, on 16 crops of photographs the model never
+    saw (T = 20, eta = 0.85); colorization needs the channel means that 8 GroupNorm groups let through."""
+    model = dq.load_model("photo32")
+    x = dq.load_testset("photo32")[::4]
+    op = dq.make_operator(task, (3, 32, 32), **({"missing": 0.8} if task == "inpaint-random" else {}))
+    y = op.A(x)
+    out = dq.ddnm_sample(model, op, y, steps=20, eta=0.85, generator=torch.Generator().manual_seed(0))
+    assert float(dq.psnr(out, x).mean()) > float(dq.psnr(op.A_pinv(y), x).mean()) + gain
+
+
+def test_photo32_sr4_mean_of_8_runs_against_bicubic() -> None:
+    """x4 SR on 16 held-out crops: the mean of 8 DDNM runs (an estimate of the posterior mean) beats
+    bicubic interpolation and one run (one posterior draw, -1.5 dB from bicubic on the model card). The
+    issue's target, +0.5 dB over bicubic, is NOT met (model card: +0.33 dB on 32 crops); this test
+    guards what is measured."""
+    from deqir_edu.restore import restore
+
+    model = dq.load_model("photo32")
+    x = dq.load_testset("photo32")[::4]
+    op = dq.make_operator("sr4", (3, 32, 32))
+    y = op.A(x)
+    bicubic = float(dq.psnr(F.interpolate(y, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1), x).mean())
+    one, mean8 = (float(dq.psnr(restore(model, op, y, sampler="ddnm", steps=20, eta=0.85, samples=k,
+                                        generator=torch.Generator().manual_seed(0)), x).mean()) for k in (1, 8))
+    assert mean8 > bicubic and mean8 > one + 1.0
