@@ -32,13 +32,16 @@ def test_shipped_weights_load_fast_and_record_their_recipe(name: str, shape: tup
     assert 0 < last < 0.1  # eps-prediction MSE: 1.0 for an untrained network
 
 
-def test_fashion32_samples_look_like_the_data() -> None:
-    """DDIM samples sit as close to the test set as training images do, far from noise."""
-    model = dq.load_model("fashion32")
-    test = dq.load_testset("fashion32")
-    samples = dq.ddim_sample(model, (16, 1, 32, 32), steps=10, eta=0.0, generator=torch.Generator().manual_seed(0))
-    noise = torch.randn(16, 1, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
-    assert dq.nn_distance(samples.clamp(-1, 1), test) < 0.5 * dq.nn_distance(noise, test)
+@pytest.mark.parametrize("name, ratio", [("fashion32", 0.5), ("photo32", 0.8)])
+def test_samples_are_nearer_the_test_set_than_noise(name: str, ratio: float) -> None:
+    """DDIM samples against the frozen test set: fashion32's sit as close as training images do (model
+    card: 0.355 vs 0.360), photo32's between training patches and noise (0.49; 0.37 and 0.76)."""
+    model = dq.load_model(name)
+    test = dq.load_testset(name)
+    shape = (16, *model.image_shape)
+    samples = dq.ddim_sample(model, shape, steps=10, eta=0.0, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(shape, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
+    assert dq.nn_distance(samples.clamp(-1, 1), test) < ratio * dq.nn_distance(noise, test)
 
 
 @pytest.mark.parametrize("task, gain", [("sr4", 3.0), ("inpaint-random", 8.0), ("deblur-gauss", 8.0)])
@@ -50,15 +53,6 @@ def test_fashion32_ddnm_beats_the_pseudo_inverse(task: str, gain: float) -> None
     y = op.A(x)
     out = dq.ddnm_sample(model, op, y, steps=20, eta=0.85, generator=torch.Generator().manual_seed(0))
     assert float(dq.psnr(out, x).mean()) > float(dq.psnr(op.A_pinv(y), x).mean()) + gain
-
-
-def test_photo32_samples_are_nearer_the_held_out_crops_than_noise() -> None:
-    """DDIM samples of the colour prior against the held-out crops (model card: 0.49 vs 0.76 for noise)."""
-    model = dq.load_model("photo32")
-    test = dq.load_testset("photo32")
-    samples = dq.ddim_sample(model, (16, 3, 32, 32), steps=10, eta=0.0, generator=torch.Generator().manual_seed(0))
-    noise = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
-    assert dq.nn_distance(samples.clamp(-1, 1), test) < 0.8 * dq.nn_distance(noise, test)
 
 
 @pytest.mark.parametrize("task, gain", [("colorize", 2.5), ("inpaint-random", 6.0)])
