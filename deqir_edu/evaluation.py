@@ -32,12 +32,12 @@ import torch
 
 from .metrics import consistency, psnr, ssim
 from .operators import make_operator
-from .results import format_markdown, method_table, read_results, write_results
+from .results import format_markdown, method_table, per_image_gap, read_results, write_results
 from .samplers import ddnm_sample, deqir_sample, draw_noises, progress
 
 __all__ = ["TASKS_GREY", "TASKS_COLOUR", "DEFAULT_METHODS", "NA_WEIGHTS", "Method", "parse_method",
            "default_tasks", "evaluate", "format_markdown", "write_results", "read_results", "method_table",
-           "load_for_eval", "meta_for", "fit_to"]
+           "per_image_gap", "load_for_eval", "meta_for", "fit_to"]
 
 TASKS_GREY = ("sr2", "sr4", "sr2-bicubic", "sr4-bicubic", "deblur-gauss", "deblur-aniso",
               "inpaint-text", "inpaint-stripes")

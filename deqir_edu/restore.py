@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ._checks import check_finite
 from .operators import TASKS, Inpainting, make_operator
 
-__all__ = ["load_image", "save_image", "sr_scale", "restore", "restore_tiled", "tile_starts", "observation_shape"]
+__all__ = ["load_image", "save_image", "sr_scale", "bicubic_upsample", "restore", "restore_tiled", "tile_starts", "observation_shape"]
 
 
 def load_image(path: str | Path, channels: int) -> torch.Tensor:
@@ -64,6 +65,12 @@ def sr_scale(task: str) -> int:
     if task.startswith("sr"):
         return int(task[2:].split("-")[0])
     return 1
+
+
+def bicubic_upsample(y: torch.Tensor, scale: int) -> torch.Tensor:
+    """The classical SR baseline: bicubic interpolation of ``y`` ``(B, C, h, w)`` to ``(B, C, scale h, scale w)``,
+    clipped to ``[-1, 1]``. Unlike ``A^+ y`` it is smooth, and not consistent with ``y``."""
+    return F.interpolate(y, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
 def observation_shape(task: str, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -105,7 +112,7 @@ def restore(
     if samples > 1:  # the k runs as one batch (k * B, ...), then the mean over k
         runs = restore(model, op, y.repeat(samples, *([1] * (y.dim() - 1))), sampler, steps, eta, iters,
                        generator, clip, solver)
-        return runs.reshape(samples, *y.shape[:1], *runs.shape[1:]).mean(0)
+        return runs.reshape(samples, y.shape[0], *runs.shape[1:]).mean(0)
     if sampler == "ddnm":
         return ddnm_sample(model, op, y, steps=steps, eta=eta, generator=generator, clip=clip)
     if sampler == "deqir":

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_markdown", "write_results", "read_results", "method_table"]
+__all__ = ["format_markdown", "write_results", "read_results", "method_table", "per_image_gap"]
 
 
 def _cell(v: Any, fmt: str) -> str:
@@ -86,3 +86,11 @@ def method_table(rows: Sequence[dict[str, Any]], key: str = "psnr") -> dict[str,
     for r in rows:
         out.setdefault(r["task"], {})[r["method"]] = r[key]
     return out
+
+
+def per_image_gap(rows: Sequence[dict[str, Any]], a: str = "ddnm", b: str = "deqir-picard") -> dict[str, float]:
+    """``{task: max over images |PSNR_a - PSNR_b|}`` (dB) for every task with both methods: the check of
+    Proposition 1 (Picard with K = T returns the DDNM chain) on an eval grid."""
+    by = {(r["task"], r["method"]): r["psnr_per_image"] for r in rows}
+    return {task: max(abs(u - v) for u, v in zip(by[(task, a)], by[(task, b)]))
+            for task in dict.fromkeys(r["task"] for r in rows) if (task, a) in by and (task, b) in by}

@@ -105,9 +105,8 @@ def _lr_at(step: int, opt_cfg: dict, total: int) -> float:
     lr, warmup = float(opt_cfg["lr"]), int(opt_cfg["warmup"])
     if warmup > 0:
         lr *= min(1.0, (step + 1) / warmup)
-    start = opt_cfg.get("decay_from")
-    if start is not None and step >= int(start):
-        frac = min(1.0, (step - int(start)) / max(1, total - int(start)))
+    if opt_cfg.get("decay_from") is not None and step >= (start := int(opt_cfg["decay_from"])):
+        frac = min(1.0, (step - start) / max(1, total - start))
         lr += (float(opt_cfg.get("lr_final", 0.0)) - lr) * frac
     return lr
 

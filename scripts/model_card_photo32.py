@@ -26,18 +26,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import deqir_edu as dq
 from deqir_edu.datasets import PHOTO_TRAIN, PatchSampler, skimage_photos
-from deqir_edu.restore import restore_tiled, tile_starts
+from deqir_edu.restore import bicubic_upsample, restore_tiled, tile_starts
 
 from _model_card import ddnm_grid  # scripts/_model_card.py
-
-
-def bicubic_x4(y: torch.Tensor) -> torch.Tensor:
-    """The baseline: bicubic interpolation of the x4 average-pooled observation, clipped to [-1, 1]."""
-    return F.interpolate(y, scale_factor=4, mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
 def seam_ratio(err: torch.Tensor, edges: list[int]) -> float:
@@ -90,7 +84,7 @@ def main() -> None:
         y = op.A(test)
         base = {"pinv": float(dq.psnr(op.A_pinv(y), test).mean())}
         if task == "sr4":
-            base["bicubic"] = float(dq.psnr(bicubic_x4(y), test).mean())
+            base["bicubic"] = float(dq.psnr(bicubic_upsample(y, 4), test).mean())
             sr4 = (op, y, base["bicubic"])  # reused by 2b
         for setting, x in ddnm_grid(model, op, y, test.shape, args.steps):
             rows.append({"task": task, "T": setting["T"], "eta": setting["eta"], "clip": setting["clip"],
@@ -127,7 +121,7 @@ def main() -> None:
     xs = dq.ddnm_sample(model, small, ys, steps=20, eta=0.85, generator=torch.Generator().manual_seed(0))
     pasted = xs.reshape(8, 8, 3, 32, 32).permute(2, 0, 3, 1, 4).reshape(1, 3, 256, 256)
     grid_edges = list(range(32, 256, 32))
-    bicubic = bicubic_x4(y)
+    bicubic = bicubic_upsample(y, 4)
     card["tiled256"] = {
         "task": "sr4", "T": 20, "eta": 0.85, "overlap": args.overlap, "tiles": len(starts) ** 2, "seconds": round(seconds, 1),
         "seconds_mean_of_8": round(seconds_mean, 1),

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import deqir_edu as dq
-from deqir_edu.restore import load_image, observation_shape, restore, restore_tiled, save_image, sr_scale
+from deqir_edu.restore import (bicubic_upsample, load_image, observation_shape, restore, restore_tiled, save_image,
+                               sr_scale)
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,15 @@ def test_scales_and_shapes():
     assert sr_scale("sr4") == 4 and sr_scale("sr2-bicubic") == 2 and sr_scale("inpaint-box") == 1
     assert observation_shape("sr4", (3, 64, 64)) == (3, 16, 16)
     assert observation_shape("colorize", (3, 64, 64)) == (1, 64, 64)
+
+
+def test_bicubic_upsample_baseline():
+    """Bicubic interpolation: the scaled size, a constant stays constant, overshoot is clipped to [-1, 1]."""
+    assert torch.allclose(bicubic_upsample(torch.full((2, 3, 4, 4), 0.3), 4), torch.full((2, 3, 16, 16), 0.3))
+    edge = torch.tensor([[-1.0, -1.0, 1.0, 1.0]]).repeat(4, 1).view(1, 1, 4, 4)
+    up = bicubic_upsample(edge, 2)
+    assert up.shape == (1, 1, 8, 8) and up.min() == -1 and up.max() == 1  # bicubic alone overshoots a step
+    assert F.interpolate(edge, scale_factor=2, mode="bicubic", align_corners=False).abs().max() > 1
 
 
 @pytest.mark.parametrize("task", ["sr4", "inpaint-box", "inpaint-random", "deblur-gauss"])
