@@ -66,11 +66,11 @@ def test_photo32_ddnm_beats_the_pseudo_inverse_on_held_out_crops(task: str, gain
     assert float(dq.psnr(out, x).mean()) > float(dq.psnr(op.A_pinv(y), x).mean()) + gain
 
 
-def test_photo32_sr4_mean_of_8_runs_against_bicubic() -> None:
-    """x4 SR on 16 held-out crops: the mean of 8 DDNM runs (an estimate of the posterior mean) beats
-    bicubic interpolation and one run (one posterior draw, -1.5 dB from bicubic on the model card). The
-    issue's target, +0.5 dB over bicubic, is NOT met (model card: +0.33 dB on 32 crops); this test
-    guards what is measured."""
+def test_photo32_sr4_mean_of_16_runs_beats_bicubic() -> None:
+    """x4 SR on 16 held-out crops: the mean of 16 DDNM runs (an estimate of the posterior mean) beats
+    bicubic interpolation by more than 0.3 dB and one run (one posterior draw) by more than 1.5 dB.
+    Measured here: +0.47 and +2.42 dB; the model card's 32 crops give +0.55 dB over bicubic (the issue's
+    target is +0.5) and one run -1.54."""
     from deqir_edu.restore import bicubic_upsample, restore
 
     model = dq.load_model("photo32")
@@ -78,6 +78,7 @@ def test_photo32_sr4_mean_of_8_runs_against_bicubic() -> None:
     op = dq.make_operator("sr4", (3, 32, 32))
     y = op.A(x)
     bicubic = float(dq.psnr(bicubic_upsample(y, 4), x).mean())
-    one, mean8 = (float(dq.psnr(restore(model, op, y, sampler="ddnm", steps=20, eta=0.85, samples=k,
-                                        generator=torch.Generator().manual_seed(0)), x).mean()) for k in (1, 8))
-    assert mean8 > bicubic and mean8 > one + 1.0
+    one, mean16 = (float(dq.psnr(restore(model, op, y, sampler="ddnm", steps=20, eta=0.85, samples=k,
+                                         generator=torch.Generator().manual_seed(0)), x).mean()) for k in (1, 16))
+    print(f"bicubic {bicubic:.3f}  one run {one:.3f}  mean of 16 {mean16:.3f}")
+    assert mean16 > bicubic + 0.3 and mean16 > one + 1.5
