@@ -1,6 +1,6 @@
 """Quality figures of the embedded `photo32` model for its model card (data/models/README.md).
 
-    python scripts/model_card_photo32.py [--n 64] [--steps 20 100] [--out data/models]
+    python scripts/model_card_photo32.py [--n 64] [--steps 20 100] [--out data/models] [--model NAME_OR_PATH] [--no-tiles]
 
 1. 64 unconditional DDIM samples (T = 50, eta = 0) -> photo32_samples.png, and the mean
    nearest-neighbour distance (per pixel RMS) of samples to the 64 held-out test crops, next to that
@@ -43,16 +43,73 @@ def seam_ratio(err: torch.Tensor, edges: list[int]) -> float:
     return float((dx[idx].mean() + dy[idx].mean()) / (dx.mean() + dy.mean()))
 
 
+def to_img(x: torch.Tensor):  # (C, H, W) in [-1, 1] -> (H, W, C) numpy in [0, 1]
+    return ((x.float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+def tiled_figure(model, overlap: int, out: Path) -> dict:
+    """Part 3: the 256 x 256 held-out photograph by overlapping tiles (one run and the mean of 16), the
+    no-overlap control and bicubic; writes photo32_tiled256.png and returns PSNRs and seam ratios."""
+    import matplotlib.pyplot as plt
+
+    big = dq.load_testset("photo256").double()  # (1, 3, 256, 256)
+    op = dq.make_operator("sr4", (3, 256, 256))
+    y = op.A(big)
+    t0 = time.perf_counter()
+    tiled = restore_tiled(model, "sr4", y, (256, 256), overlap=overlap, generator=torch.Generator().manual_seed(0),
+                          sampler="ddnm", steps=20, eta=0.85)
+    seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tiled_mean = restore_tiled(model, "sr4", y, (256, 256), overlap=overlap, generator=torch.Generator().manual_seed(0),
+                               sampler="ddnm", steps=20, eta=0.85, samples=16)
+    seconds_mean = time.perf_counter() - t0
+    starts, _ = tile_starts(256, 32, overlap, 4)  # the tiles restore_tiled used
+    edges = [s for s in starts if s > 0] + [s + 32 for s in starts if s + 32 < 256]
+    small = dq.make_operator("sr4", (3, 32, 32))
+    ys = torch.cat([y[..., i // 4:(i + 32) // 4, j // 4:(j + 32) // 4] for i in range(0, 256, 32) for j in range(0, 256, 32)])
+    xs = dq.ddnm_sample(model, small, ys, steps=20, eta=0.85, generator=torch.Generator().manual_seed(0))
+    pasted = xs.reshape(8, 8, 3, 32, 32).permute(2, 0, 3, 1, 4).reshape(1, 3, 256, 256)
+    grid_edges = list(range(32, 256, 32))
+    bicubic = bicubic_upsample(y, 4)
+    result = {
+        "task": "sr4", "T": 20, "eta": 0.85, "overlap": overlap, "tiles": len(starts) ** 2, "seconds": round(seconds, 1),
+        "seconds_mean_of_16": round(seconds_mean, 1),
+        "psnr": {"bicubic": float(dq.psnr(bicubic, big)), "tiled": float(dq.psnr(tiled, big)),
+                 "tiled_mean_of_16": float(dq.psnr(tiled_mean, big)),
+                 "pasted_no_overlap": float(dq.psnr(pasted, big))},
+        "consistency_tiled": float(dq.consistency(tiled, y, op)),
+        "seam_ratio": {"tiled_at_tile_edges": seam_ratio(tiled - big, edges),
+                       "tiled_mean_of_16_at_tile_edges": seam_ratio(tiled_mean - big, edges),
+                       "pasted_at_tile_edges": seam_ratio(pasted - big, grid_edges),
+                       "bicubic_at_32px_grid": seam_ratio(bicubic - big, grid_edges)},
+    }
+    print(result, flush=True)
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4.4))
+    panels = [(big[0], "held-out original"), (bicubic[0], "bicubic from x4 avg-pooled"),
+              (pasted[0], "32x32 tiles pasted, no overlap"), (tiled[0], f"restore_tiled, overlap {overlap}"),
+              (tiled_mean[0], "restore_tiled, mean of 16 runs")]
+    for ax, (img, title) in zip(axes, panels):
+        ax.imshow(to_img(img), interpolation="nearest")
+        ax.set_title(f"{title}\n{float(dq.psnr(img[None], big)):.2f} dB", fontsize=10)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out / "photo32_tiled256.png", dpi=72)
+
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="data/models")
     ap.add_argument("--steps", type=int, nargs="+", default=[20, 100], help="values of T in the table")
     ap.add_argument("--n", type=int, default=64, help="held-out test crops (every 64/n-th, both photographs)")
     ap.add_argument("--overlap", type=int, default=8, help="tile overlap of the 256 x 256 figure")
+    ap.add_argument("--model", default="photo32", help="zoo name or path of the weights (e.g. an exported training run)")
+    ap.add_argument("--no-tiles", action="store_true", help="skip part 3 (the 256 x 256 photograph, 8 min)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     out = Path(args.out)
-    model = dq.load_model("photo32")
+    model = dq.load_model(args.model)
     test = dq.load_testset("photo32").double()[:: max(1, 64 // args.n)][: args.n]  # (n, 3, 32, 32)
     card: dict = {"n_test": len(test), "T": args.steps}
 
@@ -60,9 +117,6 @@ def main() -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    def to_img(x: torch.Tensor):  # (C, H, W) in [-1, 1] -> (H, W, C) numpy in [0, 1]
-        return ((x.float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
     # 1. unconditional samples
     t0 = time.perf_counter()
@@ -106,49 +160,8 @@ def main() -> None:
         "crops_above_bicubic": {k: int((v > bicubic_each).sum()) for k, v in each.items()}}
     print(card["sr4_mean_of_k_samples"], flush=True)
 
-    # 3. 256 x 256 by overlapping tiles, and the no-overlap control
-    big = dq.load_testset("photo256").double()  # (1, 3, 256, 256)
-    op = dq.make_operator("sr4", (3, 256, 256))
-    y = op.A(big)
-    t0 = time.perf_counter()
-    tiled = restore_tiled(model, "sr4", y, (256, 256), overlap=args.overlap, generator=torch.Generator().manual_seed(0),
-                          sampler="ddnm", steps=20, eta=0.85)
-    seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    tiled_mean = restore_tiled(model, "sr4", y, (256, 256), overlap=args.overlap, generator=torch.Generator().manual_seed(0),
-                               sampler="ddnm", steps=20, eta=0.85, samples=16)
-    seconds_mean = time.perf_counter() - t0
-    starts, _ = tile_starts(256, 32, args.overlap, 4)  # the tiles restore_tiled used
-    edges = [s for s in starts if s > 0] + [s + 32 for s in starts if s + 32 < 256]
-    small = dq.make_operator("sr4", (3, 32, 32))
-    ys = torch.cat([y[..., i // 4:(i + 32) // 4, j // 4:(j + 32) // 4] for i in range(0, 256, 32) for j in range(0, 256, 32)])
-    xs = dq.ddnm_sample(model, small, ys, steps=20, eta=0.85, generator=torch.Generator().manual_seed(0))
-    pasted = xs.reshape(8, 8, 3, 32, 32).permute(2, 0, 3, 1, 4).reshape(1, 3, 256, 256)
-    grid_edges = list(range(32, 256, 32))
-    bicubic = bicubic_upsample(y, 4)
-    card["tiled256"] = {
-        "task": "sr4", "T": 20, "eta": 0.85, "overlap": args.overlap, "tiles": len(starts) ** 2, "seconds": round(seconds, 1),
-        "seconds_mean_of_16": round(seconds_mean, 1),
-        "psnr": {"bicubic": float(dq.psnr(bicubic, big)), "tiled": float(dq.psnr(tiled, big)),
-                 "tiled_mean_of_16": float(dq.psnr(tiled_mean, big)),
-                 "pasted_no_overlap": float(dq.psnr(pasted, big))},
-        "consistency_tiled": float(dq.consistency(tiled, y, op)),
-        "seam_ratio": {"tiled_at_tile_edges": seam_ratio(tiled - big, edges),
-                       "tiled_mean_of_16_at_tile_edges": seam_ratio(tiled_mean - big, edges),
-                       "pasted_at_tile_edges": seam_ratio(pasted - big, grid_edges),
-                       "bicubic_at_32px_grid": seam_ratio(bicubic - big, grid_edges)},
-    }
-    print(card["tiled256"], flush=True)
-    fig, axes = plt.subplots(1, 5, figsize=(20, 4.4))
-    panels = [(big[0], "held-out original"), (bicubic[0], "bicubic from x4 avg-pooled"),
-              (pasted[0], "32x32 tiles pasted, no overlap"), (tiled[0], f"restore_tiled, overlap {args.overlap}"),
-              (tiled_mean[0], "restore_tiled, mean of 16 runs")]
-    for ax, (img, title) in zip(axes, panels):
-        ax.imshow(to_img(img), interpolation="nearest")
-        ax.set_title(f"{title}\n{float(dq.psnr(img[None], big)):.2f} dB", fontsize=10)
-        ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(out / "photo32_tiled256.png", dpi=72)
+    if not args.no_tiles:  # 3. 256 x 256 by overlapping tiles, and the no-overlap control
+        card["tiled256"] = tiled_figure(model, args.overlap, out)
 
     (out / "photo32_card.json").write_text(json.dumps(card, indent=1) + "\n")
     print("\n| task | baseline PSNR | T | eta | clip | DDNM PSNR | gain (dB) |\n|---|---|---|---|---|---|---|")
