@@ -14,8 +14,7 @@ import deqir_edu.lpips as L
 from deqir_edu.ablations import compare_coefficient_sets, iterate_curve, sweep
 from deqir_edu.cli import main
 from deqir_edu.evaluation import (NA_SMALL, NA_WEIGHTS, TASKS_COLOUR, TASKS_GREY, evaluate, parse_method,
-                                 per_image_gap,
-                                  read_results, write_results)
+                                  per_image_gap, read_results, write_results)
 from deqir_edu.fixed_point import FixedPointMap
 from deqir_edu.official_eta import official_coefficients, official_noises, parallel_chain, sequential_chain
 from deqir_edu.schedules import chain_coefficients
