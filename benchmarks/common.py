@@ -1,6 +1,6 @@
 """Shared pieces of the parallel-sampling benchmarks: problems, models, timing.
 
-Notation: T steps, B images, eta as in ``deqir_edu.schedules``; "pass" = one batched network call
+Notation: T steps, B images, eta as in ``deqir_edu.diffusion``; "pass" = one batched network call
 (a sequential step of the parallel machine), "NFE" = network evaluations of single states.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ SOLVERS = ["picard", "anderson", "picard-freeze", "picard-window", "anderson-fre
 
 def exact_problem(task: str = "sr4", batch: int = 2, shape: tuple[int, int, int] = (3, 8, 8)):
     """The exact prior of the tests: 4-component Gaussian mixture, float64.  Returns (model, op, y, x)."""
+    from deqir_edu.diffusion import GaussianMixturePrior
     from deqir_edu.operators import make_operator
-    from deqir_edu.prior import GaussianMixturePrior
 
     g = torch.Generator().manual_seed(0)
     means = (torch.rand(4, *shape, generator=g, dtype=torch.float64) * 2 - 1) * 0.8
@@ -38,8 +38,8 @@ def exact_problem(task: str = "sr4", batch: int = 2, shape: tuple[int, int, int]
 def gmm_fashion_problem(task: str = "sr4", batch: int = 2):
     """The exact prior of chapters 4-6: 32-component mixture fitted to 1500 Fashion-MNIST images, 1x32x32."""
     from deqir_edu.datasets import fashion_mnist, pad_to_32, to_tensor_images
+    from deqir_edu.diffusion import GaussianMixturePrior
     from deqir_edu.operators import make_operator
-    from deqir_edu.prior import GaussianMixturePrior
 
     train = pad_to_32(to_tensor_images(fashion_mnist("train")[0][:1500])).double()
     prior = GaussianMixturePrior.fit(train, 32, generator=torch.Generator().manual_seed(0), n_iter=8)
@@ -49,17 +49,17 @@ def gmm_fashion_problem(task: str = "sr4", batch: int = 2):
 
 
 def adm_config(name: str = "fashion32") -> dict[str, Any]:
-    return json.loads((ROOT / "deqir_edu" / "configs" / f"{name}.json").read_text())
+    return json.loads((ROOT / "deqir_edu" / "training" / "configs" / f"{name}.json").read_text())
 
 
 def random_adm(name: str = "fashion32", device: str = "cpu", seed: int = 0):
     """The ADM of a config with random weights (timing and memory only), as an eps-model."""
-    from deqir_edu.zoo import _wrap, build_network, parse_spec
+    from deqir_edu.models import build_network, parse_spec, wrap_network
 
     spec = parse_spec(adm_config(name), name)
     torch.manual_seed(seed)
     net = build_network(spec).to(device).eval().requires_grad_(False)
-    return _wrap(net, spec)
+    return wrap_network(net, spec)
 
 
 def fashion_problem(task: str = "sr4", n: int = 4, device: str = "cpu"):
@@ -67,8 +67,8 @@ def fashion_problem(task: str = "sr4", n: int = 4, device: str = "cpu"):
     if not FASHION32.is_file():
         return None
     from deqir_edu.datasets import load_testset
+    from deqir_edu.models import load_model
     from deqir_edu.operators import make_operator
-    from deqir_edu.zoo import load_model
 
     info = FASHION32.with_suffix(".json")
     run = json.loads(info.read_text()).get("run", {}) if info.is_file() else {}
@@ -83,7 +83,7 @@ class Timed:
     """Wrap an eps-model: total seconds spent inside it (``seconds``) and images evaluated (``images``)."""
 
     def __init__(self, model: Any) -> None:
-        self.model, self.seconds, self.images, self.calls = model, 0.0, 0, 0
+        self.model, self.seconds, self.images, self.passes = model, 0.0, 0, 0
         self.image_shape = tuple(model.image_shape)
         if getattr(model, "alphas_cumprod", None) is not None:
             self.alphas_cumprod = model.alphas_cumprod
@@ -95,7 +95,7 @@ class Timed:
         sync(out)
         self.seconds += time.perf_counter() - t0
         self.images += x.shape[0]
-        self.calls += 1
+        self.passes += 1
         return out
 
 

@@ -19,12 +19,13 @@ import sys
 import time
 
 import torch
-
 from common import SOLVERS, Timed, first, meta, random_adm, sync, table, write
 
+from deqir_edu.diffusion import draw_noises
 from deqir_edu.metrics import psnr
+from deqir_edu.models import ChunkedModel
 from deqir_edu.operators import make_operator
-from deqir_edu.samplers import ddnm_sample, deqir_sample, draw_noises
+from deqir_edu.sampling import ddnm_sample, deqir_sample
 
 
 def batching(model, device, T: int) -> list[dict]:
@@ -56,7 +57,7 @@ def run(model, op, y, x, T: int, eta: float, solvers: list[str], tol: float, chu
     sync(ref)
     t_ddnm = time.perf_counter() - t0
     ref_db = psnr(ref, x)
-    rows = [{"T": T, "method": "ddnm", "passes": T, "nfe": T, "seconds": t_ddnm, "net_seconds": timed.seconds,
+    rows = [{"T": T, "method": "ddnm", "passes": T, "evaluations": T, "seconds": t_ddnm, "net_seconds": timed.seconds,
              "overhead_share": 1 - timed.seconds / t_ddnm}]
     print(f"T={T} DDNM {t_ddnm:.2f} s", flush=True)
     for solver in solvers:
@@ -72,13 +73,14 @@ def run(model, op, y, x, T: int, eta: float, solvers: list[str], tol: float, chu
             spent[0] += time.perf_counter() - c0
 
         max_iter = 2 * T if solver == "anderson" else T
-        res = deqir_sample(timed, op, y, T, eta, noises=noises, solver=solver, max_iter=max_iter, tol=tol,
-                           callback=cb, chunk_size=chunk)
+        model_calls = timed if chunk is None else ChunkedModel(timed, chunk * y.shape[0])  # chunk states per call
+        res = deqir_sample(model_calls, op, y, T, eta, noises=noises, solver=solver, max_iter=max_iter, tol=tol,
+                           callback=cb)
         sync(res.x0)
         total = time.perf_counter() - t0 - spent[0]
         k3, kdb = first([e for _, e, _ in log], 1e-3), first([d for _, _, d in log], 0.05)
-        nfe = res.trace.nfe
-        rows.append({"T": T, "method": solver, "passes": res.trace.iterations, "nfe": res.nfe, "seconds": total,
+        nfe = res.trace.evaluations
+        rows.append({"T": T, "method": solver, "passes": res.trace.passes, "evaluations": res.evaluations, "seconds": total,
                      "net_seconds": timed.seconds, "overhead_share": 1 - timed.seconds / total,
                      "passes_1e3": k3, "nfe_1e3": nfe[k3 - 1] if k3 else None, "passes_db": kdb,
                      "nfe_db": nfe[kdb - 1] if kdb else None, "t_db": log[kdb - 1][0] if kdb else None,
@@ -126,7 +128,7 @@ def main() -> None:
     md += "\n## solvers\n\n" + table(
         ["T", "method", "passes", "NFE", "total s", "network s", "overhead share", "passes to 1e-3", "NFE to 1e-3",
          "passes to 0.05 dB", "s to 0.05 dB", "/ DDNM"],
-        [[r["T"], r["method"], r["passes"], r["nfe"], r["seconds"], r["net_seconds"], r["overhead_share"],
+        [[r["T"], r["method"], r["passes"], r["evaluations"], r["seconds"], r["net_seconds"], r["overhead_share"],
           r.get("passes_1e3"), r.get("nfe_1e3"), r.get("passes_db"), r.get("t_db"), r.get("t_db_over_ddnm")]
          for r in rows])
     js, mdp = write("gpu_adm256" + ("_smoke" if args.smoke else ""),

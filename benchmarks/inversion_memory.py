@@ -18,7 +18,6 @@ import subprocess
 import sys
 
 import torch
-
 from common import FASHION32, meta, random_adm, table, write
 
 
@@ -34,10 +33,10 @@ def peak_tensor_bytes(fn) -> float:
 
 
 def one(kind: str, loss_name: str, steps: int, n: int) -> dict:
+    from deqir_edu.diffusion import draw_noises
     from deqir_edu.inversion import exact_chain_gradient, phantom_gradient, reference_loss
+    from deqir_edu.models import load_model
     from deqir_edu.operators import make_operator
-    from deqir_edu.samplers import draw_noises
-    from deqir_edu.zoo import load_model
 
     torch.set_num_threads(1)
     model = load_model("fashion32") if FASHION32.is_file() else random_adm("fashion32")

@@ -16,11 +16,10 @@ import sys
 import time
 
 import torch
-
 from common import LOADED, SOLVERS, exact_problem, fashion_problem, first, gmm_fashion_problem, meta, table, write
 
 from deqir_edu.metrics import psnr
-from deqir_edu.samplers import ddnm_sample, deqir_sample
+from deqir_edu.sampling import ddnm_sample, deqir_sample
 
 
 def measure(model, op, y, x, T: int, eta: float, solver: str, tol: float, tol_track: float, max_iter: int,
@@ -41,13 +40,13 @@ def measure(model, op, y, x, T: int, eta: float, solver: str, tol: float, tol_tr
         res = deqir_sample(model, op, y, T, eta, torch.Generator().manual_seed(seed), solver=solver,
                            max_iter=max_iter, tol=t, reference=ref, callback=cb)
         seconds = time.perf_counter() - t0
-        nfe = res.trace.nfe
+        nfe = res.trace.evaluations
         if mode in ("oracle", "both"):
             k3, kdb = first(errs, 1e-3), first(gaps, 0.05)
             row.update(passes_1e3=k3, nfe_1e3=nfe[k3 - 1] if k3 else None,
                        passes_db=kdb, nfe_db=nfe[kdb - 1] if kdb else None, err_oracle_end=errs[-1])
         if mode in ("own", "both"):
-            row.update(own_passes=res.trace.iterations, own_nfe=res.nfe, own_err=errs[-1], own_db_gap=gaps[-1],
+            row.update(own_passes=res.trace.passes, own_nfe=res.evaluations, own_err=errs[-1], own_db_gap=gaps[-1],
                        own_seconds=seconds)
     return row
 
@@ -105,7 +104,7 @@ def main() -> None:
                   r["passes_db"], r["nfe_db"], r["own_passes"], r["own_nfe"], r["own_err"], r["own_db_gap"]]
                  for r in block]))
     md.append("\n'-': not reached within max_iter (T passes; 2T for anderson).  Picard/anderson: Algorithm 1 "
-              "(start x_T, stop on x_0's residual); the others: `deqir_edu.parallel_solvers`.\n")
+              "(start x_T, stop on x_0's residual); the others: `deqir_edu.solvers` (freezing.py).\n")
     js, mdp = write(f"solver_passes_{args.prior}" + (f"_{args.tag}" if args.tag else ""), {"meta": meta("python " + " ".join(sys.argv)), "rows": rows},
                     "".join(md))
     print(f"wrote {js} and {mdp}")

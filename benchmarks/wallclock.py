@@ -15,12 +15,12 @@ import sys
 import time
 
 import torch
-
 from common import LOADED, Timed, exact_problem, fashion_problem, gmm_fashion_problem, meta, random_adm, table, write
 
 from deqir_edu.metrics import psnr
+from deqir_edu.models import ClippedModel
 from deqir_edu.operators import make_operator
-from deqir_edu.samplers import ddnm_sample, deqir_sample
+from deqir_edu.sampling import ddnm_sample, deqir_sample
 
 
 def problem(name: str, task: str, n: int):
@@ -48,13 +48,14 @@ def run_dtype(model, op, y, x, args, dtype: str) -> list[dict]:
     else:
         model.autocast_dtype = torch.bfloat16 if dtype == "bf16" else None
     gen = lambda: torch.Generator().manual_seed(1)  # noqa: E731
-    ddnm_sample(model, op, y, 2, args.eta, gen(), clip=args.clip)  # warm-up
+    model = ClippedModel(model) if args.clip else model
+    ddnm_sample(model, op, y, 2, args.eta, gen())  # warm-up
     timed = Timed(model)
     t0 = time.perf_counter()
-    ref = ddnm_sample(timed, op, y, args.steps, args.eta, gen(), clip=args.clip)
+    ref = ddnm_sample(timed, op, y, args.steps, args.eta, gen())
     t_ddnm = time.perf_counter() - t0
     ref_db = psnr(ref, x)
-    rows = [{"dtype": dtype, "method": "ddnm (sequential)", "passes": args.steps, "nfe": timed.images // y.shape[0],
+    rows = [{"dtype": dtype, "method": "ddnm (sequential)", "passes": args.steps, "evaluations": timed.images // y.shape[0],
              "seconds": t_ddnm, "net_seconds": timed.seconds, "overhead_share": 1 - timed.seconds / t_ddnm,
              "psnr": float(ref_db.mean()), "t_equal": t_ddnm, "passes_equal": args.steps}]
     print(f"[{dtype}] DDNM: {t_ddnm:.2f} s, network {timed.seconds:.2f} s, PSNR {float(ref_db.mean()):.2f} dB", flush=True)
@@ -71,17 +72,17 @@ def run_dtype(model, op, y, x, args, dtype: str) -> list[dict]:
             spent[0] += time.perf_counter() - c0
 
         res = deqir_sample(timed, op, y, args.steps, args.eta, gen(), solver=solver, max_iter=args.steps,
-                           tol=args.tol, clip=args.clip, callback=cb)
+                           tol=args.tol, callback=cb)
         total = time.perf_counter() - t0 - spent[0]
         k = next((i for i, s in enumerate(stamps) if s[2] < args.db), None)
-        row = {"dtype": dtype, "method": f"deqir {solver}", "passes": res.trace.iterations,
-               "nfe": res.nfe, "seconds": total, "net_seconds": timed.seconds,
+        row = {"dtype": dtype, "method": f"deqir {solver}", "passes": res.trace.passes,
+               "evaluations": res.evaluations, "seconds": total, "net_seconds": timed.seconds,
                "overhead_share": 1 - timed.seconds / total, "psnr": float(psnr(res.x0, x).mean()),
                "db_gap_end": stamps[-1][2], "passes_equal": None if k is None else k + 1,
                "t_equal": None if k is None else stamps[k][0]}
         row["ratio_equal_vs_ddnm"] = None if k is None else row["t_equal"] / t_ddnm
         rows.append(row)
-        print(f"[{dtype}] {solver}: {total:.2f} s ({row['passes']} passes, {row['nfe']} NFE), within {args.db} dB "
+        print(f"[{dtype}] {solver}: {total:.2f} s ({row['passes']} passes, {row['evaluations']} NFE), within {args.db} dB "
               f"after {row['passes_equal']} passes = {row['t_equal']} s; overhead {row['overhead_share']:.1%}", flush=True)
     return rows
 
@@ -114,7 +115,7 @@ def main() -> None:
           f"{args.tol}; equal quality = within {args.db} dB of DDNM (same noises, worst image)\n\n`{cmd}`\n\n")
     md += table(["dtype", "method", "passes", "NFE/image", "total s", "network s", "overhead share",
                  "passes to equal quality", "s to equal quality", "time / DDNM", "PSNR dB"],
-                [[r["dtype"], r["method"], r["passes"], r["nfe"], r["seconds"], r["net_seconds"], r["overhead_share"],
+                [[r["dtype"], r["method"], r["passes"], r["evaluations"], r["seconds"], r["net_seconds"], r["overhead_share"],
                   r["passes_equal"], r["t_equal"], r.get("ratio_equal_vs_ddnm", 1.0), r["psnr"]] for r in rows])
     js, mdp = write(f"wallclock_{args.model}" + (f"_{args.tag}" if args.tag else ""),
                     {"meta": meta(cmd), "rows": rows}, md)

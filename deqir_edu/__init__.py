@@ -1,67 +1,61 @@
 """deqir-edu: a small, readable companion package for DeqIR (Cao et al., CVPR 2024).
 
-Images are tensors of shape ``(B, C, H, W)`` with values in ``[-1, 1]``.  Public names are
-imported lazily so that ``import deqir_edu`` stays fast and never imports optional libraries.
+Images are tensors of shape ``(B, C, H, W)`` with values in ``[-1, 1]``.  The top level holds the
+names a reader of the book uses; everything else is reached through its subpackage, one per layer
+(imports only go down this list):
+
+    core         checks, progress bars, paths, safe downloads
+    datasets     Fashion-MNIST / photo readers, frozen test sets
+    diffusion    schedules, the chain configuration, noises, the exact Gaussian-mixture prior
+    operators    A and A^+ for every task (Eqs. (1), (5))
+    models       networks, model wrappers (clipping, chunking, sharding), checkpoints, the zoo
+    solvers      Picard, Anderson (Algorithm 1), freezing / windows / triangular Anderson; one registry
+    sampling     DDIM, DDNM, the fixed-point map F (Proposition 1), the parallel sampler DeqIR
+    inversion    DEQ inversion (Algorithm 2)
+    metrics      PSNR, SSIM, consistency, LPIPS
+    experiments  the method runner, evaluation grid, ablations, results files
+    training     the training recipe of the embedded models; exercises: the book's self-checks
+    apps         image files, tiles, demo, multi-device launch, the command line
+
+Public names are imported lazily so that ``import deqir_edu`` stays fast and never imports optional libraries.
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
-
-# public name -> module that defines it
+# public name -> subpackage that defines it
 _EXPORTS: dict[str, str] = {
-    # schedules
-    "linear_betas": "schedules",
-    "alphas_cumprod": "schedules",
-    "ddim_timesteps": "schedules",
-    "chain_coefficients": "schedules",
-    # operators
     "make_operator": "operators",
-    "Operator": "operators",
-    "TASKS": "operators",
-    "ComposedOperator": "operators",
-    "null_space_project": "operators",
-    "penrose_residuals": "operators",
-    # exact prior
-    "GaussianMixturePrior": "prior",
-    # samplers
-    "ClippedModel": "samplers",
-    "draw_noises": "samplers",
-    "ddim_sample": "samplers",
-    "ddnm_sample": "samplers",
-    "deqir_sample": "samplers",
-    # fixed point and solvers
-    "FixedPointMap": "fixed_point",
-    "picard": "solvers",
-    "anderson": "solvers",
-    "window_solve": "parallel_solvers",
-    "PARALLEL_SOLVERS": "parallel_solvers",
-    "ShardedModel": "distributed",
-    # inversion
+    "GaussianMixturePrior": "diffusion",
+    "fashion_mixture": "diffusion",
+    "chain_config": "diffusion",
+    "draw_noises": "diffusion",
+    "load_model": "models",
+    "ClippedModel": "models",
+    "load_testset": "datasets",
+    "ddim_sample": "sampling",
+    "ddnm_sample": "sampling",
+    "deqir_sample": "sampling",
+    "FixedPointMap": "sampling",
+    "get_solver": "solvers",
     "deq_invert": "inversion",
-    "exact_chain_gradient": "inversion",
     "phantom_gradient": "inversion",
-    "chain_consistency_loss": "inversion",
-    # metrics
     "psnr": "metrics",
     "ssim": "metrics",
     "consistency": "metrics",
-    "nn_distance": "metrics",
-    "LPIPS": "lpips",
-    "lpips_available": "lpips",
-    # models
-    "load_model": "zoo",
-    "DiffusionModel": "diffusion_model",
-    "load_testset": "datasets",
-    "train": "training",
+    "restore": "experiments",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # from pyproject.toml, through the installed metadata (core/version.py)
+        from .core.version import package_version
+
+        globals()[name] = package_version()
+        return globals()[name]
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'deqir_edu' has no attribute {name!r}")

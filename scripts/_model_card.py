@@ -21,5 +21,5 @@ def ddnm_grid(model: Any, op: Any, y: torch.Tensor, shape: tuple[int, ...], step
         for eta in etas:
             for clip in (False, True):
                 t0 = time.perf_counter()
-                x0 = dq.ddnm_sample(model, op, y, steps=T, eta=eta, noises=noises, clip=clip)
+                x0 = dq.ddnm_sample(dq.ClippedModel(model) if clip else model, op, y, steps=T, eta=eta, noises=noises)
                 yield {"T": T, "eta": eta, "clip": clip, "seconds": round(time.perf_counter() - t0, 1)}, x0

@@ -3,13 +3,18 @@
 usage: python measure_grad.py [exact|phantom] [default|x0]   (one measurement per process, for peak RSS)
        python measure_grad.py                                  (runs all four in subprocesses + cosines)
 """
-import math, resource, subprocess, sys
+import math
+import subprocess
+import sys
+
 import torch
 from torch import nn
+
 torch.set_num_threads(1)
+from deqir_edu.diffusion import draw_noises
 from deqir_edu.inversion import exact_chain_gradient, phantom_gradient, reference_loss
+from deqir_edu.models import ChunkedModel, ClippedModel
 from deqir_edu.operators import make_operator
-from deqir_edu.samplers import draw_noises
 
 SHAPE, T, B, ETA = (3, 32, 32), 20, 4, 0.15
 
@@ -19,7 +24,7 @@ class TinyEps(nn.Module):
     def __init__(self, width=32, residual=False):
         super().__init__()
         self.residual = residual
-        from deqir_edu.schedules import alphas_cumprod, linear_betas
+        from deqir_edu.diffusion import alphas_cumprod, linear_betas
         self.alphas_cumprod = alphas_cumprod(linear_betas())
         self.image_shape = SHAPE
         self.c1, self.c2, self.c3 = nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, width, 3, padding=1), nn.Conv2d(width, 3, 3, padding=1)
@@ -46,10 +51,12 @@ def setup():
 
 def grad(kind, lossname, net, op, x, y, x_T, noises):
     loss = None if lossname == "default" else reference_loss(x)
+    net = ClippedModel(net)
     if kind == "exact":
-        return exact_chain_gradient(net, op, y, x_T, noises, T, ETA, loss=loss, clip=True)
-    chunk = 1 if kind == "phantom-chunk1" else None  # chunk_size=1: the solve runs one state at a time
-    return phantom_gradient(net, op, y, x_T, noises, T, ETA, loss=loss, clip=True, chunk_size=chunk)
+        return exact_chain_gradient(net, op, y, x_T, noises, T, ETA, loss=loss)
+    if kind == "phantom-chunk1":  # the solve runs one state (B images) per network call
+        net = ChunkedModel(net, B)
+    return phantom_gradient(net, op, y, x_T, noises, T, ETA, loss=loss)
 
 def saved_bytes(fn):
     seen = {}
@@ -88,7 +95,7 @@ if __name__ == "__main__":
     for lossname in ("default", "x0"):
         ex, ph = grad("exact", lossname, *args), grad("phantom", lossname, *args)
         print(f"loss={lossname}: cos(exact, phantom k=1 tau=0.1) = {cos(ex.grad, ph.grad):.4f}   null-space cos = {cos(q(ex.grad), q(ph.grad)):.4f}   range fraction of exact = {float((ex.grad - q(ex.grad)).norm() / ex.grad.norm()):.3f}")
-        full = phantom_gradient(args[0], op, args[3], args[4], args[5], T, ETA, loss=None if lossname == "default" else reference_loss(args[2]), clip=True, phantom_steps=T, tau=1.0)
+        full = phantom_gradient(ClippedModel(args[0]), op, args[3], args[4], args[5], T, ETA, loss=None if lossname == "default" else reference_loss(args[2]), phantom_steps=T, tau=1.0)
         print(f"   phantom k=T tau=1 vs exact: cos = {cos(ex.grad, full.grad):.6f}")
     for kind in ("exact", "phantom", "phantom-chunk1"):
         for lossname in ("default", "x0"):

@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import torch
+from _model_card import ddnm_grid  # scripts/_model_card.py
 
 import deqir_edu as dq
 from deqir_edu.datasets import fashion_mnist, pad_to_32, to_tensor_images
-
-from _model_card import ddnm_grid  # scripts/_model_card.py
+from deqir_edu.metrics import nn_distance
 
 TASKS = {  # name in the card -> (task, options)
     "x4 SR (avg pool)": ("sr4", {}),
@@ -52,8 +52,8 @@ def main() -> None:
     train, _ = fashion_mnist("train")
     train_imgs = pad_to_32(to_tensor_images(train[:64])).float()
     noise = torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
-    card["nn_distance_to_test"] = {"samples": dq.nn_distance(samples, test), "training_images": dq.nn_distance(train_imgs, test),
-                                   "noise": dq.nn_distance(noise, test)}
+    card["nn_distance_to_test"] = {"samples": nn_distance(samples, test), "training_images": nn_distance(train_imgs, test),
+                                   "noise": nn_distance(noise, test)}
     import matplotlib
 
     matplotlib.use("Agg")

@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 import torch
+from _model_card import ddnm_grid  # scripts/_model_card.py
 
 import deqir_edu as dq
+from deqir_edu.apps import restore_tiled, tile_starts
 from deqir_edu.datasets import PHOTO_TRAIN, PatchSampler, skimage_photos
-from deqir_edu.restore import bicubic_upsample, restore_tiled, tile_starts
-
-from _model_card import ddnm_grid  # scripts/_model_card.py
+from deqir_edu.experiments import bicubic_upsample
+from deqir_edu.metrics import nn_distance
 
 
 def seam_ratio(err: torch.Tensor, edges: list[int]) -> float:
@@ -125,8 +126,8 @@ def main() -> None:
     card["sample_seconds"] = round(time.perf_counter() - t0, 1)
     train = PatchSampler(skimage_photos(PHOTO_TRAIN), size=32).sample(64, torch.Generator().manual_seed(1))
     noise = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
-    card["nn_distance_to_test"] = {"samples": dq.nn_distance(samples, test), "training_patches": dq.nn_distance(train, test),
-                                   "noise": dq.nn_distance(noise, test)}
+    card["nn_distance_to_test"] = {"samples": nn_distance(samples, test), "training_patches": nn_distance(train, test),
+                                   "noise": nn_distance(noise, test)}
     grid = samples.reshape(8, 8, 3, 32, 32).permute(0, 3, 1, 4, 2).reshape(256, 256, 3)
     plt.imsave(out / "photo32_samples.png", ((grid + 1) / 2).clamp(0, 1).numpy())
     print(card["nn_distance_to_test"], flush=True)

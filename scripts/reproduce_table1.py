@@ -34,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deqir_edu.evaluation import evaluate, format_markdown, write_results  # noqa: E402
+from deqir_edu.experiments import evaluate, format_markdown, write_results
 
 TASKS = ("sr2-bicubic", "sr4-bicubic", "deblur-gauss", "deblur-aniso")
 METHODS = ("pinv", "ddnm-t100", "deqir-k15")  # Baseline, DDNM (100 NFEs), DeqIR (T = 20, 15 iterations)
@@ -63,8 +63,7 @@ DEFAULT_MODEL = {"imagenet": "adm-imagenet256", "celebahq": "ddpm-celebahq256"}
 
 def load_images(folder: str | None, n: int, size: int = 256) -> tuple[torch.Tensor, str]:
     """``(n, 3, size, size)`` in [-1, 1]: a folder of images, or the held-out scikit-image photographs."""
-    from deqir_edu.datasets import PHOTO_TEST, image_folder, skimage_photos
-    from deqir_edu.evaluation import fit_to
+    from deqir_edu.datasets import PHOTO_TEST, fit_to, image_folder, skimage_photos
 
     pics = image_folder(folder, 3) if folder else skimage_photos(PHOTO_TEST)
     x = torch.stack([fit_to(p, size, size) for p in pics[:n]]).clamp(-1, 1)
@@ -87,13 +86,13 @@ def blurred_rows(x: torch.Tensor, tasks: list[str]) -> list[dict]:
 
 def comparison(rows: list[dict], dataset: str) -> str:
     """Markdown: our PSNR / SSIM / LPIPS beside the paper's, one line per task and method."""
-    lines = ["| task | method | ours PSNR | paper | ours SSIM | paper | ours LPIPS | paper | NFE | depth |",
+    lines = ["| task | method | ours PSNR | paper | ours SSIM | paper | ours LPIPS | paper | evaluations | passes |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         p = PAPER[dataset][LABEL.get(r["method"], "DeqIR")].get(r["task"], (float("nan"),) * 3)
         lp = r["lpips"] if isinstance(r["lpips"], str) else f"{r['lpips']:.3f}"
         lines.append(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {p[0]:.2f} | {r['ssim']:.3f} | {p[1]:.3f} | "
-                     f"{lp} | {p[2]:.3f} | {r['nfe']} | {r['depth']} |")
+                     f"{lp} | {p[2]:.3f} | {r['evaluations']} | {r['passes']} |")
     return "\n".join(lines)
 
 
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eta", type=float, default=0.15)
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--chunk-size", type=int, default=10, help="DeqIR states per network call (GPU memory)")
+    ap.add_argument("--chunk-size", type=int, default=10, help="images per network call (GPU memory; batch 1: DeqIR states)")
     ap.add_argument("--fp16", action="store_true", help="network under float16 autocast (GPU)")
     ap.add_argument("--baseline-only", action="store_true", help="stop before the weights (offline check)")
     ap.add_argument("--out", default=None)
@@ -118,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or ROOT / "results" / f"table1-{args.dataset}")
     x, source = load_images(args.images, args.n)
     print(f"{x.shape[0]} images {tuple(x.shape[1:])} from {source}; device {args.device}")
-    common = dict(tasks=tasks, steps=args.steps, eta=args.eta, seed=args.seed, device=args.device, batch_size=1,
-                  chunk_size=args.chunk_size)
+    common = dict(tasks=tasks, steps=args.steps, eta=args.eta, seed=args.seed, device=args.device, batch_size=1)
     # 1. the baseline: no network involved, runs anywhere
     no_network = types.SimpleNamespace(image_shape=tuple(x.shape[1:]))
     rows = evaluate(no_network, x, methods=[m for m in methods if m == "pinv"], **common)
@@ -128,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline_only:
         return 0
     # 2. the diffusion rows: need the checkpoint
-    from deqir_edu.download import DownloadError
-    from deqir_edu.zoo import load_model
+    from deqir_edu.core.download import DownloadError
+    from deqir_edu.models import ChunkedModel, load_model
 
     name = args.model or DEFAULT_MODEL[args.dataset]
     try:
@@ -141,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     if args.fp16:
         model.autocast_dtype = torch.float16
+    model = ChunkedModel(model, args.chunk_size)  # bounds the memory of DeqIR's batched passes
     rows += evaluate(model, x, methods=[m for m in methods if m != "pinv"], **common)
     meta = dict(command="python scripts/reproduce_table1.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 model=name, images=source, n=x.shape[0], eta=args.eta, seed=args.seed, steps=args.steps,

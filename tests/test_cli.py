@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from deqir_edu.cli import main
-from deqir_edu.networks import ADMUNet
+from deqir_edu.apps.cli import main
+from deqir_edu.models.networks import ADMUNet
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
 TINY = {"image_size": 32, "in_channels": 1, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",

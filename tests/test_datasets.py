@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deqir_edu import datasets as ds
+from deqir_edu.datasets import readers as ds
 
 
 def _write_idx(path, array: np.ndarray, gz: bool) -> None:
@@ -128,6 +128,7 @@ def test_skimage_photos_are_free_and_held_out_ones_not_trained_on():
     with pytest.raises(ValueError, match="non-free"):
         ds.skimage_photos(["colorwheel"])
     import json
+
     from deqir_edu.training import load_config
 
     cfg = load_config("photo32")

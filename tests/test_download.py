@@ -1,4 +1,4 @@
-"""Tests of deqir_edu.download against a local HTTP server on 127.0.0.1 (never the internet)."""
+"""Tests of deqir_edu.core.download against a local HTTP server on 127.0.0.1 (never the internet)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deqir_edu.download import DownloadError, cache_dir, download, file_sha256, sidecar_path, verify
+from deqir_edu.core.download import DownloadError, cache_dir, download, file_sha256, sidecar_path, verify
 
 
 @pytest.fixture(autouse=True)

@@ -10,14 +10,25 @@ import torch
 from PIL import Image
 
 import deqir_edu as dq
-import deqir_edu.lpips as L
-from deqir_edu.ablations import compare_coefficient_sets, iterate_curve, sweep
-from deqir_edu.cli import main
-from deqir_edu.evaluation import (NA_SMALL, NA_WEIGHTS, TASKS_COLOUR, TASKS_GREY, evaluate, parse_method,
-                                  per_image_gap, read_results, write_results)
-from deqir_edu.fixed_point import FixedPointMap
-from deqir_edu.official_eta import official_coefficients, official_noises, parallel_chain, sequential_chain
-from deqir_edu.schedules import chain_coefficients
+import deqir_edu.metrics.lpips as L
+from deqir_edu.apps.cli import main
+from deqir_edu.diffusion import chain_config, ddim_timesteps, official_chain, official_noises
+from deqir_edu.experiments import (
+    NA_SMALL,
+    NA_WEIGHTS,
+    TASKS_COLOUR,
+    TASKS_GREY,
+    Method,
+    compare_coefficient_sets,
+    evaluate,
+    iterate_curve,
+    parse_method,
+    per_image_gap,
+    read_results,
+    sweep,
+    write_results,
+)
+from deqir_edu.sampling import FixedPointMap
 
 
 def make_prior(shape: tuple[int, int, int], k: int = 6, seed: int = 0) -> dq.GaussianMixturePrior:
@@ -52,8 +63,8 @@ def test_picard_at_k_equals_t_matches_ddnm_on_every_task(grey, colour) -> None:
         cap = lambda r: np.minimum(np.array(r["psnr_per_image"]), 100.0)  # noqa: E731
         gaps = np.abs(cap(ddnm) - cap(pic))
         assert gaps.max() < 0.01, (task, gaps)
-        assert (ddnm["nfe"], ddnm["depth"]) == (20, 20)
-        assert (pic["nfe"], pic["depth"], pic["iters"]) == (400, 20, 20)
+        assert (ddnm["evaluations"], ddnm["passes"]) == (20, 20)
+        assert (pic["evaluations"], pic["passes"], pic["iters"]) == (400, 20, 20)
         assert pic["consistency"] < 1e-8  # x_0 = A^+ y + (I - A^+ A) x_{0|1} is exactly consistent
 
 
@@ -62,9 +73,9 @@ def test_unconverged_anderson_differs_and_columns_are_sane(grey) -> None:
     rows = evaluate(prior, x, tasks=["sr4"], methods=["pinv", "ddnm", "deqir-k2", "ddnm-t5"], steps=10,
                     lpips_fn=None)
     by = {r["method"]: r for r in rows}
-    assert by["pinv"]["nfe"] == 0 and by["pinv"]["depth"] == 0
-    assert by["deqir-k2"]["depth"] == 2 and by["deqir-k2"]["nfe"] == 20 and not by["deqir-k2"]["converged"]
-    assert by["ddnm-t5"]["steps"] == 5 and by["ddnm-t5"]["nfe"] == 5
+    assert by["pinv"]["evaluations"] == 0 and by["pinv"]["passes"] == 0
+    assert by["deqir-k2"]["passes"] == 2 and by["deqir-k2"]["evaluations"] == 20 and not by["deqir-k2"]["converged"]
+    assert by["ddnm-t5"]["steps"] == 5 and by["ddnm-t5"]["evaluations"] == 5
     assert abs(by["deqir-k2"]["psnr"] - by["ddnm"]["psnr"]) > 0.01  # two iterations are not the chain
     assert by["pinv"]["cons"] < 0.05 * x.shape[-1] ** 2  # 8-bit rounding only
     assert all(math.isfinite(r["psnr"]) and -1 <= r["ssim"] <= 1 for r in rows), rows
@@ -110,7 +121,7 @@ def test_bad_inputs(grey) -> None:
     for bad in ("deqir-x", "ddnm-k5", "pinv-t3", "deqir-t0-k2", "anderson"):
         with pytest.raises(ValueError, match="method"):
             parse_method(bad)
-    assert parse_method("deqir-t35-k7") == dq.evaluation.Method("deqir-t35-k7", "deqir", 35, 7, "anderson")
+    assert parse_method("deqir-t35-k7") == Method("deqir-t35-k7", "deqir", 35, 7, "anderson")
     assert parse_method("deqir-picard", steps=12).iters == 12
 
 
@@ -158,7 +169,7 @@ def test_cli_eval_end_to_end_on_a_tiny_checkpoint(tmp_path, capsys) -> None:
     assert "folder" in meta["images"] and (out / "results.md").is_file()
     for task in ("sr2", "inpaint-stripes"):
         by = {r["method"]: r for r in rows if r["task"] == task}
-        assert (by["ddnm"]["nfe"], by["deqir-picard"]["nfe"], by["deqir-k2"]["nfe"]) == (3, 9, 6)
+        assert (by["ddnm"]["evaluations"], by["deqir-picard"]["evaluations"], by["deqir-k2"]["evaluations"]) == (3, 9, 6)
     assert set(per_image_gap(rows)) == {"sr2", "inpaint-stripes"} and max(per_image_gap(rows).values()) < 0.01
     assert "wrote" in capsys.readouterr().out
     assert main(["eval", "--model", str(tmp_path / "tiny.safetensors"), "--n", "0", "--images", str(pics)]) == 2
@@ -177,19 +188,19 @@ def test_per_image_gap_is_the_largest_difference_per_task() -> None:
 # ------------------------------------------------------------------------------------------ official code
 def test_official_readme_setting_coefficients() -> None:
     T = 20
-    base = chain_coefficients(T, 0.0)
-    readme = official_coefficients(T)  # etw = 0.1, nw = 0, --use_svd
+    base = chain_config(T, 0.0)
+    readme = official_chain(T)  # etw = 0.1, nw = 0, --use_svd
     prev = base.abar[:-1]
     assert torch.equal(readme.c1, torch.zeros(T + 1))  # no fresh noise at all
     assert torch.allclose(readme.c2[1:], (1 - prev).sqrt() * math.sqrt(0.99), atol=0, rtol=1e-15)
-    plain = official_coefficients(T, etw=0.0)  # etw = nw = 0 is DDIM eta = 0
+    plain = official_chain(T, etw=0.0)  # etw = nw = 0 is DDIM eta = 0
     assert torch.allclose(plain.c2, base.c2) and torch.allclose(plain.c1, base.c1)
-    nosvd = official_coefficients(T, svd=False)
+    nosvd = official_chain(T, svd=False)
     assert torch.allclose(nosvd.c2[1:], readme.c2[1:] * (1 - prev**2).sqrt())
     x_T, eps = official_noises((2, 1, 4, 4), T, torch.Generator().manual_seed(0))
     assert torch.equal(eps[0], eps[-1]) and x_T.shape == (2, 1, 4, 4)
     with pytest.raises(ValueError):
-        official_coefficients(T, etw=1.5)
+        official_chain(T, etw=1.5)
 
 
 @pytest.mark.parametrize("svd", [True, False])
@@ -203,7 +214,7 @@ def test_official_cumulative_formula_is_our_fixed_point_map(grey, svd) -> None:
     x_T, noises = dq.draw_noises(tuple(x.shape), T, g)
     states = torch.randn(T, *x.shape, generator=g, dtype=torch.float64)
     ac = prior.alphas_cumprod
-    ts = dq.ddim_timesteps(T)
+    ts = ddim_timesteps(T)
     abar = torch.cat([torch.ones(1, dtype=torch.float64), ac[ts]])
     Q = lambda v: v - op.A_pinv(op.A(v))  # noqa: E731
     P = lambda v: op.A_pinv(op.A(v))  # noqa: E731
@@ -221,7 +232,7 @@ def test_official_cumulative_formula_is_our_fixed_point_map(grey, svd) -> None:
         cum = cum + (e2 - e1) * Q(et) + nc * Q(noises[i])
         want[k - 1] = ((a_n / abar[T]).sqrt() * Q(x_T)
                        + a_n.sqrt() * (cum + e2 * P(et) + nc * P(noises[i]) + op.A_pinv(y)))
-    f = FixedPointMap(prior, op, y, x_T, noises, official_coefficients(T, etw, nw, svd))
+    f = FixedPointMap(prior, op, y, x_T, noises, official_chain(T, etw, nw, svd))
     assert (f(states) - want).abs().max() < 1e-10
 
 
@@ -230,14 +241,31 @@ def test_any_coefficient_set_keeps_proposition_1(grey) -> None:
     op = dq.make_operator("inpaint-text", (1, 16, 16))
     y = op.A(x)
     noises = dq.draw_noises(tuple(x.shape), 8, torch.Generator().manual_seed(0))
-    for coeffs in (official_coefficients(8), official_coefficients(8, svd=False), chain_coefficients(8, 0.15)):
-        seq = sequential_chain(prior, op, y, coeffs, noises)
-        par, trace, nfe = parallel_chain(prior, op, y, coeffs, noises, solver="picard", max_iter=8, tol=0.0)
-        assert (seq - par).abs().max() < 1e-10 and nfe == 64 and trace.iterations == 8
+    for chain in (official_chain(8), official_chain(8, svd=False), chain_config(8, 0.15)):
+        seq = dq.ddnm_sample(prior, op, y, noises=noises, chain=chain)
+        res = dq.deqir_sample(prior, op, y, noises=noises, chain=chain, solver="picard", max_iter=8, tol=0.0)
+        assert (seq - res.x0).abs().max() < 1e-10 and res.evaluations == 64 and res.passes == 8
     ref = dq.ddnm_sample(prior, op, y, steps=8, eta=0.15, noises=noises)
-    assert torch.equal(sequential_chain(prior, op, y, chain_coefficients(8, 0.15), noises), ref)
-    with pytest.raises(ValueError, match="ChainCoefficients"):
-        sequential_chain(prior, op, y, "eta=0.15", noises)
+    assert torch.equal(dq.ddnm_sample(prior, op, y, noises=noises, chain=chain_config(8, 0.15)), ref)
+    with pytest.raises(ValueError, match="ChainConfig"):
+        dq.ddnm_sample(prior, op, y, noises=noises, chain="eta=0.15")
+    with pytest.raises(ValueError, match="noise schedule"):  # a chain built for another schedule
+        dq.ddnm_sample(prior, op, y, noises=noises, chain=chain_config(8, 0.15, prior.alphas_cumprod * 0.9))
+
+
+def test_official_setting_runs_the_freezing_solvers(grey) -> None:
+    """The chain configuration replaces the official code's own copies of the samplers: every
+    registered solver runs on the official setting, and finite termination still holds."""
+    prior, x = grey
+    op = dq.make_operator("sr2", (1, 16, 16))
+    y = op.A(x)
+    noises = dq.draw_noises(tuple(x.shape), 8, torch.Generator().manual_seed(1))
+    chain = official_chain(8, etw=0.1, nw=0.3)
+    assert chain.eta is None and chain.setting.startswith("official")
+    seq = dq.ddnm_sample(prior, op, y, noises=noises, chain=chain)
+    for solver in ("picard-freeze", "taa", "gauss-freeze"):
+        res = dq.deqir_sample(prior, op, y, noises=noises, chain=chain, solver=solver, max_iter=8, tol=0.0)
+        assert (res.x0 - seq).abs().max() < 1e-8, solver
 
 
 # ------------------------------------------------------------------------------------------ ablations
@@ -251,7 +279,7 @@ def test_ablation_functions(grey) -> None:
     rows = sweep(prior, op, x, "iters", [1, 6], steps=6, solver="picard")
     assert rows[0]["to_chain"] > 1e-3 and rows[1]["to_chain"] < 1e-10 and abs(rows[1]["gap"]) < 1e-8
     rows = sweep(prior, op, x, "steps", [3, 5], iters=5, solver="picard")
-    assert rows[1]["to_chain"] < 1e-10 and rows[0]["nfe"] == 15
+    assert rows[1]["to_chain"] < 1e-10 and rows[0]["evaluations"] == 15
     rows = compare_coefficient_sets(prior, op, x, steps=5, iters=5)
     assert len(rows) == 5 and all(len(r["ddnm_psnr"]) == 2 for r in rows)
     with pytest.raises(ValueError, match="factor"):
@@ -263,8 +291,8 @@ def test_reproduce_table1_runs_offline_until_the_weights(monkeypatch, capsys) ->
     import importlib.util
     from pathlib import Path
 
-    import deqir_edu.zoo as zoo
-    from deqir_edu.download import DownloadError
+    import deqir_edu.models as zoo
+    from deqir_edu.core.download import DownloadError
 
     path = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_table1.py"
     spec = importlib.util.spec_from_file_location("reproduce_table1", path)

@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from deqir_edu import load_model, load_testset
-from deqir_edu.fixed_point import FixedPointMap
+from deqir_edu.diffusion import GaussianMixturePrior, chain_config, draw_noises
+from deqir_edu.models import ChunkedModel
 from deqir_edu.operators import make_operator
-from deqir_edu.prior import GaussianMixturePrior
-from deqir_edu.samplers import ddnm_sample, deqir_sample, draw_noises
-from deqir_edu.schedules import chain_coefficients
+from deqir_edu.sampling import FixedPointMap, ddnm_sample, deqir_sample
 from deqir_edu.solvers import picard
 
 SHAPE = (3, 8, 8)
@@ -27,7 +26,7 @@ def setup_chain(task: str, eta: float, steps: int = T):
     ddnm_sample(prior, op, y, steps, eta, noises=(x_T, noises),
                 callback=lambda d: seen.update({d["k"] - 1: d["x_next"]}))
     ref = torch.stack([seen[k] for k in range(steps)])  # sequential x_0..x_{T-1}
-    f = FixedPointMap(prior, op, y, x_T, noises, chain_coefficients(steps, eta))
+    f = FixedPointMap(prior, op, y, x_T, noises, chain_config(steps, eta))
     return f, ref, op, y
 
 
@@ -36,7 +35,7 @@ def test_sequential_chain_is_the_fixed_point_of_both_forms(task: str, eta: float
     f, ref, _, _ = setup_chain(task, eta)
     torch.testing.assert_close(f(ref), ref, rtol=0, atol=1e-10)  # cumulative-sum form, Eq. (9)
     torch.testing.assert_close(f.one_step(ref), ref, rtol=0, atol=1e-12)  # naive one-step form
-    assert f.nfe == 2 * T and f.calls == 2
+    assert f.evaluations == 2 * T and f.passes == 2
 
 
 def test_lower_triangular_structure() -> None:
@@ -70,7 +69,7 @@ def test_picard_leading_states_exact_then_residual_zero() -> None:
     for n in (3, 10):
         r = trace.state_residual[n - 1]
         assert float(r[T - n + 1:].max()) < 1e-12 and float(r[T - n]) > 1e-8
-    assert torch.equal(torch.tensor(trace.nfe).diff(), torch.full((T,), T))  # T evaluations per F
+    assert torch.equal(torch.tensor(trace.evaluations).diff(), torch.full((T,), T))  # T evaluations per F
 
 
 def test_measurement_consistency_whatever_the_states() -> None:
@@ -83,11 +82,16 @@ def test_measurement_consistency_whatever_the_states() -> None:
 
 def test_chunks_give_the_same_map_and_gradients_flow_to_x_T() -> None:
     f, ref, _, _ = setup_chain("colorize", 0.0, steps=8)
-    g = FixedPointMap(f.model, f.op, f.y, f.x_T, f.step_noise.flip(0), f.coeffs, chunk_size=3)
+    chunked = ChunkedModel(f.model, max_batch=3)  # bounds the images per network call
+    calls = []
+    counted = lambda x, t: calls.append(x.shape[0]) or chunked(x, t)  # noqa: E731
+    counted.image_shape, counted.alphas_cumprod = chunked.image_shape, chunked.alphas_cumprod
+    g = FixedPointMap(counted, f.op, f.y, f.x_T, f.step_noise.flip(0), f.chain)
     junk = ref + 0.1
     torch.testing.assert_close(g(junk), f(junk), rtol=0, atol=1e-12)
+    assert g.evaluations == 8 and g.passes == 1 and calls == [8 * f.x_T.shape[0]]
     x_T = f.x_T.clone().requires_grad_(True)
-    h = FixedPointMap(f.model, f.op, f.y, x_T, f.step_noise.flip(0), f.coeffs)
+    h = FixedPointMap(f.model, f.op, f.y, x_T, f.step_noise.flip(0), f.chain)
     (grad,) = torch.autograd.grad((h(junk)[0] * junk[0]).sum(), x_T)
     assert grad.shape == x_T.shape and float(grad.abs().max()) > 0
 
@@ -97,9 +101,11 @@ def test_bad_shapes() -> None:
     with pytest.raises(ValueError, match="states must have shape"):
         f(ref[:3])
     with pytest.raises(ValueError, match="noises must have shape"):
-        FixedPointMap(f.model, f.op, f.y, f.x_T, f.step_noise[:2], f.coeffs)
-    with pytest.raises(ValueError, match="chunk_size"):
-        FixedPointMap(f.model, f.op, f.y, f.x_T, f.step_noise, f.coeffs, chunk_size=0)
+        FixedPointMap(f.model, f.op, f.y, f.x_T, f.step_noise[:2], f.chain)
+    with pytest.raises(ValueError, match="max_batch"):
+        ChunkedModel(f.model, 0)
+    with pytest.raises(ValueError, match="ChainConfig"):
+        FixedPointMap(f.model, f.op, f.y, f.x_T, f.step_noise, 0.15)
 
 
 @pytest.mark.parametrize("task", ["deblur-aniso", "deblur-gauss"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from deqir_edu.diffusion import GaussianMixturePrior, draw_noises
 from deqir_edu.inversion import (
     deq_invert,
     exact_chain_gradient,
@@ -12,8 +13,7 @@ from deqir_edu.inversion import (
     reference_loss,
 )
 from deqir_edu.operators import make_operator
-from deqir_edu.prior import GaussianMixturePrior
-from deqir_edu.samplers import ddnm_sample, draw_noises
+from deqir_edu.sampling import ddnm_sample
 
 SHAPE = (3, 8, 8)
 
@@ -90,7 +90,7 @@ def test_inversion_lowers_loss_and_raises_psnr_on_inpainting() -> None:
 def test_anderson_warm_started_inversion_runs() -> None:
     prior, op, x, y, x_T, noises = problem("colorize", n=2)
     seen = []
-    res = deq_invert(prior, op, y, steps=10, eta=0.0, x_T=x_T, noises=noises, n_steps=3, solver="anderson",
+    res = deq_invert(prior, op, y, steps=10, eta=0.0, noises=(x_T, noises), n_steps=3, solver="anderson",
                      max_iter=15, tol=1e-4, callback=seen.append)
     assert [d["step"] for d in seen] == [1, 2, 3] and res.loss_history.shape == (4, 2)
     seq = ddnm_sample(prior, op, y, 10, 0.0, noises=(x_T, noises))  # restoration of the initial x_T

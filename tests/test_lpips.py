@@ -1,4 +1,4 @@
-"""Tests of deqir_edu.lpips, all offline: random backbones, the heads of the installed lpips wheel (read as
+"""Tests of deqir_edu.metrics.lpips, all offline: random backbones, the heads of the installed lpips wheel (read as
 data), weight files written to tmp dirs, and a local HTTP server on 127.0.0.1 for the download path."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import deqir_edu.lpips as L
-from deqir_edu.lpips import LPIPS
+import deqir_edu.metrics.lpips as L
+from deqir_edu.metrics.lpips import LPIPS
 
 HAS_WHEEL = importlib.util.find_spec("lpips") is not None
 needs_wheel = pytest.mark.skipif(not HAS_WHEEL, reason="lpips wheel not installed: pip install --no-deps lpips")
@@ -139,8 +139,8 @@ def test_heads_load_from_installed_wheel():
 
 def test_no_torchvision_or_lpips_import():
     heads = "'auto'" if HAS_WHEEL else "None"
-    code = ("import sys, torch, deqir_edu; from deqir_edu.lpips import LPIPS; "
-            f"LPIPS.random(heads={heads})(*[torch.zeros(1, 3, 32, 32)] * 2); deqir_edu.lpips_available(); "
+    code = ("import sys, torch, deqir_edu; from deqir_edu.metrics.lpips import LPIPS; "
+            f"LPIPS.random(heads={heads})(*[torch.zeros(1, 3, 32, 32)] * 2); deqir_edu.metrics.lpips_available(); "
             "bad = [m for m in ('torchvision', 'lpips') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -158,7 +158,7 @@ def test_missing_backbone_error(isolated):
 
 
 def test_cli_download_lpips_alex_offline(isolated, capsys):
-    from deqir_edu.cli import main
+    from deqir_edu.apps.cli import main
 
     assert main(["download", "lpips-alex"]) == 2
     err = capsys.readouterr().err
@@ -204,7 +204,7 @@ def served(tmp_path, monkeypatch):
 def test_download_checks_sha256_prefix(isolated, served, monkeypatch):
     _, cache = isolated
     model, source = served
-    from deqir_edu.download import file_sha256
+    from deqir_edu.core.download import file_sha256
 
     monkeypatch.setattr(L, "BACKBONE_SHA256_PREFIX", "00000000")  # not the served file's hash
     with pytest.raises(ValueError, match="corrupt download"):

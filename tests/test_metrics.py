@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deqir_edu import consistency, make_operator, nn_distance, psnr, ssim
+from deqir_edu import consistency, make_operator, psnr, ssim
+from deqir_edu.metrics import nn_distance
 
 skmetrics = pytest.importorskip("skimage.metrics")  # test dependency only
 skdata = pytest.importorskip("skimage.data")

@@ -1,4 +1,4 @@
-"""Tests of deqir_edu.networks (ADM and "simple" DDPM UNets) and deqir_edu.diffusion_model."""
+"""Tests of deqir_edu.models.networks (ADM and "simple" DDPM UNets) and deqir_edu.models.DiffusionModel."""
 from __future__ import annotations
 
 import copy
@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from deqir_edu.diffusion_model import DiffusionModel
-from deqir_edu.networks import ADMUNet, DDPMUNet
-from deqir_edu.networks.adm import AttentionBlock
-from deqir_edu.schedules import alphas_cumprod, linear_betas
+from deqir_edu.diffusion import alphas_cumprod, linear_betas
+from deqir_edu.models import DiffusionModel
+from deqir_edu.models.networks import ADMUNet, DDPMUNet
+from deqir_edu.models.networks.adm import AttentionBlock
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLASSES = {"adm": ADMUNet, "ddpm_simple": DDPMUNet}

@@ -14,11 +14,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import deqir_edu
-from deqir_edu import TASKS, Operator, make_operator
-from deqir_edu import operators as operators_module
-from deqir_edu.masks import box_mask, random_mask, stripes_mask, text_mask
-from deqir_edu.operators import ComposedOperator, Inpainting, null_space_project, penrose_residuals
-from deqir_edu.operators_svd import ZERO, bicubic_kernel, gaussian_kernel
+from deqir_edu import make_operator
+from deqir_edu.operators import (
+    TASKS,
+    ComposedOperator,
+    Inpainting,
+    Operator,
+    box_mask,
+    null_space_project,
+    penrose_residuals,
+    random_mask,
+    stripes_mask,
+    text_mask,
+)
+from deqir_edu.operators import base as operators_module
+from deqir_edu.operators.svd import ZERO, bicubic_kernel, gaussian_kernel
 
 SHAPES = [(1, 8, 8), (3, 16, 16)]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -49,7 +59,7 @@ def test_tasks_list_and_public_api() -> None:
         "identity", "sr2", "sr4", "sr8", "sr2-bicubic", "sr4-bicubic", "deblur-gauss", "deblur-aniso",
         "inpaint-box", "inpaint-random", "inpaint-stripes", "inpaint-text", "colorize", "old-photo",
     }
-    assert deqir_edu.make_operator is make_operator and deqir_edu.Operator is Operator
+    assert deqir_edu.make_operator is make_operator and deqir_edu.operators.Operator is Operator
 
 
 # ---------------------------------------------------------------- Penrose identities, every task

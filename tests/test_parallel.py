@@ -1,4 +1,4 @@
-"""Faster parallel solvers (parallel_solvers.py) and multi-device DeqIR (distributed.py).
+"""Faster parallel solvers (solvers/freezing.py) and multi-device DeqIR (models/sharding.py, apps/launch.py).
 
 Exact prior, float64, tiny images: every solver must reach the sequential chain, the faster ones
 must need fewer passes / network evaluations (measured counts in the comments), and two CPU ranks
@@ -6,18 +6,16 @@ over gloo must give the single-process result.
 """
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
-from deqir_edu.cli import build_parser
-from deqir_edu.distributed import ShardedModel, parse_devices, restore_on_devices
-from deqir_edu.fixed_point import FixedPointMap
+from deqir_edu.apps.cli import build_parser
+from deqir_edu.apps.launch import parse_devices, run_sharded
+from deqir_edu.diffusion import GaussianMixturePrior, chain_config
+from deqir_edu.models import ShardedModel
 from deqir_edu.operators import make_operator
-from deqir_edu.parallel_solvers import PARALLEL_SOLVERS, window_solve
-from deqir_edu.prior import GaussianMixturePrior
-from deqir_edu.samplers import ddnm_sample, deqir_sample, prepare_chain
+from deqir_edu.sampling import FixedPointMap, ddnm_sample, deqir_sample, prepare_chain
+from deqir_edu.solvers import SOLVERS, window_solve
 
 SHAPE = (3, 8, 8)
 T = 20
@@ -43,15 +41,15 @@ def reference(prior, op, y, eta):
 def test_every_solver_reaches_the_sequential_chain(task: str, eta: float) -> None:
     prior, op, y = problem(task)
     ref = reference(prior, op, y, eta)
-    for name in PARALLEL_SOLVERS:
+    for name in (n for n in SOLVERS if n not in ("picard", "anderson")):  # the solvers with freezing
         res = run(prior, op, y, eta, name, max_iter=T, tol=1e-4, reference=ref)
         tr = res.trace
         err = float((res.x0 - ref).abs().max())
-        assert tr.converged and tr.iterations <= T, name  # stops by its own per-state rule
+        assert tr.converged and tr.passes <= T, name  # stops by its own per-state rule
         assert err < 1e-3, (name, err)  # measured <= 1.2e-6
-        n = tr.iterations
-        assert len(tr.residual) == len(tr.state_residual) == len(tr.x0_error) == len(tr.nfe) == n
-        assert tr.x0_error[-1] == pytest.approx(err) and tr.nfe[-1] == res.nfe
+        n = tr.passes
+        assert len(tr.residual) == len(tr.state_residual) == len(tr.x0_error) == len(tr.evaluations) == n
+        assert tr.x0_error[-1] == pytest.approx(err) and tr.evaluations[-1] == res.evaluations
         assert tr.state_residual[0].shape == (T,) and len(tr.window) == n
 
 
@@ -62,8 +60,8 @@ def test_freezing_is_exact_with_half_the_network_evaluations() -> None:
     plain = run(prior, op, y, 0.15, "picard", max_iter=T, tol=0.0)
     frozen = run(prior, op, y, 0.15, "picard-freeze", max_iter=T, tol=0.0)
     assert float((frozen.x0 - ref).abs().max()) < 1e-10
-    assert frozen.trace.iterations == plain.trace.iterations == T
-    assert plain.nfe == T * T and frozen.nfe == T * (T + 1) // 2
+    assert frozen.trace.passes == plain.trace.passes == T
+    assert plain.evaluations == T * T and frozen.evaluations == T * (T + 1) // 2
     assert frozen.trace.boundary == list(range(T - 1, -1, -1))  # one more final state per pass
 
 
@@ -78,16 +76,17 @@ def test_faster_solvers_need_fewer_passes_or_evaluations() -> None:
     window = run(prior, op, y, 0.15, "picard-window", max_iter=T, **kw).trace  # 18 passes, 87 evaluations
     for tr in (picard, anderson, taa, gauss, window):
         assert tr.converged and tr.x0_error[-1] < 1e-3
-    assert 2 * gauss.iterations <= picard.iterations
-    assert gauss.iterations < taa.iterations < anderson.iterations
-    assert 2 * gauss.nfe[-1] < picard.nfe[-1]
-    assert 3 * window.nfe[-1] < picard.nfe[-1] and max(hi - lo + 1 for lo, hi in window.window) == T // 4
+    assert 2 * gauss.passes <= picard.passes
+    assert gauss.passes < taa.passes < anderson.passes
+    assert 2 * gauss.evaluations[-1] < picard.evaluations[-1]
+    assert 3 * window.evaluations[-1] < picard.evaluations[-1] and max(hi - lo + 1 for lo, hi in window.window) == T // 4
 
 
 def test_ddim_start_keeps_the_first_iterate_in_range() -> None:
     """Algorithm 1's start x_k = x_T lacks the injected noise (eta > 0): Eq. (9) amplifies the mismatch."""
     prior, op, y = problem()
-    coeffs, x_T, noises, _ = prepare_chain(prior, op, y, T, 0.85, torch.Generator().manual_seed(1), None)
+    coeffs = chain_config(T, 0.85)
+    x_T, noises, _ = prepare_chain(prior, op, y, coeffs, torch.Generator().manual_seed(1), None)
     first = {}
     for start in ("given", "ddim"):
         f = FixedPointMap(prior, op, y, x_T, noises, coeffs)
@@ -121,28 +120,25 @@ def test_world_size_one_is_the_plain_model() -> None:
     assert torch.equal(plain.x0, sharded.x0)
 
 
-def _fake_restore(args: argparse.Namespace, wrap) -> int:
-    """Stands in for the CLI's restore in every rank: sample with the sharded model, save on rank 0."""
+def _fake_work(wrap) -> dict:
+    """A callable on tensors as the CLI's restore passes to run_sharded: sample with the sharded model."""
     torch.set_num_threads(1)
     prior, op, y = problem(batch=3)
     model = wrap(prior)
     out = {name: run(model, op, y, 0.15, name, max_iter=T, tol=1e-4).x0 for name in ("anderson", "gauss-window")}
     out["evaluations"] = torch.tensor(model.evaluations)
-    torch.save(out, args.out)
-    return 0
+    return out
 
 
-def test_two_gloo_ranks_equal_one_process(tmp_path) -> None:
-    """``restore --devices cpu,cpu``: 2 spawned processes, each evaluates half of every network pass."""
-    args = argparse.Namespace(devices="cpu,cpu", out=str(tmp_path / "rank0.pt"))
-    assert restore_on_devices(args, _fake_restore) == 0
-    multi = torch.load(args.out, weights_only=True)
+def test_two_gloo_ranks_equal_one_process() -> None:
+    """``run_sharded`` on cpu,cpu: 2 spawned processes, each evaluates half of every network pass."""
+    multi = run_sharded(parse_devices("cpu,cpu"), _fake_work)
     prior, op, y = problem(batch=3)
     counter = ShardedModel(prior)  # world size 1: counts every image of every pass
     passes = 0
     for name in ("anderson", "gauss-window"):
         single = run(counter, op, y, 0.15, name, max_iter=T, tol=1e-4)
-        passes += single.trace.iterations
+        passes += single.trace.passes
         assert float((multi[name] - single.x0).abs().max()) < 1e-6, name
     # rank 0 evaluated its half of every pass (ceil(N / 2) of N images), not all of them
     assert counter.evaluations / 2 <= int(multi["evaluations"]) <= counter.evaluations / 2 + passes
@@ -156,8 +152,8 @@ def test_cli_restore_on_two_devices_matches_one(tmp_path) -> None:
     from PIL import Image
     from safetensors.torch import save_file
 
-    from deqir_edu.cli import main
-    from deqir_edu.networks import ADMUNet
+    from deqir_edu.apps.cli import main
+    from deqir_edu.models.networks import ADMUNet
 
     cfg = {"image_size": 16, "in_channels": 1, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1",
            "attention_resolutions": "", "learn_sigma": False}

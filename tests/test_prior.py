@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deqir_edu.prior import GaussianMixturePrior
+from deqir_edu.diffusion import GaussianMixturePrior
 
 SHAPE = (3, 8, 8)
 

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 
 import deqir_edu as dq
-from deqir_edu.restore import (bicubic_upsample, load_image, observation_shape, restore, restore_tiled, save_image,
-                               sr_scale)
+from deqir_edu.apps import load_image, restore_tiled, save_image
+from deqir_edu.experiments import bicubic_upsample, restore
+from deqir_edu.operators import observation_shape, sr_scale
 
 
 @pytest.fixture(scope="module")

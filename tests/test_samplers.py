@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from deqir_edu.diffusion import GaussianMixturePrior, draw_noises
+from deqir_edu.models import ChunkedModel, ClippedModel
 from deqir_edu.operators import TASKS, make_operator
-from deqir_edu.prior import GaussianMixturePrior
-from deqir_edu.samplers import ClippedModel, ddim_sample, ddnm_sample, deqir_sample, draw_noises
+from deqir_edu.sampling import ddim_sample, ddnm_sample, deqir_sample
 
 SHAPE = (3, 8, 8)
 T = 20
@@ -33,7 +34,7 @@ def test_proposition1_picard_T_iterations_equals_ddnm(task: str, eta: float) -> 
     y = op.A(X)
     seq = ddnm_sample(PRIOR, op, y, T, eta, gen())
     par = deqir_sample(PRIOR, op, y, T, eta, gen(), solver="picard", max_iter=T, tol=0.0)
-    assert par.trace.iterations == T and par.nfe == T * T
+    assert par.trace.passes == T and par.evaluations == T * T
     assert float((par.x0 - seq).abs().max()) <= 1e-8
     assert float((op.A(seq) - y).abs().max()) < 1e-10  # A x_0 = y: the last step is a projection
     assert par.states.shape == (T + 1, *X.shape)
@@ -90,10 +91,11 @@ def test_clipped_model_keeps_proposition1() -> None:
     op = make_operator("sr4", SHAPE)
     y = op.A(prior.sample(2, gen(2)))
     preds = []
-    seq = ddnm_sample(prior, op, y, T, 0.15, gen(), clip=True, callback=lambda d: preds.append(d["x0_pred"]))
+    assert ClippedModel(clipped) is clipped  # wrapping twice is wrapping once
+    seq = ddnm_sample(clipped, op, y, T, 0.15, gen(), callback=lambda d: preds.append(d["x0_pred"]))
     assert max(float(p.abs().max()) for p in preds) <= 1.0 + 1e-12
     assert float((seq - ddnm_sample(prior, op, y, T, 0.15, gen())).abs().max()) > 1e-3
-    par = deqir_sample(prior, op, y, T, 0.15, gen(), solver="picard", max_iter=T, tol=0.0, clip=True)
+    par = deqir_sample(clipped, op, y, T, 0.15, gen(), solver="picard", max_iter=T, tol=0.0)
     assert float((par.x0 - seq).abs().max()) <= 1e-8
 
 
@@ -101,7 +103,7 @@ def test_chunked_network_calls_and_float32() -> None:
     op = make_operator("colorize", SHAPE)
     y = op.A(X)
     a = deqir_sample(PRIOR, op, y, T, 0.15, gen(), solver="picard", max_iter=T, tol=0.0)
-    b = deqir_sample(PRIOR, op, y, T, 0.15, gen(), solver="picard", max_iter=T, tol=0.0, chunk_size=6)
+    b = deqir_sample(ChunkedModel(PRIOR, 6), op, y, T, 0.15, gen(), solver="picard", max_iter=T, tol=0.0)
     torch.testing.assert_close(a.x0, b.x0, rtol=0, atol=1e-12)
     noises32 = tuple(z.float() for z in draw_noises(X.shape, T, gen()))  # same numbers as float64
     seq32 = ddnm_sample(PRIOR, op, y.float(), T, 0.15, noises=noises32)

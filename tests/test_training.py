@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from deqir_edu import training
-from deqir_edu.cli import main
+from deqir_edu.apps.cli import main
+from deqir_edu.training import recipe as training
 
 TINY = training.load_config("tiny")  # 1x16x16 synthetic images, 20 steps, checkpoint every 10
 
@@ -116,8 +116,8 @@ def test_shipped_configs_build_a_small_adm_unet(name, shape):
 
 def test_export_of_an_unfinished_run_loads_through_the_zoo(tmp_path, monkeypatch):
     """`train --export`: the EMA weights of checkpoint.pt at the step reached, loadable as a zoo model."""
-    from deqir_edu import zoo
-    from deqir_edu.cli import main
+    from deqir_edu.apps.cli import main
+    from deqir_edu.models import zoo
 
     training.train(TINY, tmp_path / "run", progress=False, stop_after=6)
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)

@@ -1,4 +1,4 @@
-"""Tests of deqir_edu.zoo (load_model, list_models) and the `models` / `download` commands.
+"""Tests of deqir_edu.models.zoo (load_model, list_models) and the `models` / `download` commands.
 
 Downloads go to a local HTTP server on 127.0.0.1 serving a tiny ADM checkpoint; nothing touches the internet.
 """
@@ -13,12 +13,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from deqir_edu import zoo
-from deqir_edu.cli import main
-from deqir_edu.diffusion_model import DiffusionModel
-from deqir_edu.download import sidecar_path
-from deqir_edu.networks import ADMUNet, DDPMUNet
-from deqir_edu.schedules import alphas_cumprod, linear_betas
+from deqir_edu.apps.cli import main
+from deqir_edu.core.download import sidecar_path
+from deqir_edu.diffusion import alphas_cumprod, linear_betas
+from deqir_edu.models import DiffusionModel, zoo
+from deqir_edu.models.networks import ADMUNet, DDPMUNet
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_ADM = {  # 8 x 8 images, two levels, attention at 4 x 4, learn_sigma: 6 output channels
@@ -256,6 +255,6 @@ def test_list_models_and_cli(server, tmp_path, monkeypatch, capsys) -> None:
 
     # `download lpips-alex` goes to the LPIPS backbone fetcher (here: local bytes that fail its sha256 check)
     server.files["/alexnet.pth"] = b"not alexnet"
-    monkeypatch.setattr("deqir_edu.lpips.BACKBONE_URL", server.url("/alexnet.pth"))
+    monkeypatch.setattr("deqir_edu.metrics.lpips.BACKBONE_URL", server.url("/alexnet.pth"))
     assert main(["download", "lpips-alex"]) == 2
     assert server.hits["/alexnet.pth"] == 1 and "corrupt download" in capsys.readouterr().err

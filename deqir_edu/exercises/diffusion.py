@@ -60,14 +60,14 @@ def check_ddim_step(fn: Callable[..., torch.Tensor]) -> bool:
         x_prev = sqrt(abar_prev) x0 + sqrt(1 - abar_prev) (sqrt(1 - eta^2) eps + eta noise),
         x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t),
 
-    against ``samplers.chain_step`` (no operator) for T = 20 steps and eta in {0, 0.15, 0.8}.
+    against ``sampling.chain_step`` (no operator) for T = 20 steps and eta in {0, 0.15, 0.8}.
     """
-    from ..samplers import chain_step
-    from ..schedules import chain_coefficients
+    from ..sampling import chain_step
+    from ..diffusion import chain_config
 
     name = "DDIM step (eta form)"
     for i, eta in enumerate((0.0, 0.15, 0.8)):
-        coeffs = chain_coefficients(20, eta)
+        coeffs = chain_config(20, eta)
         g = _gen(10 + i)
         for k in (20, 11, 2, 1):
             x_t, eps, noise = (torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float64) for _ in range(3))
@@ -101,17 +101,17 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
     package's eta-form step with the true noise and ``eta_t = sqrt(beta / (1 - abar_t))`` (DDPM is
     the member of the DDIM family with this eta), so the check also confirms that identity.
     """
-    from ..samplers import chain_step
-    from ..schedules import chain_coefficients
+    from ..sampling import chain_step
+    from ..diffusion import chain_config
 
     name = "DDPM posterior, Eq. (3)"
-    base = chain_coefficients(20, 0.0)
+    base = chain_config(20, 0.0)
     g = _gen(20)
     for k in (20, 12, 5, 2):
         a_t, a_prev = float(base.abar[k]), float(base.abar[k - 1])
         beta = 1 - a_t / a_prev
         eta_t = (beta / (1 - a_t)) ** 0.5
-        coeffs = chain_coefficients(20, eta_t)
+        coeffs = chain_config(20, eta_t)
         x0, noise = (torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float64) for _ in range(2))
         x_t = a_t**0.5 * x0 + (1 - a_t) ** 0.5 * noise
         true_eps = (x_t - a_t**0.5 * x0) / (1 - a_t) ** 0.5
@@ -146,15 +146,15 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
 def check_ddnm_step(fn: Callable[..., torch.Tensor]) -> bool:
     """Check ``fn(x_t, eps, abar_t, abar_prev, eta, noise, op, y) -> x_prev``: the DDIM step of
     ``check_ddim_step`` with ``x_{0|t}`` replaced by ``A^+ y + (I - A^+ A) x_{0|t}`` (Eq. (5)),
-    against ``samplers.chain_step`` with the operator, for three tasks."""
+    against ``sampling.chain_step`` with the operator, for three tasks."""
     from ..operators import make_operator
-    from ..samplers import chain_step
-    from ..schedules import chain_coefficients
+    from ..sampling import chain_step
+    from ..diffusion import chain_config
 
     name = "DDNM step, Eqs. (4)-(5)"
     for i, task in enumerate(("sr2", "inpaint-box", "colorize")):
         op = make_operator(task, (3, 8, 8))
-        coeffs = chain_coefficients(20, 0.15)
+        coeffs = chain_config(20, 0.15)
         g = _gen(30 + i)
         for k in (20, 7, 1):
             x_t, eps, noise, x = (torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) for _ in range(4))

@@ -14,18 +14,18 @@ from ._common import _gen, _call, _compare, _close, _passed
 # ---------------------------------------------------------------------------------------------
 def _small_chain(task: str = "sr2", steps: int = 6, seed: int = 0) -> tuple[Any, torch.Tensor]:
     """A FixedPointMap on a random 2-component prior (3 x 8 x 8 images) and a random state stack."""
-    from ..fixed_point import FixedPointMap
+    from ..sampling import FixedPointMap
     from ..operators import make_operator
-    from ..prior import GaussianMixturePrior
-    from ..samplers import draw_noises
-    from ..schedules import chain_coefficients
+    from ..diffusion import GaussianMixturePrior
+    from ..diffusion import draw_noises
+    from ..diffusion import chain_config
 
     g = _gen(seed)
     prior = GaussianMixturePrior(torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) * 0.5, 0.3)
     op = make_operator(task, (3, 8, 8))
     y = op.A(torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64))
     x_T, noises = draw_noises((2, 3, 8, 8), steps, g)
-    f = FixedPointMap(prior, op, y, x_T, noises, chain_coefficients(steps, 0.15))
+    f = FixedPointMap(prior, op, y, x_T, noises, chain_config(steps, 0.15))
     return f, torch.randn(steps, 2, 3, 8, 8, generator=g, dtype=torch.float64)
 
 
@@ -41,7 +41,7 @@ def check_F(fn: Callable[..., torch.Tensor]) -> bool:
     for i, task in enumerate(("sr2", "inpaint-box")):
         f, states = _small_chain(task, steps=6, seed=40 + i)
         z = f.z(f.eps(states))
-        abar = f.coeffs.abar.clone()
+        abar = f.chain.abar.clone()
         ok, got = _call(name, fn, z, f.x_T, abar, f.Q)
         if not ok:
             return False
@@ -120,12 +120,12 @@ def check_phantom_gradient(fn: Callable[..., torch.Tensor]) -> bool:
     with ``F = make_map(x_T)`` differentiable in ``x_T``, then differentiate ``loss(x_0).sum()`` w.r.t. ``x_T``.
     Reference: ``inversion.phantom_gradient`` with the loss of ``x_0``."""
     from ..inversion import phantom_gradient
-    from ..fixed_point import FixedPointMap
+    from ..sampling import FixedPointMap
     from ..solvers import picard
 
     name = "phantom gradient, Algorithm 2"
     f, _ = _small_chain("inpaint-box", steps=6, seed=60)
-    model, op, y, noises, coeffs = f.model, f.op, f.y, f.step_noise.flip(0), f.coeffs
+    model, op, y, noises, coeffs = f.model, f.op, f.y, f.step_noise.flip(0), f.chain
     target = torch.randn(f.x_T.shape, generator=_gen(61), dtype=torch.float64)
     loss = lambda x0: (x0 - target).flatten(1).pow(2).sum(1)  # noqa: E731  (B,)
     star, _ = picard(f, f.x_T.expand(6, *f.x_T.shape).clone(), max_iter=6, tol=0.0)
@@ -134,7 +134,7 @@ def check_phantom_gradient(fn: Callable[..., torch.Tensor]) -> bool:
         ok, got = _call(name, fn, make_map, star.clone(), f.x_T.clone(), loss, tau, k)
         if not ok:
             return False
-        want = phantom_gradient(model, op, y, f.x_T, noises, steps=6, eta=coeffs.eta, loss=lambda c: loss(c.x0),
+        want = phantom_gradient(model, op, y, f.x_T, noises, chain=coeffs, loss=lambda c: loss(c.x0),
                                 phantom_steps=k, tau=tau, states=star).grad
         is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
         hints = [(is_tensor and _close(got, want / tau), "the damping tau multiplies the step: "

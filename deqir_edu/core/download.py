@@ -1,0 +1,217 @@
+"""Safe downloads of model weights into a local cache.
+
+A download must never leave a half-written file that a later run mistakes for the real one, and
+a file whose bytes changed after the first download must be noticed.  So ``download``
+
+1. streams the URL into a temporary file in the destination folder (progress bar with tqdm),
+2. checks the byte count against the server's ``Content-Length`` and the expected ``size``,
+3. hashes the bytes while they arrive (sha256) and compares with the expected hash, and only then
+4. renames the temporary file to its final name (an atomic step on one file system).
+
+Without an expected hash the first download records the sha256 in a sidecar file
+``<file>.sha256`` ("trust on first use"); every later call checks the cached bytes against it.
+
+Notation (code name -> meaning; this module has no paper symbols)
+
+    dest            final path of the file in the cache
+    sidecar         ``dest`` + ".sha256": the hash recorded on first download
+    size            expected byte count, or None if unknown
+    sha256          expected hex digest, or None (then the sidecar is used)
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+__all__ = ["DownloadError", "cache_dir", "download", "file_sha256", "sidecar_path", "verify"]
+
+_CHUNK = 1 << 20  # 1 MiB per read
+_TIMEOUT_S = 60.0  # seconds without data before a read fails
+
+
+class DownloadError(RuntimeError):
+    """The file could not be fetched (offline, server error); the message says how to get it by hand."""
+
+
+def cache_dir() -> Path:
+    """Folder of downloaded weights: ``$DEQIR_EDU_CACHE`` if set, else the platform cache dir.
+
+    Linux: ``$XDG_CACHE_HOME/deqir-edu`` (default ``~/.cache/deqir-edu``); macOS:
+    ``~/Library/Caches/deqir-edu``; Windows: ``%LOCALAPPDATA%\\deqir-edu\\Cache``.
+    """
+    env = os.environ.get("DEQIR_EDU_CACHE")
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
+        return Path(os.environ["LOCALAPPDATA"]) / "deqir-edu" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "deqir-edu"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "deqir-edu"
+
+
+def sidecar_path(dest: Path) -> Path:
+    """Path of the file that records ``dest``'s sha256 after the first download."""
+    dest = Path(dest)
+    return dest.with_name(dest.name + ".sha256")
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks (works for multi-GB checkpoints)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fix_hint(dest: Path) -> str:
+    return (
+        f"delete {dest} and {sidecar_path(dest)} and run again to re-download it "
+        "(or put a good copy of the file there by hand)"
+    )
+
+
+def _read_sidecar(dest: Path) -> str | None:
+    side = sidecar_path(dest)
+    if not side.is_file():
+        return None
+    text = side.read_text().split()
+    return text[0].lower() if text else None
+
+
+def _write_sidecar(dest: Path, digest: str) -> None:
+    # written through a temporary file too, so a crash never leaves half a hash behind
+    side = sidecar_path(dest)
+    fd, tmp = tempfile.mkstemp(dir=side.parent, prefix=side.name + ".", suffix=".part")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{digest}  {dest.name}\n")
+    os.replace(tmp, side)
+
+
+def verify(dest: Path, sha256: str | None = None, size: int | None = None) -> Path:
+    """Check a cached file against its expected ``size`` and sha256 (given, or recorded in the sidecar).
+
+    A file without any known hash (e.g. placed by hand) gets its hash recorded now.  Raises
+    ``ValueError`` naming the expected and actual values and the fix if anything differs.
+    """
+    dest = Path(dest)
+    actual_size = dest.stat().st_size
+    if size is not None and actual_size != size:
+        raise ValueError(
+            f"{dest} has {actual_size} bytes but {size} are expected (truncated or wrong file); {_fix_hint(dest)}"
+        )
+    recorded = _read_sidecar(dest)
+    expected = sha256.lower() if sha256 else recorded
+    actual = file_sha256(dest)
+    if expected is None:
+        _write_sidecar(dest, actual)
+    elif actual != expected:
+        origin = "expected" if sha256 else f"recorded in {sidecar_path(dest)} at the first download"
+        raise ValueError(
+            f"sha256 mismatch for {dest}: {origin} {expected}, actual {actual}; the file changed or is "
+            f"corrupt; {_fix_hint(dest)}"
+        )
+    elif recorded is None:
+        _write_sidecar(dest, actual)
+    return dest
+
+
+def download(
+    url: str,
+    dest: Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fetch ``url`` to ``dest`` unless a verified copy is already there; return ``dest``.
+
+    A cache hit makes no request: the cached file is checked by ``size`` and sha256 (the given
+    one, or the one recorded in ``<dest>.sha256`` on the first download).  A download goes to a
+    temporary file next to ``dest`` that is renamed only after the byte count and the hash check
+    out; on any failure it is deleted, so no corrupt file is left behind.
+
+    Raises ``ValueError`` for a truncated or corrupt file (message names expected/actual and the
+    fix) and ``DownloadError`` when the server cannot be reached (message gives the URL and the
+    path to place the file at by hand).
+    """
+    dest = Path(dest)
+    if dest.is_file():
+        return verify(dest, sha256, size)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # a hash recorded earlier (file since deleted) still guards against a changed server file
+    expected = sha256.lower() if sha256 else _read_sidecar(dest)
+
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            received, digest, announced = _stream(url, dest, out, size, progress)
+        if announced is not None and received != announced:
+            raise ValueError(
+                f"download of {url} was truncated: received {received} of {announced} bytes "
+                f"(Content-Length); nothing was saved to {dest}; run again to retry"
+            )
+        if size is not None and received != size:
+            raise ValueError(
+                f"download of {url} has {received} bytes but {size} are expected; nothing was saved to "
+                f"{dest}; run again to retry, or check that the URL still serves the same file"
+            )
+        if expected is not None and digest != expected:
+            raise ValueError(
+                f"sha256 mismatch for the download of {url}: expected {expected}, actual {digest}; "
+                f"nothing was saved to {dest}; the server's file differs from the known one; "
+                f"{_fix_hint(dest)}"
+            )
+        os.replace(tmp, dest)  # only a complete, checked file gets the final name
+    finally:
+        tmp.unlink(missing_ok=True)
+    if sha256 is None:
+        _write_sidecar(dest, digest)
+    return dest
+
+
+def _stream(url: str, dest: Path, out, size: int | None, progress: bool) -> tuple[int, str, int | None]:
+    """Copy the response body into ``out``; return (bytes received, sha256 hex, Content-Length or None)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "deqir-edu"})
+    h = hashlib.sha256()
+    received = 0
+    try:
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
+            length = resp.headers.get("Content-Length")
+            announced = int(length) if length is not None and length.isdigit() else None
+            total = announced if announced is not None else size
+            with tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=dest.name, disable=not progress, leave=False,
+            ) as bar:
+                while chunk := resp.read(_CHUNK):
+                    out.write(chunk)
+                    h.update(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+    except http.client.IncompleteRead as err:  # some Python versions raise this on a short body
+        raise ValueError(
+            f"download of {url} was truncated after {received} bytes ({err}); nothing was saved to "
+            f"{dest}; run again to retry"
+        ) from err
+    except urllib.error.HTTPError as err:  # the server answered, with an error status
+        raise DownloadError(
+            f"could not download {url}: the server answered HTTP {err.code} ({err.reason}); the file may "
+            f"have moved. Download it by hand and put it at {dest}"
+        ) from err
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:  # DNS, refused, timeout, reset
+        reason = getattr(err, "reason", None) or err
+        raise DownloadError(
+            f"could not download {url} ({reason}); received {received} bytes. Are you offline? "
+            f"Download the file by hand from {url} and put it at {dest}"
+        ) from err
+    return received, h.hexdigest(), announced

@@ -1,0 +1,154 @@
+"""One method runner for every experiment: ``pinv``, ``ddnm`` or ``deqir`` with any registered solver,
+used by the evaluation grid, the demo and ``restore``.
+
+Notation (method name -> meaning, paper symbol)
+
+    pinv            A^+ y, the "Baseline" rows of Tables 1-3
+    ddnm[-tN]       sequential DDNM (Eqs. (4)-(5)), T = N steps (default: ``steps``)
+    deqir-kK        DeqIR, Anderson acceleration (Algorithm 1), at most K passes, same T
+    deqir-picard    DeqIR, Picard iteration, exactly K = T passes: equals DDNM (Proposition 1)
+    deqir-SOLVER-kK DeqIR with any registered solver (``solvers.solver_names()``), at most K passes
+    samples = k     the mean of k runs: an estimate of the posterior mean E[x | y]
+
+Clipping (``clip=True``) wraps the model in ``models.ClippedModel`` here, once, for every method.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..models.wrappers import ClippedModel
+from ..sampling import ddnm_sample, deqir_sample
+from ..solvers.registry import SOLVERS, get_solver, solver_names
+
+__all__ = ["Method", "parse_method", "RunResult", "run_method", "restore", "bicubic_upsample"]
+
+_METHOD = re.compile(r"^(pinv|ddnm|deqir)(?:-t(\d+))?(?:-([a-z][a-z-]*?))?(?:-k(\d+))?$")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method: ``kind`` in {pinv, ddnm, deqir}, T (``steps``), K (``iters``) and the solver."""
+
+    name: str
+    kind: str
+    steps: int
+    iters: int | None = None
+    solver: str | None = None
+    tol: float | None = None  # None: the caller's tolerance; deqir-picard runs its T passes (tol 0)
+
+
+def parse_method(name: str, steps: int = 20) -> Method:
+    """``pinv``, ``ddnm``, ``ddnm-t100``, ``deqir-k15``, ``deqir-t35-k15``, ``deqir-picard``,
+    ``deqir-taa-k8`` -> ``Method`` (module docstring)."""
+    m = _METHOD.match(str(name))
+    bad = m is None or (m.group(1) != "deqir" and (m.group(3) or m.group(4))) or (m.group(1) == "pinv" and m.group(2))
+    if not bad and m.group(3) and m.group(3) not in SOLVERS:
+        bad = True
+    if bad:
+        raise ValueError(f"unknown method {name!r}; use pinv, ddnm, ddnm-tT, deqir-kK, deqir-tT-kK, deqir-picard "
+                         f"or deqir-SOLVER-kK with SOLVER one of {', '.join(solver_names())}")
+    kind, t = m.group(1), int(m.group(2) or steps)
+    if t < 1:
+        raise ValueError(f"method {name!r}: T must be >= 1")
+    if kind == "pinv":
+        return Method(name, kind, 0)
+    if kind == "ddnm":
+        return Method(name, kind, t)
+    solver = m.group(3) or "anderson"
+    if solver == "picard" and not m.group(4):
+        return Method(name, kind, t, t, "picard", tol=0.0)  # K = T passes: exact (Proposition 1)
+    return Method(name, kind, t, int(m.group(4) or 15), solver)
+
+
+@dataclass
+class RunResult:
+    """``x`` ``(B, C, H, W)``, network ``evaluations`` and sequential ``passes`` (per run), ``converged``."""
+
+    x: torch.Tensor
+    evaluations: int
+    passes: int
+    converged: bool
+
+
+def run_method(
+    model: Any,
+    op: Any,
+    y: torch.Tensor,
+    method: Method | str,
+    eta: float = 0.15,
+    noises: tuple[torch.Tensor, torch.Tensor] | None = None,
+    generator: torch.Generator | None = None,
+    clip: bool = False,
+    tol: float = 1e-3,
+    samples: int = 1,
+) -> RunResult:
+    """Restore ``y`` ``(B, ...)`` with one method (a ``Method`` or its name).
+
+    ``noises`` (from ``draw_noises``) take precedence over ``generator``; ``tol`` is the solver's
+    tolerance (Picard runs its K = T passes with tol 0).  ``samples = k > 1`` returns the mean of k
+    independent runs (one batch of k B images; needs ``generator``, not ``noises``).
+    """
+    method = parse_method(method) if isinstance(method, str) else method
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer (runs to average), got {samples!r}")
+    if method.kind == "pinv":
+        return RunResult(op.A_pinv(y), 0, 0, True)
+    if samples > 1:  # the k runs as one batch (k * B, ...), then the mean over k
+        if noises is not None:
+            raise ValueError("samples > 1 draws its own noises: pass a generator, not noises")
+        runs = run_method(model, op, y.repeat(samples, *([1] * (y.dim() - 1))), method, eta, None, generator,
+                          clip, tol)
+        mean = runs.x.reshape(samples, y.shape[0], *runs.x.shape[1:]).mean(0)
+        return RunResult(mean, runs.evaluations, runs.passes, runs.converged)
+    model = ClippedModel(model) if clip else model
+    if method.kind == "ddnm":
+        x = ddnm_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator)
+        return RunResult(x, method.steps, method.steps, True)
+    res = deqir_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator,
+                       solver=method.solver, max_iter=method.iters, tol=tol if method.tol is None else method.tol)
+    exact = method.solver == "picard" and method.iters >= method.steps  # the triangular system is solved
+    return RunResult(res.x0, res.evaluations, res.passes, bool(res.converged or exact))
+
+
+def restore(
+    model: Any,
+    op: Any,
+    y: torch.Tensor,
+    sampler: str = "deqir",
+    steps: int = 20,
+    eta: float = 0.15,
+    iters: int = 15,
+    generator: torch.Generator | None = None,
+    clip: bool = False,
+    solver: str = "anderson",
+    samples: int = 1,
+) -> torch.Tensor:
+    """Restore ``y`` ``(B, C_y, H_y, W_y)`` with ``sampler`` in ``{"deqir", "ddnm", "pinv"}``; returns ``(B, C, H, W)``.
+
+    One run of a diffusion sampler is one draw from (an approximation of) the posterior p(x | y).
+    ``samples = k > 1`` returns the mean of k independent runs, an estimate of the posterior mean
+    E[x | y], which is the estimate with the least expected squared error, so the highest PSNR. For an
+    exact sampler the expected squared error of one draw is twice that of E[x | y] (-3 dB), and the
+    mean of k draws has (1 + 1/k) times it.  Each run satisfies A x = y, and so does their mean (A is linear).
+    The mean is blurrier than a single draw: use it when PSNR matters, one draw when detail does.
+    """
+    if sampler not in ("deqir", "ddnm", "pinv"):
+        raise ValueError(f"unknown sampler {sampler!r}; use 'deqir', 'ddnm' or 'pinv'")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be a positive integer (runs to average), got {samples!r}")
+    if sampler == "deqir":
+        get_solver(solver)  # an unknown name fails here, before any work
+    method = Method(sampler, sampler, steps, iters if sampler == "deqir" else None,
+                    solver if sampler == "deqir" else None)
+    return run_method(model, op, y, method, eta, None, generator, clip, samples=samples).x
+
+
+def bicubic_upsample(y: torch.Tensor, scale: int) -> torch.Tensor:
+    """The classical SR baseline: bicubic interpolation of ``y`` ``(B, C, h, w)`` to ``(B, C, scale h, scale w)``,
+    clipped to ``[-1, 1]``. Unlike ``A^+ y`` it is smooth, and not consistent with ``y``."""
+    return F.interpolate(y, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)

@@ -1,0 +1,179 @@
+"""Sequential samplers: unconditional DDIM and DDNM restoration (Eqs. (4)-(5)), one step after the other.
+
+Notation (code name -> paper symbol; chain convention of ``diffusion/schedules.py``)
+
+    x_T, states[k]    x_T, x_k              chain states, k = T..0; x_0 is the restored image
+    noises[T - k]     eps_k                 fresh noise of the step k -> k-1 (see ``draw_noises``)
+    eps               eps_theta(x_k, tau_k) network noise prediction at chain state k
+    x0_pred           x_{0|k}               (x_k - sqrt(1 - abar_k) eps) / sqrt(abar_k)
+    x0_hat            hat x_{0|k}           A^+ y + (I - A^+ A) x_{0|k}, Eq. (5)
+    op.A, op.A_pinv   A, A^+                degradation and its pseudo-inverse
+    chain             T, tau_k, c^1_k, c^2_k  a ``diffusion.ChainConfig`` (``chain_config``, ``official_chain``)
+
+One step ``k -> k-1`` (DDNM with the DDIM eta form, the update whose unrolling is Eq. (9))::
+
+    x_{k-1} = sqrt(abar_{k-1}) hat x_{0|k} + c2_k eps_theta(x_k) + c1_k eps_k
+
+``ddnm_sample`` runs this step T times; ``parallel.deqir_sample`` solves the fixed-point system
+``x_{0:T-1} = F(x_{0:T-1}; x_T, y)`` (Eq. (8), ``fixed_point.py``) with a registered solver.  With
+the same noises both give the same chain (Proposition 1).  Clipping of the clean estimate and
+chunked network calls are model wrappers (``models.ClippedModel``, ``models.ChunkedModel``).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ..core.checks import check_finite, check_image
+from ..core.progress import progress
+from ..diffusion.chain import ChainConfig, chain_config
+from ..diffusion.noises import draw_noises
+from ..diffusion.schedules import alphas_cumprod_of
+
+__all__ = ["ddim_sample", "ddnm_sample", "chain_step", "prepare_chain", "resolve_chain"]
+
+Callback = Callable[[dict[str, Any]], None]
+
+
+def resolve_chain(model: Any, steps: int, eta: float, chain: ChainConfig | None) -> ChainConfig:
+    """``chain`` checked against the model's noise schedule, else ``chain_config(steps, eta)`` for the model."""
+    if chain is None:
+        return chain_config(steps, eta, alphas_cumprod_of(model))
+    if not isinstance(chain, ChainConfig):
+        raise ValueError("chain must be a ChainConfig: diffusion.chain_config(T, eta) or official_chain(T)")
+    chain.check_schedule(alphas_cumprod_of(model))
+    return chain
+
+
+def prepare_chain(
+    model: Any,
+    op: Any | None,
+    y: torch.Tensor | None,
+    chain: ChainConfig,
+    generator: torch.Generator | None,
+    noises: tuple[torch.Tensor, torch.Tensor] | None,
+    batch: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Validate the inputs of a sampler; return ``(x_T, noises, A^+ y)``.
+
+    ``y`` fixes batch, dtype and device; without an operator (``ddim_sample``) ``batch`` does.
+    ``noises`` is ``(x_T, noises)`` as returned by ``draw_noises``; it takes precedence over
+    ``generator``.
+    """
+    shape = tuple(model.image_shape)
+    pinv_y = None
+    if op is not None:
+        if not isinstance(y, torch.Tensor) or y.dim() < 2:
+            raise ValueError("y must be a batched tensor, e.g. y = op.A(x) of a (B, C, H, W) image")
+        check_finite(y, "y")
+        try:
+            pinv_y = op.A_pinv(y)
+        except (RuntimeError, IndexError) as err:
+            raise ValueError(f"y of shape {tuple(y.shape)} does not fit the operator: {err}") from err
+        check_image(pinv_y, shape, f"A_pinv(y) (y of shape {tuple(y.shape)})")
+        batch, dtype, device = y.shape[0], y.dtype, y.device
+    else:
+        dtype, device = torch.float64, None
+    steps = chain.steps
+    if noises is None:
+        x_T, eps = draw_noises((batch, *shape), steps, generator, dtype, device)
+    else:
+        if not (isinstance(noises, (tuple, list)) and len(noises) == 2):
+            raise ValueError("noises must be the pair (x_T, noises) returned by draw_noises")
+        x_T, eps = noises
+        check_image(x_T, shape, "x_T")
+        if batch is not None and x_T.shape[0] != batch:
+            raise ValueError(f"x_T has batch {x_T.shape[0]} but y has batch {batch}")
+        if not isinstance(eps, torch.Tensor) or tuple(eps.shape) != (steps, *x_T.shape):
+            got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+            raise ValueError(f"noises must have shape (T, B, C, H, W) = {(steps, *x_T.shape)}, got {got}")
+        check_finite(eps, "noises")
+    return x_T, eps, pinv_y
+
+
+def chain_step(
+    model: Any,
+    op: Any | None,
+    pinv_y: torch.Tensor | None,
+    x_k: torch.Tensor,
+    k: int,
+    coeffs: ChainConfig,
+    noise: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step ``x_k -> x_{k-1}`` (Eqs. (4)-(5)); without ``op`` it is plain DDIM.
+
+    Returns ``(x_{k-1}, x_{0|k}, hat x_{0|k})``, each ``(B, C, H, W)``.
+    """
+    a_k, a_prev = coeffs.abar[k].item(), coeffs.abar[k - 1].item()
+    t = torch.full((x_k.shape[0],), int(coeffs.timesteps[k - 1]), dtype=torch.long, device=x_k.device)
+    eps = model(x_k, t)
+    x0_pred = (x_k - (1 - a_k) ** 0.5 * eps) / a_k**0.5  # x_{0|k}
+    x0_hat = x0_pred if op is None else pinv_y + x0_pred - op.A_pinv(op.A(x0_pred))  # Eq. (5)
+    x_prev = a_prev**0.5 * x0_hat + coeffs.c2[k].item() * eps + coeffs.c1[k].item() * noise  # Eq. (4)
+    return x_prev, x0_pred, x0_hat
+
+
+def _run_chain(model, op, pinv_y, coeffs, x_T, eps, callback, desc) -> torch.Tensor:
+    x = x_T
+    steps = coeffs.steps
+    for k in progress(range(steps, 0, -1), desc, total=steps):
+        x_prev, x0_pred, x0_hat = chain_step(model, op, pinv_y, x, k, coeffs, eps[steps - k])
+        if callback is not None:
+            callback({"k": k, "t": int(coeffs.timesteps[k - 1]), "x": x, "x0_pred": x0_pred,
+                      "x0_hat": x0_hat, "x_next": x_prev})
+        x = x_prev
+    return x
+
+
+def ddim_sample(
+    model: Any,
+    shape: int | tuple[int, int, int, int],
+    steps: int = 20,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    noises: tuple[torch.Tensor, torch.Tensor] | None = None,
+    callback: Callback | None = None,
+    chain: ChainConfig | None = None,
+) -> torch.Tensor:
+    """Unconditional DDIM (eta form of ``diffusion/chain.py``); ``shape`` is ``n`` or ``(n, C, H, W)``.
+
+    ``chain`` (a ``ChainConfig``) replaces ``steps`` and ``eta`` when given.
+    Returns ``x_0`` of shape ``(n, C, H, W)`` (float64 unless ``noises`` say otherwise).
+    """
+    n = shape if isinstance(shape, int) else int(shape[0])
+    if not isinstance(shape, int) and tuple(shape[1:]) != tuple(model.image_shape):
+        raise ValueError(f"shape {tuple(shape)} does not match the model's image_shape {model.image_shape}")
+    chain = resolve_chain(model, steps, eta, chain)
+    x_T, eps, _ = prepare_chain(model, None, None, chain, generator, noises, batch=n)
+    with torch.no_grad():
+        return _run_chain(model, None, None, chain, x_T, eps, callback, "DDIM")
+
+
+def ddnm_sample(
+    model: Any,
+    op: Any,
+    y: torch.Tensor,
+    steps: int = 20,
+    eta: float = 0.15,
+    generator: torch.Generator | None = None,
+    noises: tuple[torch.Tensor, torch.Tensor] | None = None,
+    callback: Callback | None = None,
+    chain: ChainConfig | None = None,
+) -> torch.Tensor:
+    """Sequential restoration (DDNM): T steps of Eqs. (4)-(5) from ``x_T``.
+
+    Args:
+        y: measurement ``A(x)``, batch ``B``; dtype and device of the result follow ``y``.
+        steps, eta: T and eta of the chain (``diffusion.chain_config``).
+        noises: ``(x_T, noises)`` from ``draw_noises``; else drawn from ``generator``.
+        callback: called once per step with ``{"k", "t", "x", "x0_pred", "x0_hat", "x_next"}``.
+        chain: a ``ChainConfig`` (e.g. ``official_chain(T)``); replaces ``steps`` and ``eta``.
+    Returns:
+        ``x_0`` of shape ``(B, C, H, W)``.
+    """
+    chain = resolve_chain(model, steps, eta, chain)
+    x_T, eps, pinv_y = prepare_chain(model, op, y, chain, generator, noises)
+    with torch.no_grad():
+        return _run_chain(model, op, pinv_y, chain, x_T, eps, callback, "DDNM")

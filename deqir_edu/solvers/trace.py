@@ -1,0 +1,102 @@
+"""The record of a fixed-point solve, shared by every solver, and the argument checks they share.
+
+Notation (code name -> paper symbol, DeqIR Eq. (11) and Algorithm 1)
+
+    x               x_{0:T-1}^{(n)}     iterate, a stack (T, B, ...) with x[j] = chain state x_j
+    fx              F(x^{(n)})          one application of the map
+    passes          n                   sequential network passes (applications of F) so far
+    evaluations     -                   network evaluations of single states so far (T per full pass)
+
+Two counters only: ``passes`` (the depth of the computation: what parallel hardware waits for) and
+``evaluations`` (the work: what a single device pays for).
+
+Stopping rules (``stop=``), all relative residuals ``||F(x)_j - x_j|| / (||F(x)_j|| + 1e-5)``:
+
+    "x0"         the residual of state 0 (the restored image), worst image of the batch
+    "per_state"  the largest residual over all states and images
+    "global"     one norm over everything, ``||F(x) - x|| / (||F(x)|| + 1e-5)``, as in the official code
+
+The global rule is dominated by the large noisy states near x_T; it can stop while x_0 is still far
+from the fixed point (``tests/test_solvers.py`` shows a case), hence the default ``"x0"``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["SolverTrace", "STOP_RULES", "record_iteration", "check_solver_args", "Callback"]
+
+STOP_RULES = ("x0", "per_state", "global")
+Callback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class SolverTrace:
+    """Per-pass record of a fixed-point solve (one entry per sequential network pass).
+
+    Attributes:
+        residual: global relative residual ``||F(x) - x|| / ||F(x)||``.
+        state_residual: ``(T,)`` tensors, relative residual of each state (worst image of the batch).
+        x0_change: relative change of the returned x_0 since the previous pass (``nan`` at first).
+        x0_error: max-abs error of the returned x_0 to ``reference`` (empty without a reference).
+        evaluations: network evaluations of single states so far, after each pass.
+        window, boundary: states ``(lo, hi)`` evaluated and the frozen boundary ``b`` of each pass
+            (solvers with freezing only; empty otherwise).
+        converged, passes, stop: outcome, number of passes, the rule used.
+    """
+
+    residual: list[float] = field(default_factory=list)
+    state_residual: list[torch.Tensor] = field(default_factory=list)
+    x0_change: list[float] = field(default_factory=list)
+    x0_error: list[float] = field(default_factory=list)
+    evaluations: list[int] = field(default_factory=list)
+    window: list[tuple[int, int]] = field(default_factory=list)
+    boundary: list[int] = field(default_factory=list)
+    converged: bool = False
+    passes: int = 0
+    stop: str = "x0"
+
+    def criterion(self) -> float:
+        """The last value of the quantity that the stopping rule compares to ``tol``."""
+        if self.stop == "global":
+            return self.residual[-1]
+        if self.stop == "per_state":
+            return float(self.state_residual[-1].max())
+        return float(self.state_residual[-1][0])
+
+
+def record_iteration(trace: SolverTrace, f: Callable, x: torch.Tensor, fx: torch.Tensor,
+                     prev_x0: torch.Tensor | None, reference: torch.Tensor | None,
+                     callback: Callback | None) -> None:
+    """Append one pass (the residual at ``x``, the candidate ``fx``) to ``trace``."""
+    g = (fx - x).flatten(2)  # (T, B, N)
+    fnorm = fx.flatten(2).norm(dim=2)  # (T, B)
+    trace.residual.append(float(g.norm() / (fx.norm() + 1e-5)))
+    trace.state_residual.append((g.norm(dim=2) / (fnorm + 1e-5)).max(dim=1).values.detach().cpu())
+    x0 = fx[0]
+    trace.x0_change.append(float("nan") if prev_x0 is None else float((x0 - prev_x0).norm() / (x0.norm() + 1e-5)))
+    if reference is not None:
+        trace.x0_error.append(float((x0 - reference).abs().max()))
+    trace.passes += 1
+    trace.evaluations.append(int(getattr(f, "evaluations", trace.passes)))
+    if callback is not None:
+        callback({"iteration": trace.passes, "states": fx, "residual": trace.residual[-1],
+                  "state_residual": trace.state_residual[-1], "criterion": trace.criterion()})
+
+
+def check_solver_args(init: torch.Tensor, max_iter: int, tol: float, stop: str,
+                      reference: torch.Tensor | None) -> None:
+    """Raise ``ValueError`` with the fix for a bad start, budget, tolerance, rule or reference."""
+    if not isinstance(init, torch.Tensor) or init.dim() < 2:
+        raise ValueError("the initial iterate must be a stack of shape (T, B, ...) with x[j] = state j")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+    if stop not in STOP_RULES:
+        raise ValueError(f"unknown stopping rule {stop!r}; use one of {STOP_RULES}")
+    if reference is not None and tuple(reference.shape) != tuple(init.shape[1:]):
+        raise ValueError(f"reference must have the shape of x_0, {tuple(init.shape[1:])}, got {tuple(reference.shape)}")

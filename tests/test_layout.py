@@ -1,0 +1,249 @@
+"""The package's architecture, checked by parsing its source (nothing is imported).
+
+* Subpackages form layers; a module may import its own subpackage and the layers below it, never a
+  layer above nor a peer of the same layer.  Lazy imports inside functions count too.
+* No import cycle between modules, lazy imports included.
+* No private name (``_x``) or private module is imported across subpackages, by the package, the
+  book's notebooks, the benchmarks or the scripts.
+* No public function or method takes more than 12 parameters; the top level exports at most 20 names.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "deqir_edu"
+
+# subpackage -> layer; imports go to a strictly lower layer (or inside the subpackage)
+LAYERS: dict[str, int] = {
+    "core": 0,
+    "datasets": 1,
+    "diffusion": 2,
+    "operators": 2,
+    "models": 3,
+    "solvers": 4,
+    "sampling": 5,
+    "inversion": 6,
+    "metrics": 7,
+    "experiments": 8,
+    "training": 8,
+    "exercises": 8,
+    "apps": 9,
+}
+MAX_PARAMS = 12
+MAX_EXPORTS = 20
+
+
+def modules_of(pkg: Path) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the package folder ``pkg``."""
+    out = {}
+    for path in sorted(pkg.rglob("*.py")):
+        parts = [pkg.name, *path.relative_to(pkg).with_suffix("").parts]
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _imports(modules: dict[str, Path], name: str) -> list[tuple[str, list[str], int]]:
+    """``(absolute module, imported names, line)`` of every import in module ``name`` (lazy ones too)."""
+    tree = ast.parse(modules[name].read_text())
+    package = name if modules[name].name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.append((target, [a.name for a in node.names], node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(a.name, [], node.lineno) for a in node.names]
+    return [(t, names, line) for t, names, line in found if t == "deqir_edu" or t.startswith("deqir_edu.")]
+
+
+def _subpackage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[1] != "__main__" else None  # None: the top level (the facade)
+
+
+def upward_imports(modules: dict[str, Path]) -> list[str]:
+    """Imports that go to a higher layer, to a peer of the same layer, or to the top level."""
+    bad = []
+    for name in modules:
+        src = _subpackage(name)
+        if src is None:  # the facade may import every layer
+            continue
+        for target, _, line in _imports(modules, name):
+            dst = _subpackage(target)
+            if dst is None:
+                bad.append(f"{name}:{line} imports the top level {target}")
+            elif dst != src and LAYERS.get(dst, 99) >= LAYERS.get(src, -1):
+                bad.append(f"{name}:{line} ({src}, layer {LAYERS.get(src)}) imports {target} "
+                           f"({dst}, layer {LAYERS.get(dst)})")
+    return bad
+
+
+def import_cycles(modules: dict[str, Path]) -> list[str]:
+    """Cycles of the module graph (``from pkg import sub`` is an edge to ``pkg`` and to ``pkg.sub``)."""
+    graph = {}
+    for name in modules:
+        edges = set()
+        for target, names, _ in _imports(modules, name):
+            edges |= {m for m in [target] + [f"{target}.{n}" for n in names] if m in modules}
+        graph[name] = edges - {name}
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    cycles: list[str] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for name in sorted(modules):
+        if name not in state:
+            visit(name, [name])
+    return cycles
+
+
+def private_imports(source: str, where: str, own: str | None = None) -> list[str]:
+    """Private names or modules of deqir_edu imported by ``source`` from outside subpackage ``own``."""
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 1:
+                continue  # a sibling in the same subpackage
+            if node.level:
+                target_sub = mod.split(".")[0] if mod else None
+            elif mod == "deqir_edu" or mod.startswith("deqir_edu."):
+                target_sub = _subpackage(mod)
+            else:
+                continue
+            private_mod = any(p.startswith("_") for p in mod.split("."))
+            names = [a.name for a in node.names if a.name.startswith("_") and a.name != "__version__"]
+            if (private_mod or names) and (own is None or target_sub != own):
+                bad.append(f"{where}:{node.lineno}: from {'.' * node.level}{mod} import {', '.join(names) or '...'}")
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("deqir_edu") and any(p.startswith("_") for p in a.name.split(".")):
+                    bad.append(f"{where}:{node.lineno}: import {a.name}")
+    return bad
+
+
+def long_signatures(modules: dict[str, Path]) -> list[str]:
+    """Public functions and methods (``self`` not counted) with more than ``MAX_PARAMS`` parameters."""
+    def n_params(fn: ast.FunctionDef) -> int:
+        a = fn.args
+        return len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + (a.vararg is not None) + (a.kwarg is not None)
+
+    long = []
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        exported = None
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in node.targets):
+                try:
+                    exported = set(ast.literal_eval(node.value))
+                except ValueError:
+                    exported = None
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+                if (exported is None or node.name in exported) and n_params(node) > MAX_PARAMS:
+                    long.append(f"{name}.{node.name}: {n_params(node)}")
+            elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                for item in node.body:
+                    if isinstance(item, ast.FunctionDef) and (not item.name.startswith("_") or item.name == "__init__"):
+                        if n_params(item) - 1 > MAX_PARAMS:
+                            long.append(f"{name}.{node.name}.{item.name}: {n_params(item) - 1}")
+    return long
+
+
+MODULES = modules_of(PKG)
+
+
+def test_every_subpackage_has_a_layer():
+    subs = {p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert subs == set(LAYERS), f"subpackages without a layer or layers without a subpackage: {subs ^ set(LAYERS)}"
+    loose = sorted(p.name for p in PKG.glob("*.py") if p.name not in ("__init__.py", "__main__.py"))
+    assert not loose, f"modules outside the layers: {loose}"
+
+
+def test_imports_only_go_down_the_layers():
+    bad = upward_imports(MODULES)
+    assert not bad, "imports that go up or sideways:\n" + "\n".join(bad)
+
+
+def test_no_import_cycle():
+    cycles = import_cycles(MODULES)
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def _notebook_code(path: Path) -> str:
+    nb = json.loads(path.read_text())
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    return "\n".join("\n".join(x for x in c.splitlines() if not x.lstrip().startswith(("%", "!"))) for c in cells)
+
+
+def test_no_private_import_across_subpackages():
+    bad = []
+    for name, path in MODULES.items():
+        bad += private_imports(path.read_text(), name, _subpackage(name))
+    for path in sorted((ROOT / "book").glob("*.ipynb")):
+        bad += private_imports(_notebook_code(path), path.name)
+    for folder in ("benchmarks", "scripts", "book/tools"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            bad += private_imports(path.read_text(), str(path.relative_to(ROOT)))
+    assert not bad, "private imports across subpackages:\n" + "\n".join(bad)
+
+
+def test_no_public_function_takes_more_than_12_parameters():
+    long = long_signatures(MODULES)
+    assert not long, f"public functions with more than {MAX_PARAMS} parameters:\n" + "\n".join(long)
+
+
+def test_small_top_level_api():
+    tree = ast.parse((PKG / "__init__.py").read_text())
+    exports = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.AnnAssign)
+                   and getattr(n.target, "id", None) == "_EXPORTS")
+    assert len(exports) <= MAX_EXPORTS, f"{len(exports)} top-level names; keep at most {MAX_EXPORTS}"
+    assert set(exports.values()) <= set(LAYERS), "every top-level name comes from a subpackage"
+
+
+BAD_PACKAGES = {
+    "up": ({"core/bad.py": "from ..apps import cli\n"}, upward_imports),
+    "sideways": ({"operators/bad.py": "from ..diffusion import chain\n"}, upward_imports),
+    "lazy": ({"core/bad.py": "def f():\n    from deqir_edu.sampling import x\n"}, upward_imports),
+    "cycle": ({"core/bad.py": "from . import worse\n", "core/worse.py": "from .bad import f\n"}, import_cycles),
+    "long": ({"core/bad.py": "def f(a, b, c, d, e, f, g, h, i, j, k, l, m):\n    pass\n"}, long_signatures),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PACKAGES))
+def test_each_check_fails_on_a_package_that_breaks_it(case, tmp_path):
+    files, check = BAD_PACKAGES[case]
+    fake = tmp_path / "deqir_edu"
+    for sub in LAYERS:
+        (fake / sub).mkdir(parents=True)
+        (fake / sub / "__init__.py").write_text("")
+    (fake / "__init__.py").write_text("")
+    for rel, text in files.items():
+        (fake / rel).write_text(text)
+    assert check(modules_of(fake)), f"the {case!r} check passed a package that breaks it"
+
+
+def test_private_import_check_fails_on_a_private_import():
+    assert private_imports("from ..core.checks import _secret\n", "apps/x.py", "apps")
+    assert private_imports("from deqir_edu.models.zoo import _wrap\n", "book.ipynb")
+    assert private_imports("import deqir_edu._checks\n", "bench.py")
+    assert not private_imports("from ._common import _gen\n", "exercises/x.py", "exercises")
