@@ -38,11 +38,10 @@ def exact_problem(task: str = "sr4", batch: int = 2, shape: tuple[int, int, int]
 def gmm_fashion_problem(task: str = "sr4", batch: int = 2):
     """The exact prior of chapters 4-6: 32-component mixture fitted to 1500 Fashion-MNIST images, 1x32x32."""
     from deqir_edu.datasets import fashion_mnist, pad_to_32, to_tensor_images
-    from deqir_edu.diffusion import GaussianMixturePrior
+    from deqir_edu.diffusion import fashion_mixture
     from deqir_edu.operators import make_operator
 
-    train = pad_to_32(to_tensor_images(fashion_mnist("train")[0][:1500])).double()
-    prior = GaussianMixturePrior.fit(train, 32, generator=torch.Generator().manual_seed(0), n_iter=8)
+    prior = fashion_mixture()
     x = pad_to_32(to_tensor_images(fashion_mnist("test")[0][:batch])).double()
     op = make_operator(task, (1, 32, 32))
     return prior, op, op.A(x), x

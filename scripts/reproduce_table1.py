@@ -80,7 +80,7 @@ def blurred_rows(x: torch.Tensor, tasks: list[str]) -> list[dict]:
     for task in tasks:
         y = make_operator(task, tuple(x.shape[1:])).A(x)
         rows.append(dict(task=task, method="y", psnr=float(psnr(y, x).mean()), ssim=float(ssim(y, x).mean()),
-                         lpips="-", nfe=0, depth=0))
+                         lpips="-", evaluations=0, passes=0))
     return rows
 
 

@@ -33,12 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_solver(p: argparse.ArgumentParser) -> None:
+    from ..solvers import solver_names
+
+    p.add_argument("--solver", default="anderson", choices=solver_names(), metavar="NAME",
+                   help=f"parallel solver (default anderson, Algorithm 1): one of {', '.join(solver_names())}")
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="restore frozen test images with A^+y, DDNM and DeqIR; print a PSNR table")
     p.add_argument("--model", default="fashion32", help="embedded model (default fashion32)")
     p.add_argument("--n", type=int, default=4, help="number of test images (default 4)")
     p.add_argument("--steps", type=int, default=20, help="sampling steps T (default 20)")
-    p.add_argument("--iters", type=int, default=15, help="Anderson iterations K (default 15)")
+    p.add_argument("--iters", type=int, default=15, help="solver passes K (default 15)")
+    _add_solver(p)
     p.add_argument("--eta", type=float, default=0.15, help="eta (default 0.15 as the paper; see the model card)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="deqir_demo.png", help="figure path (default deqir_demo.png)")
@@ -54,8 +62,9 @@ def _run_demo(args: argparse.Namespace) -> int:
     model, images, desc = default_model(args.model)
     images = images[: args.n]
     print(f"model: {desc}; {images.shape[0]} test images of shape {tuple(images.shape[1:])}")
-    rows, shown = run_demo(model, images, steps=args.steps, iters=args.iters, eta=args.eta, seed=args.seed)
-    print(format_table(rows, args.steps, args.iters))
+    rows, shown = run_demo(model, images, steps=args.steps, iters=args.iters, eta=args.eta, seed=args.seed,
+                           solver=args.solver)
+    print(format_table(rows, args.steps, args.iters, args.solver))
     print(f"figure: {save_figure(shown, args.out, n=min(4, images.shape[0]))}")
     return 0
 
@@ -70,7 +79,8 @@ def _add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="fashion32", help="zoo name or checkpoint path (default fashion32)")
     p.add_argument("--sampler", choices=("deqir", "ddnm"), default="deqir")
     p.add_argument("--steps", type=int, default=20, help="sampling steps T")
-    p.add_argument("--iters", type=int, default=15, help="solver iterations K (deqir)")
+    p.add_argument("--iters", type=int, default=15, help="solver passes K (deqir)")
+    _add_solver(p)
     p.add_argument("--eta", type=float, default=0.15, help="eta (default 0.15 as the paper)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
@@ -117,8 +127,8 @@ def _run_restore(args: argparse.Namespace) -> int:
     else:
         y = image
         H, W = H * s, W * s
-    options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta, iters=args.iters, clip=args.clip,
-                   samples=args.samples)
+    options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta, iters=args.iters, solver=args.solver,
+                   clip=args.clip, samples=args.samples)
     work = partial(_restore_work, args.model, args.task, y, (H, W), args.seed, options)
     if getattr(args, "devices", None):  # one process per device (launch.py); rank 0's result comes back
         from .launch import parse_devices, run_sharded
@@ -224,7 +234,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="output folder (default results/eval-MODEL)")
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all of the grid for the model)")
-    p.add_argument("--methods", default=None, help="comma-separated, e.g. pinv,ddnm,ddnm-t100,deqir-k15,deqir-picard")
+    p.add_argument("--methods", default=None, help="comma-separated, e.g. pinv,ddnm,ddnm-t100,deqir-k15,deqir-picard,deqir-taa-k8 "
+                   "(deqir-SOLVER-kK: any registered solver)")
     p.add_argument("--steps", type=int, default=20, help="T of ddnm / deqir-kK (default 20)")
     p.add_argument("--eta", type=float, default=0.15, help="eta of every chain (default 0.15, the paper's)")
     p.add_argument("--batch-size", type=int, default=16)

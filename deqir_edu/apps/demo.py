@@ -69,8 +69,9 @@ def run_demo(
     eta: float = 0.15,
     seed: int = 0,
     clip: bool = False,
+    solver: str = "anderson",
 ) -> tuple[list[DemoRow], dict[str, dict[str, torch.Tensor]]]:
-    """Run A^+ y, DDNM and DeqIR on ``images`` (N, C, H, W) for each task.
+    """Run A^+ y, DDNM and DeqIR (``solver``: any registered name) on ``images`` (N, C, H, W) for each task.
 
     Returns the table rows and, per task, the images ``{"gt", "y", "pinv", "ddnm", "deqir"}``.
     """
@@ -84,7 +85,7 @@ def run_demo(
                              dtype=images.dtype, device=images.device)
         outs: dict[str, torch.Tensor] = {"gt": images, "y": op.A_pinv(y)}
         methods = {"pinv": Method("pinv", "pinv", 0), "ddnm": Method("ddnm", "ddnm", steps),
-                   "deqir": Method("deqir", "deqir", steps, iters, "anderson")}
+                   "deqir": Method("deqir", "deqir", steps, iters, solver)}
         for method, spec in methods.items():
             start = time.perf_counter()
             x = run_method(model, op, y, spec, eta, noises, clip=clip).x
@@ -95,9 +96,9 @@ def run_demo(
     return rows, shown
 
 
-def format_table(rows: list[DemoRow], steps: int, iters: int) -> str:
+def format_table(rows: list[DemoRow], steps: int, iters: int, solver: str = "anderson") -> str:
     """Markdown table: one line per task, PSNR / SSIM of each method."""
-    names = {"pinv": "A^+ y", "ddnm": f"DDNM T={steps}", "deqir": f"DeqIR T={steps} K={iters}"}
+    names = {"pinv": "A^+ y", "ddnm": f"DDNM T={steps}", "deqir": f"DeqIR T={steps} K={iters} ({solver})"}
     tasks = list(dict.fromkeys(r.task for r in rows))
     head = "| task | " + " | ".join(f"{names[m]} PSNR / SSIM" for m in names) + " |"
     lines = [head, "|" + "---|" * (len(names) + 1)]
