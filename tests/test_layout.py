@@ -247,3 +247,13 @@ def test_private_import_check_fails_on_a_private_import():
     assert private_imports("from deqir_edu.models.zoo import _wrap\n", "book.ipynb")
     assert private_imports("import deqir_edu._checks\n", "bench.py")
     assert not private_imports("from ._common import _gen\n", "exercises/x.py", "exercises")
+
+
+def test_the_wheel_lists_every_subpackage():
+    """pyproject.toml lists the packages explicitly (data/ is mapped to deqir_edu._data): none may be missing."""
+    import re
+
+    text = (ROOT / "pyproject.toml").read_text()
+    listed = set(re.findall(r'"(deqir_edu[\w.]*)"', text.split("packages = [", 1)[1].split("]", 1)[0]))
+    on_disk = {name for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert on_disk | {"deqir_edu._data"} == listed, f"differ: {sorted(on_disk ^ (listed - {'deqir_edu._data'}))}"

@@ -1,12 +1,13 @@
-"""Foundations used by every layer: input checks, progress bars, package paths, safe downloads.
+"""Foundations used by every layer: input checks, progress bars, package paths, the version, safe downloads.
 
-Nothing here knows about diffusion; every other subpackage may import from ``core``.
+Nothing here knows about diffusion; every other subpackage may import from ``core``.  The modules
+``core.download`` and ``core.progress`` are reached by their full names (their functions of the same
+name are not re-exported here, so ``deqir_edu.core.download`` stays the module).
 """
 from .checks import check_finite, check_image
-from .download import DownloadError, cache_dir, download, file_sha256, sidecar_path, verify
+from .download import DownloadError, cache_dir, file_md5, file_sha256, sidecar_path, verify
 from .paths import data_dir
-from .progress import progress
 from .version import package_version
 
-__all__ = ["check_finite", "check_image", "DownloadError", "cache_dir", "download", "file_sha256",
-           "sidecar_path", "verify", "data_dir", "progress", "package_version"]
+__all__ = ["check_finite", "check_image", "DownloadError", "cache_dir", "file_md5", "file_sha256",
+           "sidecar_path", "verify", "data_dir", "package_version"]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-__all__ = ["DownloadError", "cache_dir", "download", "file_sha256", "sidecar_path", "verify"]
+__all__ = ["DownloadError", "cache_dir", "download", "file_md5", "file_sha256", "sidecar_path", "verify"]
 
 _CHUNK = 1 << 20  # 1 MiB per read
 _TIMEOUT_S = 60.0  # seconds without data before a read fails
@@ -97,13 +97,26 @@ def _write_sidecar(dest: Path, digest: str) -> None:
     os.replace(tmp, side)
 
 
-def verify(dest: Path, sha256: str | None = None, size: int | None = None) -> Path:
-    """Check a cached file against its expected ``size`` and sha256 (given, or recorded in the sidecar).
+def file_md5(path: Path) -> str:
+    """Hex MD5 of a file, read in chunks (only to compare with checksums that a data set publishes as MD5)."""
+    h = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(dest: Path, sha256: str | None = None, size: int | None = None, md5: str | None = None) -> Path:
+    """Check a cached file against its expected ``size``, published ``md5`` and sha256 (given, or recorded
+    in the sidecar).
 
     A file without any known hash (e.g. placed by hand) gets its hash recorded now.  Raises
     ``ValueError`` naming the expected and actual values and the fix if anything differs.
     """
     dest = Path(dest)
+    if md5 is not None and file_md5(dest) != md5.lower():
+        raise ValueError(f"md5 mismatch for {dest}: the published checksum is {md5}, the file's is "
+                         f"{file_md5(dest)}; the file is corrupt or not the published one; {_fix_hint(dest)}")
     actual_size = dest.stat().st_size
     if size is not None and actual_size != size:
         raise ValueError(
@@ -131,8 +144,11 @@ def download(
     sha256: str | None = None,
     size: int | None = None,
     progress: bool = True,
+    md5: str | None = None,
 ) -> Path:
     """Fetch ``url`` to ``dest`` unless a verified copy is already there; return ``dest``.
+
+    ``md5``: a checksum the data's publisher gives as MD5 (Fashion-MNIST does); checked like sha256.
 
     A cache hit makes no request: the cached file is checked by ``size`` and sha256 (the given
     one, or the one recorded in ``<dest>.sha256`` on the first download).  A download goes to a
@@ -145,7 +161,7 @@ def download(
     """
     dest = Path(dest)
     if dest.is_file():
-        return verify(dest, sha256, size)
+        return verify(dest, sha256, size, md5)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # a hash recorded earlier (file since deleted) still guards against a changed server file
     expected = sha256.lower() if sha256 else _read_sidecar(dest)
@@ -154,7 +170,7 @@ def download(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            received, digest, announced = _stream(url, dest, out, size, progress)
+            received, digest, announced, md5_digest = _stream(url, dest, out, size, progress)
         if announced is not None and received != announced:
             raise ValueError(
                 f"download of {url} was truncated: received {received} of {announced} bytes "
@@ -171,6 +187,11 @@ def download(
                 f"nothing was saved to {dest}; the server's file differs from the known one; "
                 f"{_fix_hint(dest)}"
             )
+        if md5 is not None and md5_digest != md5.lower():
+            raise ValueError(
+                f"md5 mismatch for the download of {url}: the published checksum is {md5}, the download's is "
+                f"{md5_digest}; nothing was saved to {dest}; the server sent another file (an error page?)"
+            )
         os.replace(tmp, dest)  # only a complete, checked file gets the final name
     finally:
         tmp.unlink(missing_ok=True)
@@ -179,10 +200,10 @@ def download(
     return dest
 
 
-def _stream(url: str, dest: Path, out, size: int | None, progress: bool) -> tuple[int, str, int | None]:
-    """Copy the response body into ``out``; return (bytes received, sha256 hex, Content-Length or None)."""
+def _stream(url: str, dest: Path, out, size: int | None, progress: bool) -> tuple[int, str, int | None, str]:
+    """Copy the response body into ``out``; return (bytes received, sha256 hex, Content-Length or None, md5 hex)."""
     request = urllib.request.Request(url, headers={"User-Agent": "deqir-edu"})
-    h = hashlib.sha256()
+    h, h_md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
     received = 0
     try:
         with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as resp:
@@ -196,6 +217,7 @@ def _stream(url: str, dest: Path, out, size: int | None, progress: bool) -> tupl
                 while chunk := resp.read(_CHUNK):
                     out.write(chunk)
                     h.update(chunk)
+                    h_md5.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
     except http.client.IncompleteRead as err:  # some Python versions raise this on a short body
@@ -214,4 +236,4 @@ def _stream(url: str, dest: Path, out, size: int | None, progress: bool) -> tupl
             f"could not download {url} ({reason}); received {received} bytes. Are you offline? "
             f"Download the file by hand from {url} and put it at {dest}"
         ) from err
-    return received, h.hexdigest(), announced
+    return received, h.hexdigest(), announced, h_md5.hexdigest()

@@ -29,14 +29,24 @@ from ..core.paths import data_dir
 
 __all__ = [
     "FASHION_MNIST_DIR", "PHOTO_LICENCES", "PHOTO_TRAIN", "PHOTO_TEST", "read_idx",
-    "fashion_mnist", "download_fashion_mnist", "to_tensor_images", "pad_to_32", "skimage_photos", "image_folder", "shrink",
+    "fashion_mnist", "fashion_subset", "FASHION_MNIST_MD5", "download_fashion_mnist", "to_tensor_images", "pad_to_32", "skimage_photos", "image_folder", "shrink",
     "TensorSampler", "PatchSampler", "make_sampler", "load_testset", "fit_to",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-# Official download location of the four idx .gz files (Zalando Research), used only when the
-# Debian folder is missing (e.g. on Colab); the files go to ``cache_dir() / "fashion-mnist"``.
-FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+# The four idx .gz files in the official repository (Zalando Research), over https, used only by
+# ``fashion_mnist`` (the full data: ``deqir-edu train``) when the Debian folder is missing; the files go
+# to ``cache_dir() / "fashion-mnist"`` and are checked against the MD5s that the repository's README
+# publishes.  The book and the tests never need them: ``fashion_subset`` reads the files shipped in data/.
+FASHION_MNIST_URL = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
+FASHION_MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+# first images of each split shipped in data/testsets/ (uint8 + labels): split -> (file, count)
+FASHION_SUBSETS = {"train": ("fashion_mnist_train4000.npz", 4000), "test": ("fashion_mnist_test100.npz", 100)}
 
 # scikit-image photograph -> licence, as written in its docstring in skimage.data (v0.26).
 # ``colorwheel`` is left out: its docstring states no licence.
@@ -104,9 +114,9 @@ def fashion_mnist(split: str = "train", root: str | Path | None = None) -> tuple
 def download_fashion_mnist(split: str = "train", base_url: str | None = None) -> Path:
     """Fetch the images and labels of ``split`` into ``cache_dir()/fashion-mnist``; returns that folder.
 
-    Uses :func:`deqir_edu.core.download` (temporary file, renamed when complete; the sha256 is
-    recorded on the first download and checked on every later call).  Offline, the error says how
-    to get the files by hand.
+    Uses :func:`deqir_edu.core.download` (temporary file, renamed when complete; checked against the
+    published MD5 of each file, on the download and on every later call; an HTML error page or a
+    truncated body is never saved).  Offline, the error says how to get the files by hand.
     """
     from ..core.download import cache_dir, download
 
@@ -115,8 +125,30 @@ def download_fashion_mnist(split: str = "train", base_url: str | None = None) ->
     prefix = "train" if split == "train" else "t10k"
     for kind, nd in (("images", 3), ("labels", 1)):
         name = f"{prefix}-{kind}-idx{nd}-ubyte.gz"
-        download(base + name, folder / name, progress=False)
+        download(base + name, folder / name, progress=False, md5=FASHION_MNIST_MD5[name])
     return folder
+
+
+def fashion_subset(split: str = "train", n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` Fashion-MNIST images ``(n, 28, 28)`` uint8 and labels of ``split``, from the files
+    shipped in ``data/testsets/`` (4,000 training and 100 test images: no system package, no internet).
+
+    More than that is read from the full data (``fashion_mnist``).  The shipped files are the first
+    images of the official splits (``data/testsets/make_testsets.py`` writes them; a test checks it).
+    """
+    if split not in FASHION_SUBSETS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    file, count = FASHION_SUBSETS[split]
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"n must be a positive number of images, got {n!r}")
+    if n is not None and n > count:
+        images, labels = fashion_mnist(split)
+        return images[:n], labels[:n]
+    path = data_dir() / "testsets" / file
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall deqir-edu or set DEQIR_EDU_DATA to the repo's data/")
+    with np.load(path) as z:
+        return z["images"][:n], z["labels"][:n]
 
 
 def to_tensor_images(images: np.ndarray) -> torch.Tensor:

@@ -227,9 +227,9 @@ def fashion_mixture(
     The defaults (32 components, 1,500 images, 8 Lloyd steps) are the book's chapters 0-7; the
     evaluation grid's ``gmm-fashion32`` is ``fashion_mixture(256, 4000, 25)``.
     """
-    from ..datasets import fashion_mnist, pad_to_32, to_tensor_images
+    from ..datasets import fashion_subset, pad_to_32, to_tensor_images
 
-    train, _ = fashion_mnist("train")
-    images = pad_to_32(to_tensor_images(train[:n_images])).to(dtype)
+    train, _ = fashion_subset("train", n_images)  # shipped in data/ for n_images <= 4000
+    images = pad_to_32(to_tensor_images(train)).to(dtype)
     return GaussianMixturePrior.fit(images, n_components, generator=torch.Generator().manual_seed(seed),
                                     n_iter=n_iter)

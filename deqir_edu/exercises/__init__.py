@@ -21,8 +21,8 @@ The checks live in ``exercises/diffusion.py`` (chapters 1-3) and ``exercises/fix
 """
 from __future__ import annotations
 
-from .diffusion import check_null_space_projection, check_ddim_step, check_ddpm_posterior, check_ddnm_step
-from .fixed_point import check_F, check_anderson_weights, check_phantom_gradient
+from .diffusion import check_ddim_step, check_ddnm_step, check_ddpm_posterior, check_null_space_projection
+from .fixed_point import check_anderson_weights, check_F, check_phantom_gradient
 
 __all__ = [
     "check_null_space_projection", "check_ddim_step", "check_ddpm_posterior", "check_ddnm_step", "check_F",

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ._common import _gen, _call, _compare, _close, _passed
+from ._common import _call, _close, _compare, _gen, _passed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,8 +62,8 @@ def check_ddim_step(fn: Callable[..., torch.Tensor]) -> bool:
 
     against ``sampling.chain_step`` (no operator) for T = 20 steps and eta in {0, 0.15, 0.8}.
     """
-    from ..sampling import chain_step
     from ..diffusion import chain_config
+    from ..sampling import chain_step
 
     name = "DDIM step (eta form)"
     for i, eta in enumerate((0.0, 0.15, 0.8)):
@@ -101,8 +101,8 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
     package's eta-form step with the true noise and ``eta_t = sqrt(beta / (1 - abar_t))`` (DDPM is
     the member of the DDIM family with this eta), so the check also confirms that identity.
     """
-    from ..sampling import chain_step
     from ..diffusion import chain_config
+    from ..sampling import chain_step
 
     name = "DDPM posterior, Eq. (3)"
     base = chain_config(20, 0.0)
@@ -147,9 +147,9 @@ def check_ddnm_step(fn: Callable[..., torch.Tensor]) -> bool:
     """Check ``fn(x_t, eps, abar_t, abar_prev, eta, noise, op, y) -> x_prev``: the DDIM step of
     ``check_ddim_step`` with ``x_{0|t}`` replaced by ``A^+ y + (I - A^+ A) x_{0|t}`` (Eq. (5)),
     against ``sampling.chain_step`` with the operator, for three tasks."""
+    from ..diffusion import chain_config
     from ..operators import make_operator
     from ..sampling import chain_step
-    from ..diffusion import chain_config
 
     name = "DDNM step, Eqs. (4)-(5)"
     for i, task in enumerate(("sr2", "inpaint-box", "colorize")):

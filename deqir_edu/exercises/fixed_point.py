@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ._common import _gen, _call, _compare, _close, _passed
+from ._common import _call, _close, _compare, _gen, _passed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -14,11 +14,9 @@ from ._common import _gen, _call, _compare, _close, _passed
 # ---------------------------------------------------------------------------------------------
 def _small_chain(task: str = "sr2", steps: int = 6, seed: int = 0) -> tuple[Any, torch.Tensor]:
     """A FixedPointMap on a random 2-component prior (3 x 8 x 8 images) and a random state stack."""
-    from ..sampling import FixedPointMap
+    from ..diffusion import GaussianMixturePrior, chain_config, draw_noises
     from ..operators import make_operator
-    from ..diffusion import GaussianMixturePrior
-    from ..diffusion import draw_noises
-    from ..diffusion import chain_config
+    from ..sampling import FixedPointMap
 
     g = _gen(seed)
     prior = GaussianMixturePrior(torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) * 0.5, 0.3)

@@ -81,7 +81,7 @@ def iterate_curve(
     """Score every DeqIR iterate x_0^(k), k = 1..K (no early stop), against x and against the chain.
 
     Returns a dict: ``k`` (1..K), per iterate lists ``psnr``, ``ssim``, ``hf`` (each ``[K][B]``),
-    ``to_chain`` (max |x_0^(k) - x_0|), ``residual`` (solver's global residual), and ``chain`` (the
+    ``to_chain`` (``max |x_0^(k) - x_0|``), ``residual`` (solver's global residual), and ``chain`` (the
     sequential chain's ``psnr``, ``ssim``, ``hf``), ``gt_hf``; with ``keep_images`` also ``images``
     (``(K, B, C, H, W)``) and ``chain_image``.  K defaults to T (Picard is then exact).
     """

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from ..datasets import fashion_mnist, fit_to, image_folder, load_testset, pad_to_32, to_tensor_images
+from ..datasets import fashion_subset, fit_to, image_folder, load_testset, pad_to_32, to_tensor_images
 from ..diffusion.prior import fashion_mixture
 from ..models.zoo import load_model
 
@@ -40,11 +40,8 @@ def load_for_eval(name: str, n: int, images: str | None = None, device: str | No
         pics = image_folder(images, c)
         x = torch.stack([fit_to(p, h, w) for p in pics[:n]])
         source = f"folder {images}"
-    elif (c, h, w) == (1, 32, 32):
-        try:
-            x, source = load_testset("fashion32", n), "testset fashion32"
-        except FileNotFoundError:  # same images, read from the idx files
-            x, source = pad_to_32(to_tensor_images(fashion_mnist("test")[0][:n])), "fashion-mnist test[:n]"
+    elif (c, h, w) == (1, 32, 32):  # the first n test images: shipped up to 100, else the full test split
+        x, source = pad_to_32(to_tensor_images(fashion_subset("test", n)[0])), "testset fashion32"
     elif (c, h, w) == (3, 32, 32):
         x, source = load_testset("photo32", n), "testset photo32"
     else:

@@ -47,7 +47,6 @@ from typing import Any
 
 import torch
 
-
 from ..core.checks import check_image
 
 __all__ = ["Operator", "Identity", "ComposedOperator", "null_space_project", "penrose_residuals"]

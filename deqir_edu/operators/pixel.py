@@ -5,7 +5,6 @@ factor s, ``mask`` the (H, W) 0/1 map M of observed pixels.
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
