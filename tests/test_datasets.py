@@ -176,11 +176,17 @@ def test_frozen_fashion_testset_is_the_official_test_split():
 
 def test_fashion_mnist_downloads_into_the_cache_when_the_debian_folder_is_missing(tiny_fashion, tmp_path,
                                                                                  monkeypatch, server):
-    """Colab has no Debian package: the files come from the official URL (here a local server), once."""
+    """Without the Debian package the files come from the official URL (here a local server), once, and
+    are checked against the published MD5s (here those of the served test files)."""
+    import hashlib
+
     root, images = tiny_fashion
+    md5 = dict(ds.FASHION_MNIST_MD5)
     for kind, nd in (("images", 3), ("labels", 1)):
         name = f"t10k-{kind}-idx{nd}-ubyte.gz"
         server.files["/" + name] = gzip.compress((root / name[:-3]).read_bytes())
+        md5[name] = hashlib.md5(server.files["/" + name]).hexdigest()
+    monkeypatch.setattr(ds, "FASHION_MNIST_MD5", md5)
     monkeypatch.setattr(ds, "FASHION_MNIST_DIR", tmp_path / "no-debian-package")
     monkeypatch.setattr(ds, "FASHION_MNIST_URL", server.url("/"))
     monkeypatch.setenv("DEQIR_EDU_CACHE", str(tmp_path / "cache"))
@@ -192,3 +198,8 @@ def test_fashion_mnist_downloads_into_the_cache_when_the_debian_folder_is_missin
     assert sum(server.hits.values()) == 2  # cache hit: no new request
     with pytest.raises(RuntimeError, match="train-images-idx3-ubyte.gz"):
         ds.fashion_mnist("train")  # not served (404): a clear error naming the file
+    md5["t10k-labels-idx1-ubyte.gz"] = "0" * 32  # the published checksum of another file
+    (tmp_path / "cache" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(ValueError, match="md5 mismatch"):
+        ds.fashion_mnist("test")
+    assert not (tmp_path / "cache" / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").exists()  # nothing saved
