@@ -139,8 +139,6 @@ def restore(
     """
     if sampler not in ("deqir", "ddnm", "pinv"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'deqir', 'ddnm' or 'pinv'")
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive integer (runs to average), got {samples!r}")
     if sampler == "deqir":
         get_solver(solver)  # an unknown name fails here, before any work
     method = Method(sampler, sampler, steps, iters if sampler == "deqir" else None,
