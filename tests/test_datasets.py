@@ -14,7 +14,8 @@ from deqir_edu.datasets import readers as ds
 def _write_idx(path, array: np.ndarray, gz: bool) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape)
     data = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(data)
+    with (gzip.open if gz else open)(path, "wb") as f:  # closed: Python 3.12+ gzip buffers until close
+        f.write(data)
 
 
 @pytest.fixture()

@@ -106,8 +106,9 @@ def test_wrong_architecture_lists_missing_and_unexpected_keys(server, tmp_path, 
     with pytest.raises(ValueError, match="different architecture/config") as err:
         zoo.load_model(name, progress=False)
     msg = str(err.value)
-    assert "Missing keys" in msg and "input_blocks.0.0.weight" in msg  # an ADM name
-    assert "Unexpected keys" in msg and "conv_in.weight" in msg  # a DDPM name
+    assert "Missing keys" in msg and "Unexpected keys" in msg and "nothing was saved" in msg
+    entry = zoo.ZOO[name]  # refused before the rename and before any hash is recorded
+    assert not entry.path.exists() and not sidecar_path(entry.path).exists()
 
 
 def test_wrong_config_lists_shape_mismatches(tmp_path) -> None:
@@ -184,8 +185,10 @@ def test_google_drive_entry_gives_link_and_path(tmp_path) -> None:
     msg = str(err.value)
     assert "https://drive.google.com/uc?id=1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX" in msg and str(target) in msg
     target.parent.mkdir(parents=True)
-    target.write_bytes(b"placed by hand")  # once there, it is used and its hash recorded
-    assert zoo.fetch("adm-celebahq256") == target and sidecar_path(target).is_file()
+    target.write_bytes(b"placed by hand")  # not a checkpoint: refused, and no hash is recorded for it
+    with pytest.raises(ValueError, match="cannot be read as a torch checkpoint"):
+        zoo.fetch("adm-celebahq256")
+    assert not sidecar_path(target).exists()
 
 
 def test_unknown_name_lists_the_zoo() -> None:

@@ -8,48 +8,52 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import Any
+
+from .cliargs import POSITIVE, SEED, STEPS, Parser, add_debug, add_solver, eta, int_in
+from .restore_cmd import add_restore
 
 __all__ = ["main", "build_parser"]
 
+# Errors of the user (bad files, options, data): one line, exit code 2.  Anything else is a bug: one
+# line that says so, exit code 1; ``--debug`` shows the traceback of either.
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+                                                 NotADirectoryError, FileExistsError)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="deqir-edu",
         description="Deep Equilibrium Diffusion Restoration (DeqIR) for teaching: restore images with "
         "sequential (DDNM) or parallel (DeqIR) diffusion sampling.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     # --- subcommands register here (one small _add_* function each) ---
     _add_demo(sub)
-    _add_restore(sub)
+    add_restore(sub)
     _add_models(sub)
     _add_download(sub)
     _add_train(sub)
     _add_eval(sub)
+    parser.commands = sub.choices  # type: ignore[attr-defined]
     return parser
-
-
-def _add_solver(p: argparse.ArgumentParser) -> None:
-    from ..solvers import solver_names
-
-    p.add_argument("--solver", default="anderson", choices=solver_names(), metavar="NAME",
-                   help=f"parallel solver (default anderson, Algorithm 1): one of {', '.join(solver_names())}")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="restore frozen test images with A^+y, DDNM and DeqIR; print a PSNR table")
-    p.add_argument("--model", default="fashion32", help="embedded model (default fashion32)")
-    p.add_argument("--n", type=int, default=4, help="number of test images (default 4)")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps T (default 20)")
-    p.add_argument("--iters", type=int, default=15, help="solver passes K (default 15)")
-    _add_solver(p)
-    p.add_argument("--eta", type=float, default=0.15, help="eta (default 0.15 as the paper; see the model card)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="fashion32", choices=("fashion32", "photo32"), help="embedded model (default fashion32)")
+    p.add_argument("--n", type=int_in(1, 100, "a number of test images"), default=4,
+                   help="number of test images, 1-100 (default 4)")
+    p.add_argument("--steps", type=STEPS, default=20, help="sampling steps T (default 20)")
+    p.add_argument("--iters", type=POSITIVE, default=15, help="solver passes K (default 15)")
+    add_solver(p)
+    p.add_argument("--eta", type=eta, default=0.15, help="eta (default 0.15 as the paper; see the model card)")
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", default="deqir_demo.png", help="figure path (default deqir_demo.png)")
+    add_debug(p)
     p.set_defaults(func=_run_demo)
 
 
@@ -58,6 +62,9 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     from .demo import default_model, format_table, run_demo, save_figure
 
+    from ..core.files import check_writable
+
+    check_writable(args.out, "figure")  # before any work
     torch.manual_seed(args.seed)
     model, images, desc = default_model(args.model)
     images = images[: args.n]
@@ -66,83 +73,6 @@ def _run_demo(args: argparse.Namespace) -> int:
                            solver=args.solver)
     print(format_table(rows, args.steps, args.iters, args.solver))
     print(f"figure: {save_figure(shown, args.out, n=min(4, images.shape[0]))}")
-    return 0
-
-
-def _add_restore(sub: argparse._SubParsersAction) -> None:
-    from ..operators import TASKS
-
-    p = sub.add_parser("restore", help="restore one image file (PNG/JPEG in, PNG out)")
-    p.add_argument("input", help="the observation y as an image (SR: the small image; colorize: grey)")
-    p.add_argument("--task", required=True, help=f"one of: {', '.join(TASKS)}")
-    p.add_argument("--out", required=True, help="output PNG path")
-    p.add_argument("--model", default="fashion32", help="zoo name or checkpoint path (default fashion32)")
-    p.add_argument("--sampler", choices=("deqir", "ddnm"), default="deqir")
-    p.add_argument("--steps", type=int, default=20, help="sampling steps T")
-    p.add_argument("--iters", type=int, default=15, help="solver passes K (deqir)")
-    _add_solver(p)
-    p.add_argument("--eta", type=float, default=0.15, help="eta (default 0.15 as the paper)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
-    p.add_argument("--samples", type=int, default=1, metavar="K",
-                   help="average K runs: an estimate of the posterior mean, higher PSNR but blurrier (default 1)")
-    p.add_argument("--simulate", action="store_true",
-                   help="INPUT is a clean image: degrade it with the task first and report PSNR")
-    p.add_argument("--devices", default=None, metavar="D0,D1,...",
-                   help="split each network pass across devices, e.g. cuda:0,cuda:1 (torch.distributed; "
-                   "also under torchrun)")
-    p.set_defaults(func=_run_restore)
-
-
-def _restore_work(model_name: str, task: str, y: Any, hw: tuple[int, int], seed: int, options: dict[str, Any],
-                  wrap: Callable | None = None) -> Any:
-    """Load the model, wrap it (``launch.run_sharded``) and restore ``y`` by tiles: a callable on tensors."""
-    import torch
-
-    from ..models import load_model
-    from .tiling import restore_tiled
-
-    model = load_model(model_name)
-    model = wrap(model) if wrap is not None else model
-    return restore_tiled(model, task, y, hw, generator=torch.Generator().manual_seed(seed), **options)
-
-
-def _run_restore(args: argparse.Namespace) -> int:
-    from ..metrics import psnr
-    from ..models import load_model
-    from ..operators import make_operator, sr_scale
-    from .images import load_image, save_image
-
-    model = load_model(args.model)
-    c, h, w = model.image_shape
-    s = sr_scale(args.task)
-    grey_observation = args.task in ("colorize", "old-photo") and not args.simulate
-    image = load_image(args.input, 1 if grey_observation else c)
-    H, W = image.shape[-2:]
-    gt = None
-    if args.simulate:
-        H, W = H - H % s, W - W % s
-        gt = image[..., :H, :W]
-        y = make_operator(args.task, (c, H, W)).A(gt)
-    else:
-        y = image
-        H, W = H * s, W * s
-    options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta, iters=args.iters, solver=args.solver,
-                   clip=args.clip, samples=args.samples)
-    work = partial(_restore_work, args.model, args.task, y, (H, W), args.seed, options)
-    if getattr(args, "devices", None):  # one process per device (launch.py); rank 0's result comes back
-        from .launch import parse_devices, run_sharded
-
-        x = run_sharded(parse_devices(args.devices), work)
-        if x is None:  # a torchrun rank other than 0: rank 0 writes
-            return 0
-    else:
-        x = work()
-    save_image(x, args.out)
-    msg = f"restored {tuple(y.shape[1:])} -> {tuple(x.shape[1:])} with {args.sampler}: {args.out}"
-    if gt is not None:
-        msg += f" (PSNR {float(psnr(x, gt)):.2f} dB)"
-    print(msg)
     return 0
 
 
@@ -172,6 +102,9 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="download a zoo model (see `deqir-edu models`) or lpips-alex into the cache")
     p.add_argument("name", help="zoo model name, e.g. ddpm-celebahq256, or lpips-alex (LPIPS backbone)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="delete the cached file and its recorded sha256 first, then download again (the reset)")
+    add_debug(p)
     p.set_defaults(func=_run_download)
 
 
@@ -183,7 +116,7 @@ def _run_download(args: argparse.Namespace) -> int:
     else:
         from ..models import fetch
 
-        path = fetch(args.name, progress=not args.no_progress)
+        path = fetch(args.name, progress=not args.no_progress, force=args.force)
     print(f"{args.name}: {path}")
     return 0
 
@@ -192,13 +125,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a diffusion prior from a JSON config (fashion32, photo32, tiny or a file)")
     p.add_argument("config", help="config name (fashion32, photo32, tiny) or path to a JSON config")
     p.add_argument("--out", default=None, help="output folder (default: runs/NAME)")
-    p.add_argument("--steps", type=int, default=None, help="total steps (overrides the config)")
+    p.add_argument("--steps", type=POSITIVE, default=None, help="total steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run (replaces it)")
     p.add_argument("--until", default=None, metavar="HH:MM",
                    help="stop cleanly at this local time today and write the weights of the step reached")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--export", default=None, metavar="DIR",
                    help="do not train: write the EMA weights of OUT/checkpoint.pt (step reached) into DIR")
+    add_debug(p)
     p.set_defaults(func=_run_train)
 
 
@@ -218,10 +153,10 @@ def _run_train(args: argparse.Namespace) -> int:
         try:
             hh, mm = (int(v) for v in args.until.split(":"))
             deadline = dt.datetime.now().replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
-        except ValueError as err:
-            raise ValueError(f"--until must be a time HH:MM like 12:20, got {args.until!r}") from err
+        except ValueError:
+            raise ValueError(f"--until must be a time HH:MM like 12:20, got {args.until!r}") from None
     summary = train(args.config, out, steps=args.steps, resume=args.resume, progress=not args.no_progress,
-                    deadline=deadline)
+                    deadline=deadline, overwrite=args.overwrite)
     print(describe(summary))
     return 0
 
@@ -229,19 +164,21 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="tasks x methods on a frozen test set; writes OUT/results.json and OUT/results.md")
     p.add_argument("--model", default="fashion32", help="zoo name, checkpoint path, or gmm-fashion32 (exact prior)")
-    p.add_argument("--n", type=int, default=16, help="number of test images (default 16)")
+    p.add_argument("--n", type=POSITIVE, default=16, help="number of test images (default 16)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", default=None, help="output folder (default results/eval-MODEL)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in OUT")
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all of the grid for the model)")
     p.add_argument("--methods", default=None, help="comma-separated, e.g. pinv,ddnm,ddnm-t100,deqir-k15,deqir-picard,deqir-taa-k8 "
                    "(deqir-SOLVER-kK: any registered solver)")
-    p.add_argument("--steps", type=int, default=20, help="T of ddnm / deqir-kK (default 20)")
-    p.add_argument("--eta", type=float, default=0.15, help="eta of every chain (default 0.15, the paper's)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--steps", type=STEPS, default=20, help="T of ddnm / deqir-kK (default 20)")
+    p.add_argument("--eta", type=eta, default=0.15, help="eta of every chain (default 0.15, the paper's)")
+    p.add_argument("--batch-size", type=POSITIVE, default=16)
     p.add_argument("--images", default=None, help="folder of PNG/JPEG test images instead of the frozen test set")
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
     p.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (about 2x on CPU)")
+    add_debug(p)
     p.set_defaults(func=_run_eval)
 
 
@@ -250,13 +187,27 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     from ..experiments import DEFAULT_METHODS, evaluate, load_for_eval, write_results
 
+    from ..experiments import parse_method
+    from ..operators import TASKS
+
     split = lambda s: [v.strip() for v in s.split(",") if v.strip()] if s else None  # noqa: E731
+    out = Path(args.out or f"results/eval-{Path(args.model).stem}")
+    if (out / "results.json").exists() and not args.overwrite:
+        raise ValueError(f"{out} already holds results (results.json); add --overwrite to replace them "
+                         "or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder")
+    for task in split(args.tasks) or []:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r} in --tasks; choose from {', '.join(TASKS)}")
+    for m in split(args.methods) or []:
+        parse_method(m, args.steps)
     model, images, source = load_for_eval(args.model, args.n, args.images, args.device, args.bf16)
     print(f"model {args.model}: {images.shape[0]} images of shape {tuple(images.shape[1:])} ({source})")
     rows = evaluate(model, images, tasks=split(args.tasks), methods=split(args.methods) or DEFAULT_METHODS,
                     steps=args.steps, eta=args.eta, seed=args.seed, device=args.device,
                     batch_size=args.batch_size, clip=args.clip)
-    js, md = write_results(rows, args.out or f"results/eval-{Path(args.model).stem}", _meta_for(args, source))
+    js, md = write_results(rows, out, _meta_for(args, source))
     print(md.read_text())
     print(f"wrote {js} and {md}")
     return 0
@@ -291,15 +242,38 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the subcommand's parser: "deqir-edu restore: error: unrecognized arguments: ..."
+            getattr(parser, "commands", {}).get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as done:  # --help, --version, or a bad argument (one line already printed, code 2)
+        return int(done.code or 0) if not isinstance(done.code, str) else 2
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
+    prog = f"deqir-edu {args.command}"
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"deqir-edu {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if getattr(args, "debug", False):
+            raise
+        print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as err:  # one line, never a traceback (unless --debug)
+        if getattr(args, "debug", False):
+            raise
+        from ..core.download import DownloadError
+
+        text = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, (*_USER_ERRORS, DownloadError)):
+            print(f"{prog}: error: {text}", file=sys.stderr)
+            return 2
+        if isinstance(err, RuntimeError) and ("NaN" in text or "CUDA" in text or "out of memory" in text):
+            print(f"{prog}: error: {text}", file=sys.stderr)
+            return 2
+        print(f"{prog}: internal error ({type(err).__name__}: {text[:300]}); this is a bug: rerun with --debug "
+              "and report the traceback", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

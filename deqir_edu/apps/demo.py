@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ..core.files import atomic_path
 from ..datasets import load_testset
 from ..diffusion.noises import draw_noises
 from ..diffusion.prior import fashion_mixture
@@ -130,7 +131,9 @@ def save_figure(shown: dict[str, dict[str, torch.Tensor]], path: str | Path, n: 
                     ax.set_ylabel(f"{task}\n{titles[key]}", fontsize=6)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # an interrupted save never leaves half a figure
+            fig.savefig(tmp, dpi=120, format=(path.suffix[1:] or "png").lower())
+    finally:
+        plt.close(fig)
     return path

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..core.files import atomic_path
 from ..models import ShardedModel
 from ..sampling import deqir_sample
 
@@ -59,15 +60,35 @@ def init_process(rank: int, world: int, init_method: str, device: torch.device) 
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world)
 
 
+_PASSED_ON = (ValueError, FileNotFoundError, PermissionError, KeyError, RuntimeError)  # re-raised as themselves
+
+
 def _spawned(rank: int, fn: Callable[..., Any], devices: list[torch.device], init_method: str,
              result_path: str, args: tuple) -> None:
-    init_process(rank, len(devices), init_method, devices[rank])
     try:
-        result = fn(rank, len(devices), devices[rank], *args)
-        if rank == 0 and result is not None:
-            torch.save(result, result_path)
-    finally:
-        dist.destroy_process_group()
+        init_process(rank, len(devices), init_method, devices[rank])
+        try:
+            result = fn(rank, len(devices), devices[rank], *args)
+            if rank == 0 and result is not None:
+                with atomic_path(result_path) as tmp:
+                    torch.save(result, tmp)
+        finally:
+            dist.destroy_process_group()
+    except Exception as err:  # the parent re-raises it as one error, not a traceback per process
+        with atomic_path(f"{result_path}.error{rank}", suffix=".txt") as tmp:
+            Path(tmp).write_text(f"{type(err).__name__}\n{err}")
+        raise
+
+
+def _raise_child_error(result_path: str, world: int, err: BaseException) -> None:
+    """Re-raise the first error a rank recorded, as its own type when it is a user error."""
+    for rank in range(world):
+        path = Path(f"{result_path}.error{rank}")
+        if path.is_file():
+            name, _, message = path.read_text().partition("\n")
+            cls = next((c for c in _PASSED_ON if c.__name__ == name), RuntimeError)
+            raise cls(f"{message} (rank {rank} of {world})") from None
+    raise RuntimeError(f"a worker process failed ({' '.join(str(err).split())[:200]})") from None
 
 
 def spawn(fn: Callable[..., Any], devices: list[torch.device | str], *args: Any) -> Any:
@@ -82,7 +103,10 @@ def spawn(fn: Callable[..., Any], devices: list[torch.device | str], *args: Any)
     with tempfile.TemporaryDirectory() as tmp:
         init_method = Path(tmp, "rendezvous").absolute().as_uri()
         result_path = str(Path(tmp, "result.pt"))
-        mp.spawn(_spawned, args=(fn, devices, init_method, result_path, args), nprocs=len(devices), join=True)
+        try:
+            mp.spawn(_spawned, args=(fn, devices, init_method, result_path, args), nprocs=len(devices), join=True)
+        except (mp.ProcessRaisedException, mp.ProcessExitedException) as err:
+            _raise_child_error(result_path, len(devices), err)
         return torch.load(result_path, weights_only=True) if os.path.exists(result_path) else None
 
 

@@ -15,19 +15,30 @@ once more with the full-size operator, ``A^+ y + (I - A^+ A) x_blend`` (Eq. (5))
 exactly consistent with ``y`` and the range part of every seam is the measured one.
 Tile borders of blur operators see zero padding instead of the neighbouring pixels; the overlap
 and the final projection hide most of that.
+
+Memory is bounded by a budget (``models.budget``): every network call takes at most ``per_call``
+images (``models.ChunkedModel``), and tiles are restored in groups small enough that the states of a
+group (tiles x samples x (T + 1), with the solver's history) fit the budget too.  ``plan_tiled``
+counts the work before it starts (tiles, network evaluations, an estimated time).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..core.checks import check_finite
-from ..experiments.runner import restore
+from ..core.progress import progress
+from ..experiments.runner import run_method, sampler_method
+from ..models.budget import default_budget, format_bytes, images_per_call, probe
+from ..models.wrappers import ChunkedModel
 from ..operators import TASKS, Inpainting, make_operator, observation_shape, sr_scale
 
-__all__ = ["restore_tiled", "tile_starts"]
+__all__ = ["restore_tiled", "tile_starts", "plan_tiled", "TilePlan"]
+
+_STATE_COPIES = 16  # copies of the chain a solve holds: iterate, F, the Anderson history (2 m, m = 5), work
 
 
 def tile_starts(size: int, tile: int, overlap: int, scale: int = 1) -> tuple[list[int], int]:
@@ -65,15 +76,74 @@ def _mask_of(op: Any) -> torch.Tensor | None:
     return None
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """The work of one ``restore_tiled`` call, counted before it starts."""
+
+    tiles: int
+    samples: int
+    evaluations: int  # network evaluations of single images, an upper bound (K passes for deqir)
+    per_call: int  # images per network call under the budget
+    group: int  # tiles restored together
+    budget: int  # bytes
+    seconds: float  # estimated wall-clock time on this machine (from one measured call)
+
+    def describe(self) -> str:
+        """One line: tiles, evaluations, memory budget and estimated time."""
+        return (f"{self.tiles} tile{'s' * (self.tiles != 1)} x {self.samples} sample{'s' * (self.samples != 1)}, "
+                f"at most {self.evaluations:,} network evaluations, {self.per_call} images per call "
+                f"(memory budget {format_bytes(self.budget)}), estimated {format_seconds(self.seconds)}")
+
+
+def format_seconds(s: float) -> str:
+    """``5400`` -> ``"1.5 h"``."""
+    return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
+
+
+def plan_tiled(model: Any, task: str, image_hw: tuple[int, int], sampler: str = "deqir", steps: int = 20,
+               iters: int = 15, samples: int = 1, overlap: int = 8, memory: int | None = None,
+               like: torch.Tensor | None = None) -> TilePlan:
+    """Count tiles and network evaluations of a restoration and estimate its time and memory.
+
+    ``memory``: the budget in bytes (default ``models.budget.default_budget`` of the model's device).
+    One measured call (``models.budget.probe``, on tensors ``like`` the observation) gives the bytes and
+    seconds per image.  Tiles go in groups of at most 64 (and fewer when their states would not fit).
+    """
+    c, h, w = (int(v) for v in model.image_shape)
+    s = sr_scale(task)
+    rows, ov = tile_starts(int(image_hw[0]), h, overlap, s)
+    cols, _ = tile_starts(int(image_hw[1]), w, ov, s)
+    method = sampler_method(sampler, steps, iters)
+    per_image = {"pinv": 0, "ddnm": method.steps, "deqir": method.steps * (method.iters or 1)}[method.kind]
+    tiles = len(rows) * len(cols)
+    measured = probe(model, like=like)
+    budget = int(memory) if memory is not None else default_budget(_device_of(model))
+    per_call = images_per_call(measured.bytes_per_image, budget)
+    state_bytes = samples * (method.steps + 1) * c * h * w * 4 * _STATE_COPIES
+    group = max(1, min(tiles, 64, budget // max(1, state_bytes)))
+    evaluations = tiles * samples * per_image
+    return TilePlan(tiles, samples, evaluations, per_call, group, budget, evaluations * measured.seconds_per_image)
+
+
+def _device_of(model: Any) -> torch.device:
+    for obj in (model, getattr(model, "model", None)):
+        params = getattr(obj, "parameters", None)
+        p = next(iter(params()), None) if callable(params) else None
+        if p is not None:
+            return p.device
+    return torch.device("cpu")
+
+
 def restore_tiled(
     model: Any,
     task: str,
     y: torch.Tensor,
     image_hw: tuple[int, int],
     overlap: int = 8,
-    batch: int = 64,
     generator: torch.Generator | None = None,
     op_options: dict[str, Any] | None = None,
+    memory: int | None = None,
+    report: dict[str, Any] | None = None,
     **restore_kwargs: Any,
 ) -> torch.Tensor:
     """Restore an observation ``y`` of an image of size ``image_hw`` larger than the model.
@@ -83,11 +153,22 @@ def restore_tiled(
         image_hw: ``(H, W)`` of the image to produce; multiples of the SR scale.
         overlap: pixels shared by neighbouring tiles (made a multiple of the SR scale).
         op_options: options of ``make_operator`` for the full image (e.g. ``mask=``).
+        memory: memory budget in bytes (default: from the free memory, ``models.budget``).
+        report: a dict that receives the ``plan`` (``TilePlan``), ``not_converged`` (tiles whose
+            parallel solve stopped at K passes before its tolerance) and ``evaluations``.
+        restore_kwargs: ``sampler``, ``steps``, ``eta``, ``iters``, ``solver``, ``clip``, ``samples``
+            as ``experiments.restore``.
     Returns:
         ``(1, C, H, W)``: the blended tiles, projected with the full-size operator (Eq. (5)).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
+    opts = dict(restore_kwargs)
+    sampler, steps, iters = opts.pop("sampler", "deqir"), opts.pop("steps", 20), opts.pop("iters", 15)
+    method = sampler_method(sampler, steps, iters, opts.pop("solver", "anderson"))
+    eta, clip, samples = opts.pop("eta", 0.15), opts.pop("clip", False), opts.pop("samples", 1)
+    if opts:
+        raise ValueError(f"unknown options {sorted(opts)}; use sampler, steps, eta, iters, solver, clip, samples")
     c, h, w = (int(v) for v in model.image_shape)
     H, W = (int(v) for v in image_hw)
     s = sr_scale(task)
@@ -100,32 +181,40 @@ def restore_tiled(
     expected = observation_shape(task, (c, H, W))
     if tuple(y.shape[1:]) != expected:
         raise ValueError(f"y has shape {tuple(y.shape[1:])} but task {task!r} on a {(c, H, W)} image gives {expected}")
+    plan = plan_tiled(model, task, (H, W), sampler, steps, iters, samples, overlap, memory, like=y)
     rows, overlap = tile_starts(H, h, overlap, s)
     cols, _ = tile_starts(W, w, overlap, s)
     mask = _mask_of(full_op)
     tiles = [(i, j) for i in rows for j in cols]
+    chunked = ChunkedModel(model, plan.per_call)
     out = torch.zeros(1, c, H, W, dtype=y.dtype, device=y.device)
     weight = torch.zeros(1, 1, H, W, dtype=y.dtype, device=y.device)
     win = _window(h, w, overlap, y.dtype).to(y.device)
+    stats = {"not_converged": 0, "evaluations": 0}
 
     def y_tile(i: int, j: int) -> torch.Tensor:
         return y[..., i // s : (i + h) // s, j // s : (j + w) // s]
 
-    if mask is None:  # the same operator for every tile: restore them in batches
-        op = make_operator(task, (c, h, w), **{k: v for k, v in (op_options or {}).items() if k != "mask"})
-        for b in range(0, len(tiles), batch):
-            group = tiles[b : b + batch]
-            ys = torch.cat([y_tile(i, j) for i, j in group])
-            xs = restore(model, op, ys, generator=generator, **restore_kwargs)
-            for (i, j), xt in zip(group, xs):
-                out[..., i : i + h, j : j + w] += win * xt
-                weight[..., i : i + h, j : j + w] += win
-    else:  # each tile has its own part of the mask
-        base = task if task != "old-photo" else "old-photo"
-        for i, j in tiles:
-            op = make_operator(base, (c, h, w), mask=mask[i : i + h, j : j + w])
-            xt = restore(model, op, y_tile(i, j), generator=generator, **restore_kwargs)
-            out[..., i : i + h, j : j + w] += win * xt[0]
+    def run(op: Any, ys: torch.Tensor) -> torch.Tensor:
+        res = run_method(chunked, op, ys, method, eta, generator=generator, clip=clip, samples=samples)
+        stats["not_converged"] += 0 if res.converged else ys.shape[0]
+        stats["evaluations"] += res.evaluations * ys.shape[0] * samples
+        return res.x
+
+    group = plan.group if mask is None else 1  # masked tiles: each has its own operator
+    batches = [tiles[b : b + group] for b in range(0, len(tiles), group)]
+    shared = None if mask is not None else make_operator(
+        task, (c, h, w), **{k: v for k, v in (op_options or {}).items() if k != "mask"})
+    for batch in progress(batches, desc=f"tiles ({group} at a time)" if group > 1 else "tiles", total=len(batches)):
+        if shared is not None:
+            xs = run(shared, torch.cat([y_tile(i, j) for i, j in batch]))
+        else:
+            (i, j), = batch
+            xs = run(make_operator(task, (c, h, w), mask=mask[i : i + h, j : j + w]), y_tile(i, j))
+        for (i, j), xt in zip(batch, xs):
+            out[..., i : i + h, j : j + w] += win * xt
             weight[..., i : i + h, j : j + w] += win
+    if report is not None:
+        report.update(plan=plan, **stats)
     blend = out / weight
     return full_op.A_pinv(y) + blend - full_op.A_pinv(full_op.A(blend))  # Eq. (5) on the full image

@@ -9,7 +9,9 @@ a file whose bytes changed after the first download must be noticed.  So ``downl
 4. renames the temporary file to its final name (an atomic step on one file system).
 
 Without an expected hash the first download records the sha256 in a sidecar file
-``<file>.sha256`` ("trust on first use"); every later call checks the cached bytes against it.
+``<file>.sha256``, but only after ``validate(tmp)`` (e.g. "parses as a state dict of the expected
+manifest") accepted the bytes, and never for a web page (an HTML body served with status 200, e.g. a
+login page); every later call checks the cached bytes against it.
 
 Notation (code name -> meaning; this module has no paper symbols)
 
@@ -17,6 +19,8 @@ Notation (code name -> meaning; this module has no paper symbols)
     sidecar         ``dest`` + ".sha256": the hash recorded on first download
     size            expected byte count, or None if unknown
     sha256          expected hex digest, or None (then the sidecar is used)
+    validate        callable(path) raising ValueError when the file is not what it should be
+    reset           how to start again after a mismatch (e.g. ``deqir-edu download NAME --force``)
 """
 from __future__ import annotations
 
@@ -27,11 +31,12 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-__all__ = ["DownloadError", "cache_dir", "download", "file_md5", "file_sha256", "sidecar_path", "verify"]
+__all__ = ["DownloadError", "cache_dir", "download", "file_md5", "file_sha256", "sidecar_path", "verify", "forget"]
 
 _CHUNK = 1 << 20  # 1 MiB per read
 _TIMEOUT_S = 60.0  # seconds without data before a read fails
@@ -49,7 +54,10 @@ def cache_dir() -> Path:
     """
     env = os.environ.get("DEQIR_EDU_CACHE")
     if env:
-        return Path(env).expanduser()
+        path = Path(env).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"DEQIR_EDU_CACHE={env} is a file, not a folder; point it at a folder (or unset it)")
+        return path
     if sys.platform == "win32" and os.environ.get("LOCALAPPDATA"):
         return Path(os.environ["LOCALAPPDATA"]) / "deqir-edu" / "Cache"
     if sys.platform == "darwin":
@@ -73,11 +81,29 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fix_hint(dest: Path) -> str:
+def _fix_hint(dest: Path, reset: str | None = None) -> str:
+    if reset:
+        return f"to start again, run `{reset}` (it deletes {dest.name} and its recorded hash, then downloads)"
     return (
         f"delete {dest} and {sidecar_path(dest)} and run again to re-download it "
         "(or put a good copy of the file there by hand)"
     )
+
+
+def forget(dest: Path) -> None:
+    """Delete a cached file and its recorded hash (the reset after a mismatch)."""
+    Path(dest).unlink(missing_ok=True)
+    sidecar_path(Path(dest)).unlink(missing_ok=True)
+
+
+def _check_not_html(path: Path, url: str) -> None:
+    """Refuse a body that is a web page (login or error page served with status 200), not the file."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")) or (
+            head.startswith(b"<") and b"<html" in head):
+        raise ValueError(f"the server sent a web page (HTML), not the file, for {url}; nothing was saved. "
+                         "The link may need a login or has moved: download the file in a browser instead")
 
 
 def _read_sidecar(dest: Path) -> str | None:
@@ -106,32 +132,37 @@ def file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify(dest: Path, sha256: str | None = None, size: int | None = None, md5: str | None = None) -> Path:
+def verify(dest: Path, sha256: str | None = None, size: int | None = None, md5: str | None = None,
+           validate: Callable[[Path], None] | None = None, reset: str | None = None) -> Path:
     """Check a cached file against its expected ``size``, published ``md5`` and sha256 (given, or recorded
     in the sidecar).
 
-    A file without any known hash (e.g. placed by hand) gets its hash recorded now.  Raises
-    ``ValueError`` naming the expected and actual values and the fix if anything differs.
+    A file without any known hash (e.g. placed by hand) is first checked by ``validate`` and then gets
+    its hash recorded.  Raises ``ValueError`` naming the expected and actual values and the fix (``reset``:
+    the command that starts again) if anything differs.
     """
     dest = Path(dest)
+    _fix = lambda d: _fix_hint(d, reset)  # noqa: E731
     if md5 is not None and file_md5(dest) != md5.lower():
         raise ValueError(f"md5 mismatch for {dest}: the published checksum is {md5}, the file's is "
-                         f"{file_md5(dest)}; the file is corrupt or not the published one; {_fix_hint(dest)}")
+                         f"{file_md5(dest)}; the file is corrupt or not the published one; {_fix(dest)}")
     actual_size = dest.stat().st_size
     if size is not None and actual_size != size:
         raise ValueError(
-            f"{dest} has {actual_size} bytes but {size} are expected (truncated or wrong file); {_fix_hint(dest)}"
+            f"{dest} has {actual_size} bytes but {size} are expected (truncated or wrong file); {_fix(dest)}"
         )
     recorded = _read_sidecar(dest)
     expected = sha256.lower() if sha256 else recorded
     actual = file_sha256(dest)
     if expected is None:
+        if validate is not None:
+            validate(dest)
         _write_sidecar(dest, actual)
     elif actual != expected:
         origin = "expected" if sha256 else f"recorded in {sidecar_path(dest)} at the first download"
         raise ValueError(
             f"sha256 mismatch for {dest}: {origin} {expected}, actual {actual}; the file changed or is "
-            f"corrupt; {_fix_hint(dest)}"
+            f"corrupt; {_fix(dest)}"
         )
     elif recorded is None:
         _write_sidecar(dest, actual)
@@ -145,10 +176,15 @@ def download(
     size: int | None = None,
     progress: bool = True,
     md5: str | None = None,
+    validate: Callable[[Path], None] | None = None,
+    reset: str | None = None,
 ) -> Path:
     """Fetch ``url`` to ``dest`` unless a verified copy is already there; return ``dest``.
 
     ``md5``: a checksum the data's publisher gives as MD5 (Fashion-MNIST does); checked like sha256.
+    ``validate(tmp)``: a structural check of the downloaded bytes (raise ``ValueError``) run before the
+    file is renamed into place and before any hash is recorded.  ``reset``: the command a mismatch
+    message tells the user to run.
 
     A cache hit makes no request: the cached file is checked by ``size`` and sha256 (the given
     one, or the one recorded in ``<dest>.sha256`` on the first download).  A download goes to a
@@ -161,7 +197,7 @@ def download(
     """
     dest = Path(dest)
     if dest.is_file():
-        return verify(dest, sha256, size, md5)
+        return verify(dest, sha256, size, md5, validate, reset)
     dest.parent.mkdir(parents=True, exist_ok=True)
     # a hash recorded earlier (file since deleted) still guards against a changed server file
     expected = sha256.lower() if sha256 else _read_sidecar(dest)
@@ -185,13 +221,20 @@ def download(
             raise ValueError(
                 f"sha256 mismatch for the download of {url}: expected {expected}, actual {digest}; "
                 f"nothing was saved to {dest}; the server's file differs from the known one; "
-                f"{_fix_hint(dest)}"
+                f"{_fix_hint(dest, reset)}"
             )
         if md5 is not None and md5_digest != md5.lower():
             raise ValueError(
                 f"md5 mismatch for the download of {url}: the published checksum is {md5}, the download's is "
                 f"{md5_digest}; nothing was saved to {dest}; the server sent another file (an error page?)"
             )
+        _check_not_html(tmp, url)
+        if validate is not None and expected is None and md5 is None:  # nothing else vouches for the bytes
+            try:
+                validate(tmp)
+            except ValueError as err:
+                raise ValueError(f"the download of {url} is not a valid file ({err}); nothing was saved to "
+                                 f"{dest}; run again to retry") from None
         os.replace(tmp, dest)  # only a complete, checked file gets the final name
     finally:
         tmp.unlink(missing_ok=True)

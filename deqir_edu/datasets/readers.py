@@ -69,7 +69,8 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an idx file (plain or ``.gz``): 2 zero bytes, a dtype byte, ndim, then big-endian sizes."""
     path = Path(path)
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an idx file (bad magic number {raw[:4].hex()}); is it corrupt?")
     ndim = raw[3]

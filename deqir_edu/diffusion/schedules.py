@@ -49,16 +49,18 @@ def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
 def ddim_timesteps(steps: int, n_train: int = 1000, kind: str = "uniform") -> torch.Tensor:
     """Increasing integer times ``tau_1 < ... < tau_T`` of a DDIM sub-sequence, shape ``(T,)``.
 
-    ``"uniform"`` is ``range(0, n_train, n_train // T)`` as in the official DDIM/DDNM/DeqIR code
-    (so ``tau_1 = 0``); ``"quad"`` is ``(linspace(0, sqrt(0.8 n_train), T) ** 2)`` as in DDIM.
+    ``"uniform"`` is ``tau_k = floor((k - 1) n_train / T)``: for T that divide ``n_train`` this is
+    ``range(0, n_train, n_train // T)`` of the official DDIM/DDNM/DeqIR code (so ``tau_1 = 0``), and for
+    every T the top time ``tau_T`` lies within ``n_train / T`` of ``n_train - 1``, so a pure-noise x_T
+    matches its noise level (``range`` with ``n_train // T`` would stop at t = 666 for T = 334).
+    ``"quad"`` is ``(linspace(0, sqrt(0.8 n_train), T) ** 2)`` as in DDIM.
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if steps > n_train:
         raise ValueError(f"steps={steps} exceeds the {n_train} training steps of the schedule")
     if kind == "uniform":
-        skip = n_train // steps
-        seq = list(range(0, n_train, skip))[:steps]
+        seq = [k * n_train // steps for k in range(steps)]  # = range(0, n, n // T) when T divides n
     elif kind == "quad":
         seq = [int(s) for s in torch.linspace(0, math.sqrt(n_train * 0.8), steps, dtype=torch.float64) ** 2]
         if len(set(seq)) != steps:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..core.files import write_json, write_text
+
 __all__ = ["format_markdown", "write_results", "read_results", "method_table", "per_image_gap"]
 
 
@@ -63,8 +65,8 @@ def write_results(rows: Sequence[dict[str, Any]], out: str | Path,
             return [clean(u) for u in v]
         return {k: clean(u) for k, u in v.items()} if isinstance(v, dict) else v
 
-    js.write_text(json.dumps({"meta": clean(dict(meta or {})), "rows": clean(list(rows))}, indent=1) + "\n")
-    md.write_text(format_markdown(rows, meta))
+    write_json(js, {"meta": clean(dict(meta or {})), "rows": clean(list(rows))}, indent=1)  # atomic: temp + rename
+    write_text(md, format_markdown(rows, meta))
     return js, md
 
 
@@ -74,7 +76,10 @@ def read_results(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
     path = path / "results.json" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no results file at {path}; run `deqir-edu eval --out {path.parent}` first")
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); it is not a deqir-edu results file") from None
     if not isinstance(data, dict) or "rows" not in data:
         raise ValueError(f"{path} is not a deqir-edu eval results file (no 'rows')")
     return data.get("meta", {}), data["rows"]

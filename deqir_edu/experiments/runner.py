@@ -25,7 +25,7 @@ from ..models.wrappers import ClippedModel
 from ..sampling import ddnm_sample, deqir_sample
 from ..solvers.registry import SOLVERS, get_solver, solver_names
 
-__all__ = ["Method", "parse_method", "RunResult", "run_method", "restore", "bicubic_upsample"]
+__all__ = ["Method", "parse_method", "sampler_method", "RunResult", "run_method", "restore", "bicubic_upsample"]
 
 _METHOD = re.compile(r"^(pinv|ddnm|deqir)(?:-t(\d+))?(?:-([a-z][a-z-]*?))?(?:-k(\d+))?$")
 
@@ -86,12 +86,14 @@ def run_method(
     clip: bool = False,
     tol: float = 1e-3,
     samples: int = 1,
+    callback: Any = None,
 ) -> RunResult:
     """Restore ``y`` ``(B, ...)`` with one method (a ``Method`` or its name).
 
     ``noises`` (from ``draw_noises``) take precedence over ``generator``; ``tol`` is the solver's
     tolerance (Picard runs its K = T passes with tol 0).  ``samples = k > 1`` returns the mean of k
-    independent runs (one batch of k B images; needs ``generator``, not ``noises``).
+    independent runs (one batch of k B images; needs ``generator``, not ``noises``).  ``callback``: the
+    parallel solver's per-pass callback (``deqir_sample``).
     """
     method = parse_method(method) if isinstance(method, str) else method
     if not isinstance(samples, int) or samples < 1:
@@ -102,7 +104,7 @@ def run_method(
         if noises is not None:
             raise ValueError("samples > 1 draws its own noises: pass a generator, not noises")
         runs = run_method(model, op, y.repeat(samples, *([1] * (y.dim() - 1))), method, eta, None, generator,
-                          clip, tol)
+                          clip, tol, callback=callback)
         mean = runs.x.reshape(samples, y.shape[0], *runs.x.shape[1:]).mean(0)
         return RunResult(mean, runs.evaluations, runs.passes, runs.converged)
     model = ClippedModel(model) if clip else model
@@ -110,7 +112,8 @@ def run_method(
         x = ddnm_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator)
         return RunResult(x, method.steps, method.steps, True)
     res = deqir_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator,
-                       solver=method.solver, max_iter=method.iters, tol=tol if method.tol is None else method.tol)
+                       solver=method.solver, max_iter=method.iters, tol=tol if method.tol is None else method.tol,
+                       callback=callback)
     exact = method.solver == "picard" and method.iters >= method.steps  # the triangular system is solved
     return RunResult(res.x0, res.evaluations, res.passes, bool(res.converged or exact))
 
@@ -137,13 +140,22 @@ def restore(
     mean of k draws has (1 + 1/k) times it.  Each run satisfies A x = y, and so does their mean (A is linear).
     The mean is blurrier than a single draw: use it when PSNR matters, one draw when detail does.
     """
+    method = sampler_method(sampler, steps, iters, solver)
+    return run_method(model, op, y, method, eta, None, generator, clip, samples=samples).x
+
+
+def sampler_method(sampler: str = "deqir", steps: int = 20, iters: int = 15, solver: str = "anderson") -> Method:
+    """The ``Method`` of a sampler name (``"deqir"``, ``"ddnm"``, ``"pinv"``), checked before any work."""
     if sampler not in ("deqir", "ddnm", "pinv"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'deqir', 'ddnm' or 'pinv'")
+    if sampler != "pinv" and (not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"steps (T) must be a positive integer, got {steps!r}")
     if sampler == "deqir":
         get_solver(solver)  # an unknown name fails here, before any work
-    method = Method(sampler, sampler, steps, iters if sampler == "deqir" else None,
-                    solver if sampler == "deqir" else None)
-    return run_method(model, op, y, method, eta, None, generator, clip, samples=samples).x
+        if not isinstance(iters, int) or iters < 1:
+            raise ValueError(f"iters (K, solver passes) must be a positive integer, got {iters!r}")
+    return Method(sampler, sampler, steps, iters if sampler == "deqir" else None,
+                  solver if sampler == "deqir" else None)
 
 
 def bicubic_upsample(y: torch.Tensor, scale: int) -> torch.Tensor:

@@ -107,20 +107,30 @@ def _unwrap(obj: Any, source: str) -> dict[str, torch.Tensor]:
     raise ValueError(f"{source}: no state dict (name -> tensor) found in the checkpoint; top level: {keys}")
 
 
+def _first_line(err: BaseException, n: int = 160) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0][:n] if lines else ''}"
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` or a torch checkpoint (``weights_only=True``) into a flat state dict."""
     path = Path(path)
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # corrupt header, truncated data
+            raise ValueError(f"{path} is not a readable .safetensors file ({_first_line(err)}); "
+                             "if it was downloaded or copied, get it again") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle with code objects, truncated zip, not a checkpoint
         raise ValueError(
-            f"{path} cannot be read as a torch checkpoint with weights_only=True ({err}); if it was "
-            "downloaded, delete it and download again"
-        ) from err
+            f"{path} cannot be read as a torch checkpoint with weights_only=True ({_first_line(err)}); "
+            "if it was downloaded, delete it and download again"
+        ) from None
     sd = _unwrap(obj, str(path))
     if all(k.startswith("module.") for k in sd):  # saved from nn.DataParallel
         sd = {k[len("module."):]: v for k, v in sd.items()}

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from ..core.download import cache_dir, download, verify
+from ..core.download import cache_dir, download, file_sha256, forget, verify
 from ..core.paths import data_dir
 from ..diffusion.schedules import alphas_cumprod, linear_betas
 from .checkpoints import ModelSpec, build_network, check_keys, load_state_dict, parse_spec
@@ -60,7 +60,7 @@ class ZooEntry:
     gdrive_id: str | None = None
     embedded: bool = False
     size: int | None = None  # expected bytes, None if not known
-    sha256: str | None = None  # expected hash, None: recorded on first download
+    sha256: str | None = None  # expected hash; None: recorded after the first download passed the structure check
 
     @property
     def path(self) -> Path:
@@ -102,11 +102,13 @@ ZOO: dict[str, ZooEntry] = {
         ),
         ZooEntry(
             "fashion32", "embedded ADM, Fashion-MNIST 1x32x32 (trained by deqir-edu)", "adm",
-            "fashion32.safetensors", "fashion32.json", embedded=True,
+            "fashion32.safetensors", "fashion32.json", embedded=True, size=7715076,
+            sha256="9142dcb2d23bafd2aaf5ae6159803574051531aea164183a6110c07ab9fb2155",
         ),
         ZooEntry(
             "photo32", "embedded ADM, colour photo patches 3x32x32 (trained by deqir-edu)", "adm",
-            "photo32.safetensors", "photo32.json", embedded=True,
+            "photo32.safetensors", "photo32.json", embedded=True, size=7720044,
+            sha256="f0de63f53a36bc8545040437e3f6a4c373bb55238bc4804b80c348f441d86d52",
         ),
     ]
 }
@@ -138,8 +140,41 @@ def list_models() -> list[dict[str, Any]]:
     return rows
 
 
-def fetch(name: str, progress: bool = True) -> Path:
-    """Make sure the weights of zoo model ``name`` are on disk (download if needed); return their path."""
+def _check_embedded(e: ZooEntry) -> Path:
+    """The shipped weights must be the released bytes (sha256, a few ms); another data folder
+    (``$DEQIR_EDU_DATA``, e.g. retrained models) is the user's own and is not checked."""
+    if os.environ.get("DEQIR_EDU_DATA") or e.sha256 is None:
+        return e.path
+    actual = file_sha256(e.path)
+    if actual != e.sha256:
+        raise ValueError(
+            f"the embedded weights {e.path} are damaged (sha256 {actual[:16]}..., expected {e.sha256[:16]}...; "
+            f"{e.path.stat().st_size} bytes, expected {e.size}); reinstall deqir-edu "
+            "(`pip install --force-reinstall deqir-edu`) or restore the file with `git checkout -- data/models`")
+    return e.path
+
+
+def _structure_check(e: ZooEntry):
+    """``validate(path)`` for a download without a published hash: the file must parse (weights_only)
+    as a state dict with exactly the names and shapes of the network built from the entry's config."""
+    def validate(path: Path) -> None:
+        sd = load_state_dict(path)
+        with torch.device("meta"):
+            net = build_network(e.spec())
+        check_keys(net, sd, f"{e.name} ({path.name})", n_show=3)
+    return validate
+
+
+def _reset(name: str) -> str:
+    return f"deqir-edu download {name} --force"
+
+
+def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
+    """Make sure the weights of zoo model ``name`` are on disk (download if needed); return their path.
+
+    ``force``: delete the cached file and its recorded hash first, then download again (the reset after
+    a mismatch).  Embedded weights are checked against their sha256 on every load.
+    """
     e = _entry(name)
     if e.embedded:
         if not e.path.is_file():
@@ -148,17 +183,20 @@ def fetch(name: str, progress: bool = True) -> Path:
                 f"`deqir-edu train` (see data/models/README.md), or set DEQIR_EDU_DATA to the data folder "
                 "that holds models/"
             )
-        return e.path
+        return _check_embedded(e)
+    if force:
+        forget(e.path)
     if e.gdrive_id is not None:
         if not e.path.is_file():
             raise FileNotFoundError(
                 f"model {name!r} is hosted only on Google Drive (no direct download URL). "
                 f"Download {e.filename} in a browser from {e.manual_url} and put it at {e.path} "
-                f"(then run again; its sha256 is recorded on first use)"
+                f"(then run again; it is checked against the network's manifest and its sha256 recorded)"
             )
-        return verify(e.path, e.sha256, e.size)
+        return verify(e.path, e.sha256, e.size, validate=_structure_check(e))
     assert e.url is not None
-    return download(e.url, e.path, sha256=e.sha256, size=e.size, progress=progress)
+    return download(e.url, e.path, sha256=e.sha256, size=e.size, progress=progress, validate=_structure_check(e),
+                    reset=_reset(name))
 
 
 def _find_spec(path: Path, config: Mapping[str, Any] | str | Path | None) -> ModelSpec:
@@ -170,10 +208,14 @@ def _find_spec(path: Path, config: Mapping[str, Any] | str | Path | None) -> Mod
         if cand.is_file():
             return parse_spec(json.loads(cand.read_text()), str(cand))
     if path.suffix == ".safetensors":  # deqir_edu.training stores its config in the metadata too
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{path} is not a readable .safetensors file ({str(err).splitlines()[0][:120]}); "
+                             "if it was downloaded or copied, get it again") from None
         if "config" in meta:
             return parse_spec(json.loads(meta["config"]), f"metadata of {path}")
     for e in ZOO.values():  # a zoo file placed anywhere by hand

@@ -88,6 +88,8 @@ def make_operator(task: str, image_shape: tuple[int, int, int], **options: Any) 
 
 def sr_scale(task: str) -> int:
     """Spatial factor between image and observation: 4 for ``"sr4"`` / ``"sr4-bicubic"``, else 1."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
     if task.startswith("sr"):
         return int(task[2:].split("-")[0])
     return 1

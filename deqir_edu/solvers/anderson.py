@@ -61,8 +61,13 @@ def anderson(
     if not isinstance(m, int) or m < 1:
         raise ValueError(f"the history length m must be a positive integer, got {m!r}")
     T, B = init.shape[:2]
-    flat = lambda v: v.transpose(0, 1).reshape(B, -1)  # (T, B, ...) -> (B, N): one vector per image
-    unflat = lambda v: v.reshape(B, T, *init.shape[2:]).transpose(0, 1)
+
+    def flat(v: torch.Tensor) -> torch.Tensor:  # (T, B, ...) -> (B, N): one vector per image
+        return v.transpose(0, 1).reshape(B, -1)
+
+    def unflat(v: torch.Tensor) -> torch.Tensor:  # (B, N) -> (T, B, ...)
+        return v.reshape(B, T, *init.shape[2:]).transpose(0, 1)
+
     trace = SolverTrace(stop=stop)
     X: list[torch.Tensor] = []  # history of iterates, each (B, N)
     Fx: list[torch.Tensor] = []  # history of F(iterate)
@@ -82,7 +87,7 @@ def anderson(
             continue
         n = len(X)
         Xs, Fs = torch.stack(X, 1), torch.stack(Fx, 1)  # (B, n, N)
-        G = Fs - Xs
+        G = (Fs - Xs).to(_solve_dtype(Fs.dtype))  # the small system in float32 at least (bf16/fp16 inputs)
         H = torch.zeros(B, n + 1, n + 1, dtype=G.dtype, device=G.device)
         H[:, 0, 1:] = 1.0
         H[:, 1:, 0] = 1.0
@@ -91,7 +96,12 @@ def anderson(
         H[:, 1:, 1:] = GG + lam * scale * torch.eye(n, dtype=G.dtype, device=G.device)
         rhs = torch.zeros(B, n + 1, 1, dtype=G.dtype, device=G.device)
         rhs[:, 0] = 1.0
-        alpha = torch.linalg.solve(H, rhs)[:, 1:]  # (B, n, 1), sums to one
+        alpha = torch.linalg.solve(H, rhs)[:, 1:].to(Fs.dtype)  # (B, n, 1), sums to one
         mixed = beta * (alpha.transpose(1, 2) @ Fs) + (1 - beta) * (alpha.transpose(1, 2) @ Xs)  # (B, 1, N)
         x = unflat(mixed[:, 0])
     return fx, trace
+
+
+def _solve_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision iterates (``torch.linalg.solve`` has no bf16/fp16 kernels), else ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

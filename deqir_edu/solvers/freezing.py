@@ -91,6 +91,7 @@ def _tri_anderson(Xh: list[torch.Tensor], Fh: list[torch.Tensor], lam: float, tr
     Xs, Fs = torch.stack(Xh), torch.stack(Fh)  # (n, b, B, ...)
     n, b, B = Xs.shape[:3]
     G = (Fs - Xs).reshape(n, b, B, -1)
+    G = G.float() if G.dtype in (torch.float16, torch.bfloat16) else G  # linalg.solve needs float32 at least
     G = G / (Fs[-1].reshape(1, b, B, -1).norm(dim=-1, keepdim=True) + 1e-5)  # relative residual of each state
     gram = torch.einsum("ijbd,kjbd->jbik", G, G)  # (b, B, n, n), per-state Gram matrices
     gram = gram.flip(0).cumsum(0).flip(0)  # suffix sums: state j sees residuals of states j..b-1
@@ -104,7 +105,7 @@ def _tri_anderson(Xh: list[torch.Tensor], Fh: list[torch.Tensor], lam: float, tr
     H[..., 1:, 1:] = gram + lam * scale * eye  # Algorithm 1, line 7 (relative lambda)
     rhs = torch.zeros(b, B, n + 1, 1, dtype=G.dtype, device=G.device)
     rhs[..., 0, 0] = 1.0
-    alpha = torch.linalg.solve(H, rhs)[..., 1:, 0]  # (b, B, n), sums to one per state
+    alpha = torch.linalg.solve(H, rhs)[..., 1:, 0].to(Fs.dtype)  # (b, B, n), sums to one per state
     shape = (n, b, B) + (1,) * (Xs.dim() - 3)
     return (alpha.permute(2, 0, 1).reshape(shape) * Fs).sum(0)  # x_j = sum_i alpha_ji F_i[j]
 

@@ -35,7 +35,6 @@ pick other bf16 kernels and round differently).  Files written to ``out``::
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import time
 from pathlib import Path
@@ -43,13 +42,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
+
+from ..core.files import atomic_path, safe_name
+from .runs import check_run_folder, read_checkpoint, save_weights, write_log
 
 from ..datasets import make_sampler
 from ..diffusion.schedules import alphas_cumprod, linear_betas
 
-__all__ = ["load_config", "build_model", "train", "save_weights", "export_checkpoint", "describe", "DEFAULTS"]
+__all__ = ["load_config", "build_model", "train", "DEFAULTS"]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -80,10 +81,19 @@ def load_config(config: str | Path | dict) -> dict:
         if not path.is_file():
             known = sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
             raise FileNotFoundError(f"config {config!r} not found; give a JSON file or one of {known}")
-        cfg = json.loads(path.read_text())
+        try:
+            cfg = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"config {path} is not valid JSON ({err})") from None
+    where = "the config" if isinstance(config, dict) else f"config {config}"
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where} must be a JSON object with 'name', 'model' and 'data', got {type(cfg).__name__}")
     for key in ("name", "model", "data"):
         if key not in cfg:
-            raise ValueError(f"training config lacks the required entry {key!r}")
+            raise ValueError(f"{where} lacks the required entry {key!r}")
+    safe_name(cfg["name"], f"{where}: 'name'")  # it names files in the output folder: no '/', no '..'
+    if "steps" in cfg and (not isinstance(cfg["steps"], int) or cfg["steps"] < 1):
+        raise ValueError(f"{where}: 'steps' must be a positive integer, got {cfg['steps']!r}")
     for key, value in DEFAULTS.items():
         if isinstance(value, dict):
             cfg[key] = {**value, **cfg.get(key, {})}
@@ -111,11 +121,7 @@ def _lr_at(step: int, opt_cfg: dict, total: int) -> float:
     return lr
 
 
-def _write_log(path: Path, rows: list[list[float]]) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["step", "loss", "lr", "seconds"])
-        w.writerows([int(r[0]), *r[1:]] for r in rows)
+
 
 
 def train(
@@ -126,6 +132,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     deadline: float | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Train (or continue) the run described by ``config``; returns a summary dict.
 
@@ -141,12 +148,17 @@ def train(
             writes a checkpoint and the final EMA weights with ``config["steps"]`` set to that step
             (the learning rate is constant after warm-up, so a run of N steps is exactly the first N
             steps of any longer run, and ``--resume --steps M`` continues it later).
+        overwrite: start afresh in a folder that holds a run (its files are replaced); without it,
+            and without ``resume``, such a folder is refused (``ValueError``).
     """
     cfg = load_config(config)
     if steps is not None:
-        cfg["steps"] = int(steps)
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer (optimiser steps), got {steps!r}")
+        cfg["steps"] = steps
     total, batch, opt_cfg = int(cfg["steps"]), int(cfg["batch_size"]), cfg["optimizer"]
     out = Path(out)
+    check_run_folder(out, cfg["name"], resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(int(cfg["num_threads"]))
     torch.manual_seed(int(cfg["seed"]))  # initial weights and dropout (global RNG)
@@ -167,14 +179,18 @@ def train(
     if resume:
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        state = read_checkpoint(ckpt_path)
         if json.loads(state["config"])["model"] != cfg["model"]:
             raise ValueError(f"{ckpt_path} was written for another model config; use a fresh --out folder")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["gen_state"])
-        torch.set_rng_state(state["torch_rng_state"])
+        try:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["gen_state"])
+            torch.set_rng_state(state["torch_rng_state"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{ckpt_path} does not fit this config ({str(err).splitlines()[0]}); "
+                             "use a fresh --out folder") from None
         step, elapsed = int(state["step"]), float(state["seconds"])
         log_rows = state["loss_log"].tolist()
         print(f"resumed {cfg['name']} from step {step} ({ckpt_path})")
@@ -186,10 +202,9 @@ def train(
             "torch_rng_state": torch.get_rng_state(), "config": json.dumps(cfg),
             "loss_log": torch.tensor(log_rows, dtype=torch.float64).reshape(-1, 4),
         }
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(ckpt_path)  # atomic: a crash never leaves a half-written checkpoint
-        _write_log(out / "loss_log.csv", log_rows)
+        with atomic_path(ckpt_path) as tmp:  # a crash never leaves a half-written checkpoint
+            torch.save(state, tmp)
+        write_log(out / "loss_log.csv", log_rows)
 
     end = total if stop_after is None else min(total, step + int(stop_after))
     ema_params = list(ema.parameters())
@@ -257,42 +272,3 @@ def train(
     if step >= total and step > 0:
         save_weights(ema.state_dict(), cfg, summary, out)
     return summary
-
-
-def save_weights(ema_state: dict[str, torch.Tensor], cfg: dict, summary: dict, out: str | Path) -> Path:
-    """Write ``{name}.safetensors`` (EMA weights, config in the metadata) and ``{name}.json``."""
-    out = Path(out)
-    path = out / f"{cfg['name']}.safetensors"
-    save_file({k: v.contiguous() for k, v in ema_state.items()}, str(path), metadata={"config": json.dumps(cfg)})
-    (out / f"{cfg['name']}.json").write_text(json.dumps({"config": cfg, "run": summary}, indent=2) + "\n")
-    return path
-
-
-def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
-    """EMA weights of a (possibly unfinished) run's ``checkpoint.pt``, written as by a finished run.
-
-    The run's config gets ``steps`` = the step reached, so the weights say honestly how long they
-    were trained; ``train(..., resume=True, steps=N)`` can still continue the run later.
-    """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    cfg = json.loads(state["config"])
-    log = state["loss_log"].tolist()
-    step = int(state["step"])
-    planned, cfg["steps"] = cfg["steps"], step
-    summary = {"name": cfg["name"], "step": step, "finished": step >= planned, "seconds": round(float(state["seconds"]), 1),
-               "final_loss": log[-1][1] if log else None, "planned_steps": planned, "stopped_at_deadline": step < planned,
-               "parameters": sum(v.numel() for k, v in state["model"].items())}
-    Path(out).mkdir(parents=True, exist_ok=True)
-    _write_log(Path(out) / f"{cfg['name']}_loss.csv", log)
-    return save_weights(state["ema"], cfg, summary, out)
-
-
-def describe(summary: dict) -> str:
-    """One line on a training run: finished or stopped, at which step, minutes and the last loss."""
-    mins = summary["seconds"] / 60
-    state = "finished" if summary["finished"] else "stopped (resume with --resume)"
-    if summary["stopped_at_deadline"]:
-        state = f"stopped at the deadline (planned {summary['planned_steps']}; continue with --resume --steps N)"
-    loss = "n/a" if summary["final_loss"] is None else f"{summary['final_loss']:.4f}"
-    return f"{summary['name']}: {state} at step {summary['step']}, {mins:.1f} min, loss {loss}"
-

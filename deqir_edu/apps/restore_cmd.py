@@ -1,0 +1,165 @@
+"""``deqir-edu restore``: one image file in, one PNG out, by tiles of the model's size.
+
+Checks everything before any work (the output is never the input and can be written; the task fits
+the model; the image and the mask are readable), prints the work it will do (tiles, network
+evaluations, memory budget, estimated time) with a warning before a long job, and says when the
+parallel solver stopped before its tolerance.  Notation: none (T = --steps, K = --iters).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from .cliargs import POSITIVE, SEED, STEPS, add_debug, add_solver, eta, int_in, memory, task
+
+__all__ = ["add_restore"]
+
+_LONG_JOB_S = 600.0  # warn before a job estimated to run longer than this
+
+
+def add_restore(sub: argparse._SubParsersAction) -> None:
+    from ..operators import TASKS
+
+    p = sub.add_parser("restore", help="restore one image file (PNG/JPEG in, PNG out)")
+    p.add_argument("input", help="the observation y as an image (SR: the small image; colorize: grey)")
+    p.add_argument("--task", required=True, type=task, help=f"one of: {', '.join(TASKS)}")
+    p.add_argument("--out", required=True, help="output PNG path (never the input; replaced atomically if it exists)")
+    p.add_argument("--mask", default=None, metavar="MASK.png",
+                   help="inpainting and old-photo: your damaged region, an image of the output's size, black = "
+                   "missing, white = kept (default: the package's mask of the task)")
+    p.add_argument("--model", default="fashion32", help="zoo name or checkpoint path (default fashion32)")
+    p.add_argument("--sampler", choices=("deqir", "ddnm"), default="deqir")
+    p.add_argument("--steps", type=STEPS, default=20, help="sampling steps T, 1-1000 (default 20)")
+    p.add_argument("--iters", type=POSITIVE, default=15, help="solver passes K (deqir)")
+    add_solver(p)
+    p.add_argument("--eta", type=eta, default=0.15, help="eta (default 0.15 as the paper)")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
+    p.add_argument("--samples", type=int_in(1, 1024, "a number of runs"), default=1, metavar="K",
+                   help="average K runs: an estimate of the posterior mean, higher PSNR but blurrier (default 1)")
+    p.add_argument("--memory", type=memory, default=None, metavar="SIZE",
+                   help="memory budget of the network calls, e.g. 2GB (default: a quarter of the free memory, "
+                   "at most 1 GiB on a CPU)")
+    add_debug(p)
+    p.add_argument("--simulate", action="store_true",
+                   help="INPUT is a clean image: degrade it with the task first and report PSNR")
+    p.add_argument("--devices", default=None, metavar="D0,D1,...",
+                   help="split each network pass across devices, e.g. cuda:0,cuda:1 (torch.distributed; "
+                   "also under torchrun)")
+    p.set_defaults(func=_run_restore)
+
+
+def _restore_work(model_name: str, task: str, y: Any, hw: tuple[int, int], seed: int, options: dict[str, Any],
+                  wrap: Callable | None = None) -> Any:
+    """Load the model, wrap it (``launch.run_sharded``) and restore ``y`` by tiles: ``(x, report)``."""
+    import torch
+
+    from ..models import load_model
+    from .tiling import restore_tiled
+
+    model = load_model(model_name, progress=False)
+    model = wrap(model) if wrap is not None else model
+    report: dict[str, Any] = {}
+    x = restore_tiled(model, task, y, hw, generator=torch.Generator().manual_seed(seed), report=report, **options)
+    return x, {"not_converged": report.get("not_converged", 0), "tiles": report["plan"].tiles}
+
+
+def _check_restore_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that is the input (or the mask) or cannot be written."""
+    from pathlib import Path
+
+    from ..core.files import check_writable, same_file
+
+    out = Path(args.out).expanduser()
+    for name, path in (("input", args.input), ("mask", args.mask)):
+        if path is not None and same_file(path, out):
+            raise ValueError(f"--out {args.out} is the {name} file {path}; refusing to overwrite it: choose another --out")
+    check_writable(out, "--out")
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out} must end in .png (the result is written as a PNG)")
+
+
+def _run_restore(args: argparse.Namespace) -> int:
+    from ..metrics import psnr
+    from ..models import load_model
+    from ..operators import make_operator, sr_scale
+    from .images import load_image, load_mask
+    from .tiling import format_seconds, plan_tiled
+
+    _check_restore_paths(args)
+    masked = args.task.startswith("inpaint-") or args.task == "old-photo"
+    if args.mask is not None and not masked:
+        raise ValueError(f"--mask is for the inpainting tasks and old-photo, not {args.task}")
+    model = load_model(args.model)
+    c, h, w = model.image_shape
+    if args.task in ("colorize", "old-photo") and c != 3:
+        raise ValueError(f"--task {args.task} needs a colour model; {args.model} has {c} channel(s): use --model photo32")
+    s = sr_scale(args.task)
+    grey_observation = args.task in ("colorize", "old-photo") and not args.simulate
+    notes: list[str] = []
+    image = load_image(args.input, 1 if grey_observation else c, notes)
+    H, W = image.shape[-2:]
+    gt = None
+    if args.simulate:
+        H, W = H - H % s, W - W % s
+        if (H, W) != tuple(image.shape[-2:]):
+            notes.append(f"cropped to {W} x {H} (a multiple of the SR scale {s})")
+        gt = image[..., :H, :W]
+    else:
+        H, W = H * s, W * s
+    if H < h or W < w:
+        raise ValueError(f"the restored image would be {W} x {H}, smaller than the model's {w} x {h}; "
+                         f"give an input of at least {w // s} x {h // s} pixels")
+    op_options: dict[str, Any] = {}
+    if masked and args.mask is not None:
+        op_options["mask"] = load_mask(args.mask, (H, W))
+    elif masked:
+        notes.append(f"no --mask given: the package's own mask of {args.task} is used (give --mask MASK.png, "
+                     "black = missing)")
+    y = make_operator(args.task, (c, H, W), **op_options).A(gt) if gt is not None else image
+    for note in notes:
+        print(f"note: {note}")
+    options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta, iters=args.iters, solver=args.solver,
+                   clip=args.clip, samples=args.samples, memory=args.memory, op_options=op_options)
+    plan = plan_tiled(model, args.task, (H, W), args.sampler, args.steps, args.iters, args.samples,
+                      memory=args.memory, like=y)
+    print(f"restore {W} x {H}: {plan.describe()}")
+    if plan.seconds > _LONG_JOB_S:
+        print(f"warning: this will take about {format_seconds(plan.seconds)} here; for a quicker result use "
+              "--sampler ddnm, fewer --steps or --iters, a smaller image, or a GPU (--devices cuda:0)", file=sys.stderr)
+    del model
+    work = partial(_restore_work, args.model, args.task, y, (H, W), args.seed, options)
+    if getattr(args, "devices", None):  # one process per device (launch.py); rank 0's result comes back
+        from .launch import parse_devices, run_sharded
+
+        result = run_sharded(parse_devices(args.devices), work)
+        if result is None:  # a torchrun rank other than 0: rank 0 writes
+            return 0
+    else:
+        result = work()
+    x, info = result
+    save_image_checked(x, args.out)
+    msg = f"restored {tuple(y.shape[1:])} -> {tuple(x.shape[1:])} with {args.sampler}: {args.out}"
+    if gt is not None:
+        msg += f" (PSNR {float(psnr(x, gt).mean()):.2f} dB)"
+    print(msg)
+    if info["not_converged"]:
+        print(f"warning: the parallel solver stopped after --iters {args.iters} passes before its tolerance on "
+              f"{info['not_converged']} of {info['tiles']} tiles; the result may be worse than the "
+              "sequential chain: raise --iters or use --sampler ddnm", file=sys.stderr)
+    return 0
+
+
+def save_image_checked(x: Any, out: str) -> None:
+    """Save the result; a model that produced NaN is named as such (not the user's image)."""
+    import torch
+
+    from .images import save_image
+
+    if not bool(torch.isfinite(x).all()):
+        raise RuntimeError("the model produced NaN or infinite values; nothing was written. Check the checkpoint "
+                           "(or run in float32 instead of float16)")
+    save_image(x, out)
