@@ -266,11 +266,11 @@ class _Counting:
 def test_network_calls_stay_within_the_memory_budget() -> None:
     model = _Counting(load_model("fashion32"))
     y = torch.zeros(1, 1, 12, 12)  # 48 x 48 after x4 SR: 4 tiles of 32
-    plan = plan_tiled(model, "sr4", (48, 48), "deqir", steps=3, iters=2, samples=4, memory=40 << 20)
+    plan = plan_tiled(model, "sr4", (48, 48), "deqir", steps=3, iters=2, samples=4, memory=60 << 20)
     assert plan.tiles == 4 and plan.per_call == 2 and plan.evaluations == 4 * 4 * 3 * 2
     model.sizes.clear()
     report: dict = {}
-    x = restore_tiled(model, "sr4", y, (48, 48), steps=3, iters=2, samples=4, memory=40 << 20, report=report,
+    x = restore_tiled(model, "sr4", y, (48, 48), steps=3, iters=2, samples=4, memory=60 << 20, report=report,
                       generator=torch.Generator().manual_seed(0))
     calls = [s for s in model.sizes if s != 8]  # the probe's calls have 8 images
     assert x.shape == (1, 1, 48, 48) and max(calls) <= plan.per_call

@@ -16,9 +16,9 @@ exactly consistent with ``y`` and the range part of every seam is the measured o
 Tile borders of blur operators see zero padding instead of the neighbouring pixels; the overlap
 and the final projection hide most of that.
 
-Memory is bounded by a budget (``models.budget``): every network call takes at most ``per_call``
-images (``models.ChunkedModel``), and tiles are restored in groups small enough that the states of a
-group (tiles x samples x (T + 1), with the solver's history) fit the budget too.  ``plan_tiled``
+Memory is bounded by a budget (``models.budget``): half of it for the network, every call taking at
+most ``per_call`` images (``models.ChunkedModel``), half for the states: tiles are restored in groups
+small enough that the states of a group (tiles x samples x (T + 1), with the solver's history) fit.  ``plan_tiled``
 counts the work before it starts (tiles, network evaluations, an estimated time).
 """
 from __future__ import annotations
@@ -118,9 +118,9 @@ def plan_tiled(model: Any, task: str, image_hw: tuple[int, int], sampler: str = 
     tiles = len(rows) * len(cols)
     measured = probe(model, like=like)
     budget = int(memory) if memory is not None else default_budget(_device_of(model))
-    per_call = images_per_call(measured.bytes_per_image, budget)
+    per_call = images_per_call(measured.bytes_per_image, budget // 2)  # half for the network's activations
     state_bytes = samples * (method.steps + 1) * c * h * w * 4 * _STATE_COPIES
-    group = max(1, min(tiles, 64, budget // max(1, state_bytes)))
+    group = max(1, min(tiles, 64, (budget // 2) // max(1, state_bytes)))  # half for the states of a tile group
     evaluations = tiles * samples * per_image
     return TilePlan(tiles, samples, evaluations, per_call, group, budget, evaluations * measured.seconds_per_image)
 
