@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .cliargs import POSITIVE, SEED, STEPS, Parser, add_debug, add_solver, eta, int_in
+from .cliargs import add_chain_options, POSITIVE, SEED, STEPS, Parser, add_debug, eta, int_in
 from .restore_cmd import add_restore
 
 __all__ = ["main", "build_parser"]
@@ -47,11 +47,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="fashion32", choices=("fashion32", "photo32"), help="embedded model (default fashion32)")
     p.add_argument("--n", type=int_in(1, 100, "a number of test images"), default=4,
                    help="number of test images, 1-100 (default 4)")
-    p.add_argument("--steps", type=STEPS, default=20, help="sampling steps T (default 20)")
-    p.add_argument("--iters", type=POSITIVE, default=15, help="solver passes K (default 15)")
-    add_solver(p)
-    p.add_argument("--eta", type=eta, default=0.15, help="eta (default 0.15 as the paper; see the model card)")
-    p.add_argument("--seed", type=SEED, default=0)
+    add_chain_options(p)
     p.add_argument("--out", default="deqir_demo.png", help="figure path (default deqir_demo.png)")
     add_debug(p)
     p.set_defaults(func=_run_demo)

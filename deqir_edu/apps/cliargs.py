@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["Parser", "int_in", "eta", "task", "memory", "POSITIVE", "SEED", "STEPS", "add_solver", "add_debug"]
+__all__ = ["Parser", "int_in", "eta", "task", "memory", "POSITIVE", "SEED", "STEPS", "add_solver", "add_debug", "add_chain_options"]
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,3 +71,12 @@ def add_solver(p: argparse.ArgumentParser) -> None:
 
 def add_debug(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
+
+
+def add_chain_options(p: argparse.ArgumentParser) -> None:
+    """The options of the chain and its solve, shared by demo and restore: T, K, the solver, eta, the seed."""
+    p.add_argument("--steps", type=STEPS, default=20, help="sampling steps T, 1-1000 (default 20)")
+    p.add_argument("--iters", type=POSITIVE, default=15, help="solver passes K of deqir (default 15)")
+    add_solver(p)
+    p.add_argument("--eta", type=eta, default=0.15, help="eta (default 0.15 as the paper; see the model card)")
+    p.add_argument("--seed", type=SEED, default=0, help="seed of the noises (default 0)")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from .cliargs import POSITIVE, SEED, STEPS, add_debug, add_solver, eta, int_in, memory, task
+from .cliargs import add_chain_options, add_debug, int_in, memory, task
 
 __all__ = ["add_restore"]
 
@@ -32,11 +32,7 @@ def add_restore(sub: argparse._SubParsersAction) -> None:
                    "missing, white = kept (default: the package's mask of the task)")
     p.add_argument("--model", default="fashion32", help="zoo name or checkpoint path (default fashion32)")
     p.add_argument("--sampler", choices=("deqir", "ddnm"), default="deqir")
-    p.add_argument("--steps", type=STEPS, default=20, help="sampling steps T, 1-1000 (default 20)")
-    p.add_argument("--iters", type=POSITIVE, default=15, help="solver passes K (deqir)")
-    add_solver(p)
-    p.add_argument("--eta", type=eta, default=0.15, help="eta (default 0.15 as the paper)")
-    p.add_argument("--seed", type=SEED, default=0)
+    add_chain_options(p)
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
     p.add_argument("--samples", type=int_in(1, 1024, "a number of runs"), default=1, metavar="K",
                    help="average K runs: an estimate of the posterior mean, higher PSNR but blurrier (default 1)")
