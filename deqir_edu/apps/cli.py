@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .cliargs import add_chain_options, POSITIVE, SEED, STEPS, Parser, add_debug, eta, int_in
+from .cliargs import POSITIVE, SEED, STEPS, Parser, add_chain_options, add_debug, eta, int_in
 from .restore_cmd import add_restore
 
 __all__ = ["main", "build_parser"]
@@ -198,10 +198,9 @@ def _run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown task {task!r} in --tasks; choose from {', '.join(TASKS)}")
     for m in split(args.methods) or []:
         parse_method(m, args.steps)
-    from .launch import parse_devices
+    from ..core.checks import check_device
 
-    if len(parse_devices(args.device)) != 1:  # e.g. cuda on a CPU build: one line, before any work
-        raise ValueError(f"--device takes one device such as cpu or cuda:0, got {args.device!r}")
+    check_device(args.device, "--device")  # e.g. cuda on a CPU build: one line, before any work
     model, images, source = load_for_eval(args.model, args.n, args.images, args.device, args.bf16)
     print(f"model {args.model}: {images.shape[0]} images of shape {tuple(images.shape[1:])} ({source})")
     rows = evaluate(model, images, tasks=split(args.tasks), methods=split(args.methods) or DEFAULT_METHODS,

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ..core.checks import check_device
 from ..core.files import atomic_path
 from ..models import ShardedModel
 from ..sampling import deqir_sample
@@ -36,15 +37,7 @@ def parse_devices(text: str | None) -> list[torch.device]:
     names = [s.strip() for s in (text or "").split(",") if s.strip()]
     if not names:
         raise ValueError("--devices needs a comma-separated list such as cuda:0,cuda:1 (or cpu,cpu)")
-    devices = []
-    for name in names:
-        try:
-            dev = torch.device(name)
-        except RuntimeError as err:
-            raise ValueError(f"unknown device {name!r} in --devices: {err}") from err
-        if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-            raise ValueError(f"device {name} is not available here ({torch.cuda.device_count()} CUDA devices)")
-        devices.append(dev)
+    devices = [check_device(name) for name in names]
     if len({d.type for d in devices}) > 1:
         raise ValueError(f"--devices mixes device types {names}; use only cuda:i or only cpu")
     return devices

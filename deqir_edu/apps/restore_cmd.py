@@ -86,6 +86,11 @@ def _run_restore(args: argparse.Namespace) -> int:
     from .tiling import format_seconds, plan_tiled
 
     _check_restore_paths(args)
+    devices = None
+    if getattr(args, "devices", None):  # checked before any work too
+        from .launch import parse_devices
+
+        devices = parse_devices(args.devices)
     masked = args.task.startswith("inpaint-") or args.task == "old-photo"
     if args.mask is not None and not masked:
         raise ValueError(f"--mask is for the inpainting tasks and old-photo, not {args.task}")
@@ -118,20 +123,20 @@ def _run_restore(args: argparse.Namespace) -> int:
     y = make_operator(args.task, (c, H, W), **op_options).A(gt) if gt is not None else image
     for note in notes:
         print(f"note: {note}")
-    options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta, iters=args.iters, solver=args.solver,
-                   clip=args.clip, samples=args.samples, memory=args.memory, op_options=op_options)
     plan = plan_tiled(model, args.task, (H, W), args.sampler, args.steps, args.iters, args.samples,
                       memory=args.memory, like=y)
+    options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta, iters=args.iters, solver=args.solver,
+                   clip=args.clip, samples=args.samples, op_options=op_options, plan=plan)  # measured once
     print(f"restore {W} x {H}: {plan.describe()}")
     if plan.seconds > _LONG_JOB_S:
         print(f"warning: this will take about {format_seconds(plan.seconds)} here; for a quicker result use "
               "--sampler ddnm, fewer --steps or --iters, a smaller image, or a GPU (--devices cuda:0)", file=sys.stderr)
     del model
     work = partial(_restore_work, args.model, args.task, y, (H, W), args.seed, options)
-    if getattr(args, "devices", None):  # one process per device (launch.py); rank 0's result comes back
-        from .launch import parse_devices, run_sharded
+    if devices:  # one process per device (launch.py); rank 0's result comes back
+        from .launch import run_sharded
 
-        result = run_sharded(parse_devices(args.devices), work)
+        result = run_sharded(devices, work)
         if result is None:  # a torchrun rank other than 0: rank 0 writes
             return 0
     else:

@@ -32,7 +32,7 @@ import torch
 from ..core.checks import check_finite
 from ..core.progress import progress
 from ..experiments.runner import run_method, sampler_method
-from ..models.budget import default_budget, format_bytes, images_per_call, probe
+from ..models.budget import default_budget, format_bytes, images_per_call, model_device, probe
 from ..models.wrappers import ChunkedModel
 from ..operators import TASKS, Inpainting, make_operator, observation_shape, sr_scale
 
@@ -117,21 +117,12 @@ def plan_tiled(model: Any, task: str, image_hw: tuple[int, int], sampler: str = 
     per_image = {"pinv": 0, "ddnm": method.steps, "deqir": method.steps * (method.iters or 1)}[method.kind]
     tiles = len(rows) * len(cols)
     measured = probe(model, like=like)
-    budget = int(memory) if memory is not None else default_budget(_device_of(model))
+    budget = int(memory) if memory is not None else default_budget(model_device(model))
     per_call = images_per_call(measured.bytes_per_image, budget // 2)  # half for the network's activations
     state_bytes = samples * (method.steps + 1) * c * h * w * 4 * _STATE_COPIES
     group = max(1, min(tiles, 64, (budget // 2) // max(1, state_bytes)))  # half for the states of a tile group
     evaluations = tiles * samples * per_image
     return TilePlan(tiles, samples, evaluations, per_call, group, budget, evaluations * measured.seconds_per_image)
-
-
-def _device_of(model: Any) -> torch.device:
-    for obj in (model, getattr(model, "model", None)):
-        params = getattr(obj, "parameters", None)
-        p = next(iter(params()), None) if callable(params) else None
-        if p is not None:
-            return p.device
-    return torch.device("cpu")
 
 
 def restore_tiled(
@@ -144,6 +135,7 @@ def restore_tiled(
     op_options: dict[str, Any] | None = None,
     memory: int | None = None,
     report: dict[str, Any] | None = None,
+    plan: TilePlan | None = None,
     **restore_kwargs: Any,
 ) -> torch.Tensor:
     """Restore an observation ``y`` of an image of size ``image_hw`` larger than the model.
@@ -156,6 +148,8 @@ def restore_tiled(
         memory: memory budget in bytes (default: from the free memory, ``models.budget``).
         report: a dict that receives the ``plan`` (``TilePlan``), ``not_converged`` (tiles whose
             parallel solve stopped at K passes before its tolerance) and ``evaluations``.
+        plan: the ``plan_tiled`` of this call when the caller has it already (its measured call is
+            not repeated); ``memory`` is then ignored.
         restore_kwargs: ``sampler``, ``steps``, ``eta``, ``iters``, ``solver``, ``clip``, ``samples``
             as ``experiments.restore``.
     Returns:
@@ -181,7 +175,8 @@ def restore_tiled(
     expected = observation_shape(task, (c, H, W))
     if tuple(y.shape[1:]) != expected:
         raise ValueError(f"y has shape {tuple(y.shape[1:])} but task {task!r} on a {(c, H, W)} image gives {expected}")
-    plan = plan_tiled(model, task, (H, W), sampler, steps, iters, samples, overlap, memory, like=y)
+    if plan is None:
+        plan = plan_tiled(model, task, (H, W), sampler, steps, iters, samples, overlap, memory, like=y)
     rows, overlap = tile_starts(H, h, overlap, s)
     cols, _ = tile_starts(W, w, overlap, s)
     mask = _mask_of(full_op)

@@ -5,7 +5,19 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["check_image", "check_finite"]
+__all__ = ["check_image", "check_finite", "check_device"]
+
+
+def check_device(device: str | torch.device, what: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` that exists here; ``ValueError`` for a bad name or a missing GPU."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown {what} {device!r}: {err}") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"{what} {device} is not available here ({torch.cuda.device_count()} CUDA devices); "
+                         "use cpu")
+    return dev
 
 
 def check_finite(x: torch.Tensor, name: str = "input") -> None:

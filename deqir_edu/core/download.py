@@ -142,14 +142,13 @@ def verify(dest: Path, sha256: str | None = None, size: int | None = None, md5: 
     the command that starts again) if anything differs.
     """
     dest = Path(dest)
-    _fix = lambda d: _fix_hint(d, reset)  # noqa: E731
     if md5 is not None and file_md5(dest) != md5.lower():
         raise ValueError(f"md5 mismatch for {dest}: the published checksum is {md5}, the file's is "
-                         f"{file_md5(dest)}; the file is corrupt or not the published one; {_fix(dest)}")
+                         f"{file_md5(dest)}; the file is corrupt or not the published one; {_fix_hint(dest, reset)}")
     actual_size = dest.stat().st_size
     if size is not None and actual_size != size:
         raise ValueError(
-            f"{dest} has {actual_size} bytes but {size} are expected (truncated or wrong file); {_fix(dest)}"
+            f"{dest} has {actual_size} bytes but {size} are expected (truncated or wrong file); {_fix_hint(dest, reset)}"
         )
     recorded = _read_sidecar(dest)
     expected = sha256.lower() if sha256 else recorded
@@ -162,7 +161,7 @@ def verify(dest: Path, sha256: str | None = None, size: int | None = None, md5: 
         origin = "expected" if sha256 else f"recorded in {sidecar_path(dest)} at the first download"
         raise ValueError(
             f"sha256 mismatch for {dest}: {origin} {expected}, actual {actual}; the file changed or is "
-            f"corrupt; {_fix(dest)}"
+            f"corrupt; {_fix_hint(dest, reset)}"
         )
     elif recorded is None:
         _write_sidecar(dest, actual)

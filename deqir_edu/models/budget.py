@@ -2,14 +2,15 @@
 
 Notation: none (no paper symbols).
 
-    budget            bytes that one network call may use for its activations
+    budget            bytes for a restoration: half for the activations of one network call, half for
+                      the states the solver holds (``apps.tiling.plan_tiled`` splits it)
     bytes_per_image   activation memory of one image in one call (measured by ``probe``)
-    per_call          images per call = budget // bytes_per_image (``models.ChunkedModel`` enforces it)
+    per_call          images per call = (budget / 2) // bytes_per_image (``models.ChunkedModel`` enforces it)
 
 The parallel sampler evaluates the T states of every image in one call (Proposition 1), and tiles x
 samples multiply that: without a bound, a 192 x 192 restoration with 16 samples asks for thousands of
-images in one call.  ``probe`` runs the network once on two images and sums the sizes of the outputs of
-every leaf module, an upper bound on what a call holds per image (under ``no_grad`` most of them are freed
+images in one call.  ``probe`` runs the network on eight images, sums the sizes of the outputs of every
+leaf module, an upper bound on what a call holds per image (under ``no_grad`` most of them are freed
 early), and times the call, so the length of a job can be estimated before it starts.
 
 Default budget: a quarter of the free memory, at most 1 GiB on a CPU (larger calls are not faster
@@ -26,7 +27,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["Probe", "probe", "free_memory", "default_budget", "parse_size", "images_per_call", "format_bytes"]
+__all__ = ["Probe", "probe", "free_memory", "default_budget", "parse_size", "images_per_call", "format_bytes",
+           "model_device"]
 
 _GIB = 1 << 30
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
@@ -102,6 +104,11 @@ def _device_dtype(model: Any) -> tuple[torch.device, torch.dtype]:
     module = _module_of(model)
     p = next(iter(module.parameters()), None) if module is not None else None
     return (p.device, p.dtype) if p is not None else (torch.device("cpu"), torch.float32)
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the network inside ``model`` (a wrapper's inner module counts), else the CPU."""
+    return _device_dtype(model)[0]
 
 
 def probe(model: Any, n: int = 8, like: torch.Tensor | None = None) -> Probe:

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from ..core.checks import check_device
 from ..core.download import cache_dir, download, file_sha256, forget, verify
 from ..core.paths import data_dir
 from ..diffusion.schedules import alphas_cumprod, linear_betas
@@ -245,6 +246,7 @@ def load_model(
     keys).  Returns a ``DiffusionModel``: ``model(x_t (B, C, H, W), t (B,)) -> eps (B, C, H, W)``,
     with ``model.image_shape`` and ``model.alphas_cumprod``; its parameters do not require grad.
     """
+    check_device(device)  # a missing GPU is one clear line before any loading
     text = str(name_or_path)
     is_path = isinstance(name_or_path, Path) or (
         text not in ZOO and (Path(text).suffix in _WEIGHT_SUFFIXES or os.sep in text or Path(text).is_file())
