@@ -56,6 +56,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     import torch
 
+    from ..models import sampling_defaults
+    from ..sampling import default_passes
     from .demo import default_model, format_table, run_demo, save_figure
 
     from ..core.files import check_writable
@@ -65,9 +67,13 @@ def _run_demo(args: argparse.Namespace) -> int:
     model, images, desc = default_model(args.model)
     images = images[: args.n]
     print(f"model: {desc}; {images.shape[0]} test images of shape {tuple(images.shape[1:])}")
-    rows, shown = run_demo(model, images, steps=args.steps, iters=args.iters, eta=args.eta, seed=args.seed,
+    eta = sampling_defaults(model)[0] if args.eta is None else args.eta
+    iters = default_passes(args.solver, args.steps) if args.iters is None else args.iters
+    print(f"chain: T = {args.steps}, eta = {eta:g}" + (" (the model's default; --eta to change)" if args.eta is None else "")
+          + f"; DeqIR: solver {args.solver}, at most {iters} passes")
+    rows, shown = run_demo(model, images, steps=args.steps, iters=iters, eta=eta, seed=args.seed,
                            solver=args.solver)
-    print(format_table(rows, args.steps, args.iters, args.solver))
+    print(format_table(rows, args.steps, iters, args.solver))
     print(f"figure: {save_figure(shown, args.out, n=min(4, images.shape[0]))}")
     return 0
 
@@ -169,7 +175,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None, help="comma-separated, e.g. pinv,ddnm,ddnm-t100,deqir-k15,deqir-picard,deqir-taa-k8 "
                    "(deqir-SOLVER-kK: any registered solver)")
     p.add_argument("--steps", type=STEPS, default=20, help="T of ddnm / deqir-kK (default 20)")
-    p.add_argument("--eta", type=eta, default=0.15, help="eta of every chain (default 0.15, the paper's)")
+    p.add_argument("--eta", type=eta, default=None,
+                   help="eta of every chain (default: the model's, 0.85 for the embedded models, else the paper's 0.15)")
     p.add_argument("--batch-size", type=POSITIVE, default=16)
     p.add_argument("--images", default=None, help="folder of PNG/JPEG test images instead of the frozen test set")
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
@@ -203,6 +210,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     check_device(args.device, "--device")  # e.g. cuda on a CPU build: one line, before any work
     model, images, source = load_for_eval(args.model, args.n, args.images, args.device, args.bf16)
     print(f"model {args.model}: {images.shape[0]} images of shape {tuple(images.shape[1:])} ({source})")
+    if args.eta is None:  # the model's default, recorded in the results as the eta used
+        from ..models import sampling_defaults
+
+        args.eta = sampling_defaults(model)[0]
+        print(f"eta = {args.eta:g} (the model's default; --eta to change)")
     rows = evaluate(model, images, tasks=split(args.tasks), methods=split(args.methods) or DEFAULT_METHODS,
                     steps=args.steps, eta=args.eta, seed=args.seed, device=args.device,
                     batch_size=args.batch_size, clip=args.clip)

@@ -65,8 +65,9 @@ STEPS = int_in(1, 1000, what="a number of steps T")
 def add_solver(p: argparse.ArgumentParser) -> None:
     from ..solvers import solver_names
 
-    p.add_argument("--solver", default="anderson", choices=solver_names(), metavar="NAME",
-                   help=f"parallel solver (default anderson, Algorithm 1): one of {', '.join(solver_names())}")
+    p.add_argument("--solver", default="auto", choices=solver_names(), metavar="NAME",
+                   help=f"parallel solver (default auto: stops by itself within 0.05 dB of the chain in the "
+                        f"benchmarks; anderson: the paper's Algorithm 1): one of {', '.join(solver_names())}")
 
 
 def add_debug(p: argparse.ArgumentParser) -> None:
@@ -76,7 +77,9 @@ def add_debug(p: argparse.ArgumentParser) -> None:
 def add_chain_options(p: argparse.ArgumentParser) -> None:
     """The options of the chain and its solve, shared by demo and restore: T, K, the solver, eta, the seed."""
     p.add_argument("--steps", type=STEPS, default=20, help="sampling steps T, 1-1000 (default 20)")
-    p.add_argument("--iters", type=POSITIVE, default=15, help="solver passes K of deqir (default 15)")
+    p.add_argument("--iters", type=POSITIVE, default=None,
+                   help="at most K solver passes of deqir (default T, exact; 15 for anderson as the paper)")
     add_solver(p)
-    p.add_argument("--eta", type=eta, default=0.15, help="eta (default 0.15 as the paper; see the model card)")
+    p.add_argument("--eta", type=eta, default=None,
+                   help="eta (default: the model's, 0.85 for the embedded models, 0.15 as the paper otherwise)")
     p.add_argument("--seed", type=SEED, default=0, help="seed of the noises (default 0)")

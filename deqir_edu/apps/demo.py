@@ -24,7 +24,7 @@ from ..core.files import atomic_path
 from ..datasets import load_testset
 from ..diffusion.noises import draw_noises
 from ..diffusion.prior import fashion_mixture
-from ..experiments.runner import Method, run_method
+from ..experiments.runner import Method, run_method, sampler_method
 from ..metrics.quality import psnr, ssim
 from ..models.zoo import load_model
 from ..operators import make_operator
@@ -66,11 +66,11 @@ def run_demo(
     images: torch.Tensor,
     tasks: tuple[str, ...] = DEMO_TASKS,
     steps: int = 20,
-    iters: int = 15,
+    iters: int | None = None,
     eta: float = 0.15,
     seed: int = 0,
     clip: bool = False,
-    solver: str = "anderson",
+    solver: str = "auto",
 ) -> tuple[list[DemoRow], dict[str, dict[str, torch.Tensor]]]:
     """Run A^+ y, DDNM and DeqIR (``solver``: any registered name) on ``images`` (N, C, H, W) for each task.
 
@@ -86,7 +86,7 @@ def run_demo(
                              dtype=images.dtype, device=images.device)
         outs: dict[str, torch.Tensor] = {"gt": images, "y": op.A_pinv(y)}
         methods = {"pinv": Method("pinv", "pinv", 0), "ddnm": Method("ddnm", "ddnm", steps),
-                   "deqir": Method("deqir", "deqir", steps, iters, solver)}
+                   "deqir": sampler_method("deqir", steps, iters, solver)}
         for method, spec in methods.items():
             start = time.perf_counter()
             x = run_method(model, op, y, spec, eta, noises, clip=clip).x
@@ -97,9 +97,9 @@ def run_demo(
     return rows, shown
 
 
-def format_table(rows: list[DemoRow], steps: int, iters: int, solver: str = "anderson") -> str:
+def format_table(rows: list[DemoRow], steps: int, iters: int | None, solver: str = "auto") -> str:
     """Markdown table: one line per task, PSNR / SSIM of each method."""
-    names = {"pinv": "A^+ y", "ddnm": f"DDNM T={steps}", "deqir": f"DeqIR T={steps} K={iters} ({solver})"}
+    names = {"pinv": "A^+ y", "ddnm": f"DDNM T={steps}", "deqir": f"DeqIR T={steps} ({solver}, K <= {iters})"}
     tasks = list(dict.fromkeys(r.task for r in rows))
     head = "| task | " + " | ".join(f"{names[m]} PSNR / SSIM" for m in names) + " |"
     lines = [head, "|" + "---|" * (len(names) + 1)]

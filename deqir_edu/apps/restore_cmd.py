@@ -53,7 +53,8 @@ def _restore_work(model_name: str, task: str, y: Any, hw: tuple[int, int], seed:
     """Load the model, wrap it (``launch.run_sharded``) and restore ``y`` by tiles: ``(x, report)``."""
     import torch
 
-    from ..models import load_model
+    from ..models import load_model, sampling_defaults
+    from ..sampling import default_passes
     from .tiling import restore_tiled
 
     model = load_model(model_name, progress=False)
@@ -80,7 +81,8 @@ def _check_restore_paths(args: argparse.Namespace) -> None:
 
 def _run_restore(args: argparse.Namespace) -> int:
     from ..metrics import psnr
-    from ..models import load_model
+    from ..models import load_model, sampling_defaults
+    from ..sampling import default_passes
     from ..operators import make_operator, sr_scale
     from .images import load_image, load_mask
     from .tiling import format_seconds, plan_tiled
@@ -123,10 +125,18 @@ def _run_restore(args: argparse.Namespace) -> int:
     y = make_operator(args.task, (c, H, W), **op_options).A(gt) if gt is not None else image
     for note in notes:
         print(f"note: {note}")
-    plan = plan_tiled(model, args.task, (H, W), args.sampler, args.steps, args.iters, args.samples,
+    model_eta, model_clip = sampling_defaults(model)
+    eta = model_eta if args.eta is None else args.eta
+    clip = args.clip or model_clip
+    iters = default_passes(args.solver, args.steps) if args.iters is None else args.iters
+    plan = plan_tiled(model, args.task, (H, W), args.sampler, args.steps, iters, args.samples,
                       memory=args.memory, like=y)
-    options = dict(sampler=args.sampler, steps=args.steps, eta=args.eta, iters=args.iters, solver=args.solver,
-                   clip=args.clip, samples=args.samples, op_options=op_options, plan=plan)  # measured once
+    options = dict(sampler=args.sampler, steps=args.steps, eta=eta, iters=iters, solver=args.solver,
+                   clip=clip, samples=args.samples, op_options=op_options, plan=plan)  # measured once
+    chain = f"T = {args.steps}, eta = {eta:g}" + (" (the model's default; --eta to change)" if args.eta is None else "")
+    if args.sampler == "deqir":
+        chain += f", solver {args.solver}, at most {iters} passes"
+    print(f"chain: {chain}" + (", clipped x0" if clip else ""))
     print(f"restore {W} x {H}: {plan.describe()}")
     if plan.seconds > _LONG_JOB_S:
         print(f"warning: this will take about {format_seconds(plan.seconds)} here; for a quicker result use "
@@ -148,7 +158,7 @@ def _run_restore(args: argparse.Namespace) -> int:
         msg += f" (PSNR {float(psnr(x, gt).mean()):.2f} dB)"
     print(msg)
     if info["not_converged"]:
-        print(f"warning: the parallel solver stopped after --iters {args.iters} passes before its tolerance on "
+        print(f"warning: the parallel solver stopped after {iters} passes (--iters) before its tolerance on "
               f"{info['not_converged']} of {info['tiles']} tiles; the result may be worse than the "
               "sequential chain: raise --iters or use --sampler ddnm", file=sys.stderr)
     return 0

@@ -33,7 +33,7 @@ from ..core.checks import check_finite
 from ..core.progress import progress
 from ..experiments.runner import run_method, sampler_method
 from ..models.budget import default_budget, format_bytes, images_per_call, model_device, probe
-from ..models.wrappers import ChunkedModel
+from ..models.wrappers import ChunkedModel, sampling_defaults
 from ..operators import TASKS, Inpainting, make_operator, observation_shape, sr_scale
 
 __all__ = ["restore_tiled", "tile_starts", "plan_tiled", "TilePlan"]
@@ -101,7 +101,7 @@ def format_seconds(s: float) -> str:
 
 
 def plan_tiled(model: Any, task: str, image_hw: tuple[int, int], sampler: str = "deqir", steps: int = 20,
-               iters: int = 15, samples: int = 1, overlap: int = 8, memory: int | None = None,
+               iters: int | None = None, samples: int = 1, overlap: int = 8, memory: int | None = None,
                like: torch.Tensor | None = None) -> TilePlan:
     """Count tiles and network evaluations of a restoration and estimate its time and memory.
 
@@ -151,16 +151,19 @@ def restore_tiled(
         plan: the ``plan_tiled`` of this call when the caller has it already (its measured call is
             not repeated); ``memory`` is then ignored.
         restore_kwargs: ``sampler``, ``steps``, ``eta``, ``iters``, ``solver``, ``clip``, ``samples``
-            as ``experiments.restore``.
+            as ``experiments.restore``; ``eta`` and ``clip`` default to the model's (``models.sampling_defaults``).
     Returns:
         ``(1, C, H, W)``: the blended tiles, projected with the full-size operator (Eq. (5)).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
     opts = dict(restore_kwargs)
-    sampler, steps, iters = opts.pop("sampler", "deqir"), opts.pop("steps", 20), opts.pop("iters", 15)
-    method = sampler_method(sampler, steps, iters, opts.pop("solver", "anderson"))
-    eta, clip, samples = opts.pop("eta", 0.15), opts.pop("clip", False), opts.pop("samples", 1)
+    sampler, steps, iters = opts.pop("sampler", "deqir"), opts.pop("steps", 20), opts.pop("iters", None)
+    method = sampler_method(sampler, steps, iters, opts.pop("solver", "auto"))
+    iters = method.iters
+    eta, clip, samples = opts.pop("eta", None), opts.pop("clip", None), opts.pop("samples", 1)
+    model_eta, model_clip = sampling_defaults(model)  # the model's config, unless given
+    eta, clip = model_eta if eta is None else eta, model_clip if clip is None else clip
     if opts:
         raise ValueError(f"unknown options {sorted(opts)}; use sampler, steps, eta, iters, solver, clip, samples")
     c, h, w = (int(v) for v in model.image_shape)

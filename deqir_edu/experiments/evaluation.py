@@ -39,7 +39,7 @@ __all__ = ["TASKS_GREY", "TASKS_COLOUR", "DEFAULT_METHODS", "NA_WEIGHTS", "NA_SM
 TASKS_GREY = ("sr2", "sr4", "sr2-bicubic", "sr4-bicubic", "deblur-gauss", "deblur-aniso",
               "inpaint-text", "inpaint-stripes")
 TASKS_COLOUR = TASKS_GREY + ("colorize",)
-DEFAULT_METHODS = ("pinv", "ddnm", "ddnm-t100", "deqir-k5", "deqir-k10", "deqir-k15", "deqir-picard")
+DEFAULT_METHODS = ("pinv", "ddnm", "ddnm-t100", "deqir-auto", "deqir-k5", "deqir-k10", "deqir-k15", "deqir-picard")
 NA_WEIGHTS = "n/a (no weights)"
 NA_SMALL = "n/a (image < 31 px)"
 def default_tasks(image_shape: Sequence[int]) -> tuple[str, ...]:
@@ -71,7 +71,7 @@ def evaluate(
     device: str | torch.device | None = None,
     batch_size: int = 16,
     clip: bool = False,
-    tol: float = 1e-3,
+    tol: float | None = None,
     lpips_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | str | None = "auto",
 ) -> list[dict[str, Any]]:
     """Run every method on every task; one result row (a dict) per (task, method).
@@ -82,7 +82,7 @@ def evaluate(
         tasks: task names (default ``default_tasks``); methods: names for ``runner.parse_method``.
         steps: default T of ``ddnm`` / ``deqir-kK``; eta: eta of every chain (paper: 0.15).
         seed: seeds ``draw_noises`` once per (task, T) for all N images.
-        tol: Anderson's tolerance on the x_0 residual (it may stop before K).
+        tol: the solvers' tolerance (None: each solver's own; Anderson's is on the x_0 residual, 1e-3).
         lpips_fn: ``"auto"`` (real weights if present), a callable ``(x, ref) -> (B,)``, or ``None``.
     Returns:
         rows with keys task, method, steps, iters, solver, n, psnr, ssim, lpips, consistency, cons,

@@ -5,9 +5,11 @@ Notation (method name -> meaning, paper symbol)
 
     pinv            A^+ y, the "Baseline" rows of Tables 1-3
     ddnm[-tN]       sequential DDNM (Eqs. (4)-(5)), T = N steps (default: ``steps``)
+    deqir           DeqIR with the default solver ``auto`` (stops by itself; at most T passes)
     deqir-kK        DeqIR, Anderson acceleration (Algorithm 1), at most K passes, same T
     deqir-picard    DeqIR, Picard iteration, exactly K = T passes: equals DDNM (Proposition 1)
     deqir-SOLVER-kK DeqIR with any registered solver (``solvers.solver_names()``), at most K passes
+                    (``deqir-SOLVER`` without K: ``sampling.default_passes``, T for all but anderson)
     samples = k     the mean of k runs: an estimate of the posterior mean E[x | y]
 
 Clipping (``clip=True``) wraps the model in ``models.ClippedModel`` here, once, for every method.
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.wrappers import ClippedModel
-from ..sampling import ddnm_sample, deqir_sample
+from ..sampling import ddnm_sample, default_passes, deqir_sample
 from ..solvers.registry import SOLVERS, get_solver, solver_names
 
 __all__ = ["Method", "parse_method", "sampler_method", "RunResult", "run_method", "restore", "bicubic_upsample"]
@@ -59,10 +61,10 @@ def parse_method(name: str, steps: int = 20) -> Method:
         return Method(name, kind, 0)
     if kind == "ddnm":
         return Method(name, kind, t)
-    solver = m.group(3) or "anderson"
+    solver = m.group(3) or ("anderson" if m.group(4) else "auto")  # deqir-kK: the paper's Algorithm 1
     if solver == "picard" and not m.group(4):
         return Method(name, kind, t, t, "picard", tol=0.0)  # K = T passes: exact (Proposition 1)
-    return Method(name, kind, t, int(m.group(4) or 15), solver)
+    return Method(name, kind, t, int(m.group(4) or default_passes(solver, t)), solver)
 
 
 @dataclass
@@ -84,14 +86,14 @@ def run_method(
     noises: tuple[torch.Tensor, torch.Tensor] | None = None,
     generator: torch.Generator | None = None,
     clip: bool = False,
-    tol: float = 1e-3,
+    tol: float | None = None,
     samples: int = 1,
     callback: Any = None,
 ) -> RunResult:
     """Restore ``y`` ``(B, ...)`` with one method (a ``Method`` or its name).
 
     ``noises`` (from ``draw_noises``) take precedence over ``generator``; ``tol`` is the solver's
-    tolerance (Picard runs its K = T passes with tol 0).  ``samples = k > 1`` returns the mean of k
+    tolerance (None: the solver's own default; Picard runs its K = T passes with tol 0).  ``samples = k > 1`` returns the mean of k
     independent runs (one batch of k B images; needs ``generator``, not ``noises``).  ``callback``: the
     parallel solver's per-pass callback (``deqir_sample``).
     """
@@ -112,8 +114,8 @@ def run_method(
         x = ddnm_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator)
         return RunResult(x, method.steps, method.steps, True)
     res = deqir_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator,
-                       solver=method.solver, max_iter=method.iters, tol=tol if method.tol is None else method.tol,
-                       callback=callback)
+                       solver=method.solver, max_iter=method.iters, callback=callback,
+                       **({} if tol is None and method.tol is None else {"tol": tol if method.tol is None else method.tol}))
     exact = method.solver == "picard" and method.iters >= method.steps  # the triangular system is solved
     return RunResult(res.x0, res.evaluations, res.passes, bool(res.converged or exact))
 
@@ -125,10 +127,10 @@ def restore(
     sampler: str = "deqir",
     steps: int = 20,
     eta: float = 0.15,
-    iters: int = 15,
+    iters: int | None = None,
     generator: torch.Generator | None = None,
     clip: bool = False,
-    solver: str = "anderson",
+    solver: str = "auto",
     samples: int = 1,
 ) -> torch.Tensor:
     """Restore ``y`` ``(B, C_y, H_y, W_y)`` with ``sampler`` in ``{"deqir", "ddnm", "pinv"}``; returns ``(B, C, H, W)``.
@@ -144,14 +146,16 @@ def restore(
     return run_method(model, op, y, method, eta, None, generator, clip, samples=samples).x
 
 
-def sampler_method(sampler: str = "deqir", steps: int = 20, iters: int = 15, solver: str = "anderson") -> Method:
-    """The ``Method`` of a sampler name (``"deqir"``, ``"ddnm"``, ``"pinv"``), checked before any work."""
+def sampler_method(sampler: str = "deqir", steps: int = 20, iters: int | None = None, solver: str = "auto") -> Method:
+    """The ``Method`` of a sampler name (``"deqir"``, ``"ddnm"``, ``"pinv"``), checked before any work;
+    ``iters=None``: ``sampling.default_passes(solver, steps)``."""
     if sampler not in ("deqir", "ddnm", "pinv"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'deqir', 'ddnm' or 'pinv'")
     if sampler != "pinv" and (not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps (T) must be a positive integer, got {steps!r}")
     if sampler == "deqir":
         get_solver(solver)  # an unknown name fails here, before any work
+        iters = default_passes(solver, steps) if iters is None else iters
         if not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters (K, solver passes) must be a positive integer, got {iters!r}")
     return Method(sampler, sampler, steps, iters if sampler == "deqir" else None,

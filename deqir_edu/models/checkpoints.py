@@ -7,6 +7,9 @@ Notation (code name -> meaning)
     spec.image_shape   (C, H, W) of the images the network models
     spec.learn_sigma   True if the network outputs 2C channels (eps and the variance v; only eps is used)
     spec.schedule      (steps, beta_start, beta_end) of the linear betas; abar_t of Eq. (2) follows
+    spec.eta, spec.clip the model's recommended sampling: eta of Eq. (4) and clipping of x_{0|t}
+                       (the config's optional ``"sampling": {"eta": 0.85, "clip": false}``; default the
+                       paper's 0.15, no clipping)
     sd                 state dict: parameter name -> tensor
 
 ``parse_spec`` reads the model-config JSON of the zoo (see ``zoo.py``), a training config of
@@ -25,7 +28,9 @@ import torch
 
 from .networks import ADMUNet, DDPMUNet
 
-__all__ = ["ModelSpec", "parse_spec", "load_state_dict", "build_network", "check_keys"]
+__all__ = ["PAPER_ETA", "ModelSpec", "parse_spec", "load_state_dict", "build_network", "check_keys"]
+
+PAPER_ETA = 0.15  # the paper's eta (Sec. 5.1), the default of a model whose config names none
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class ModelSpec:
     image_shape: tuple[int, int, int]
     learn_sigma: bool
     schedule: tuple[int, float, float] = (1000, 1e-4, 0.02)  # linear betas: steps, beta_start, beta_end
+    eta: float = PAPER_ETA  # the eta this model samples best with (its card says why)
+    clip: bool = False
 
 
 
@@ -80,7 +87,12 @@ def parse_spec(d: Mapping[str, Any], source: str = "config") -> ModelSpec:
         raise ValueError(f"{source}: give \"image_shape\": [C, H, W] or the flag \"image_size\"")
     if len(shape) != 3:
         raise ValueError(f"{source}: image_shape must be [C, H, W], got {list(shape)}")
-    return ModelSpec(arch, cfg, shape, learn_sigma, schedule)  # type: ignore[arg-type]
+    sampling = d.get("sampling", {}) if isinstance(d, Mapping) else {}
+    eta, clip = sampling.get("eta", PAPER_ETA), sampling.get("clip", False)
+    if not isinstance(sampling, Mapping) or isinstance(eta, bool) or not isinstance(eta, (int, float)) \
+            or not 0 <= eta <= 1 or not isinstance(clip, bool):
+        raise ValueError(f'{source}: "sampling" must be like {{"eta": 0.85, "clip": false}} with 0 <= eta <= 1')
+    return ModelSpec(arch, cfg, shape, learn_sigma, schedule, float(eta), clip)  # type: ignore[arg-type]
 
 
 def _is_state_dict(obj: Any) -> bool:

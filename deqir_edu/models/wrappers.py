@@ -107,6 +107,19 @@ class DiffusionModel(nn.Module):
         return out[:, : self.image_shape[0]].to(x_t.dtype)  # eps; drop v when learn_sigma
 
 
+def sampling_defaults(model: Any) -> tuple[float, bool]:
+    """``(eta, clip)`` the model recommends (its config's ``"sampling"``, set by ``zoo.load_model``),
+    looked up through the wrappers (``ClippedModel``, ``ChunkedModel``, ``ShardedModel``); the paper's
+    ``(0.15, False)`` for a model that names none."""
+    for _ in range(8):  # wrappers hold the wrapped model as ``.model``
+        if hasattr(model, "default_eta"):
+            return float(model.default_eta), bool(getattr(model, "default_clip", False))
+        model = getattr(model, "model", None)
+        if model is None:
+            break
+    return 0.15, False
+
+
 class ClippedModel:
     """Wrap an eps-model so that its clean estimate is clipped to ``[-1, 1]``.
 

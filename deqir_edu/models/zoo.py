@@ -276,6 +276,7 @@ def wrap_network(net: torch.nn.Module, spec: ModelSpec) -> DiffusionModel:
     """The network as an eval-mode ``DiffusionModel`` with the schedule and image shape of ``spec``."""
     abar = alphas_cumprod(linear_betas(*spec.schedule))  # Eq. (2), float64 (1000,)
     model = DiffusionModel(net, image_shape=spec.image_shape, alphas_cumprod=abar)
+    model.default_eta, model.default_clip = spec.eta, spec.clip  # the config's "sampling" (sampling_defaults)
     if model.learn_sigma != spec.learn_sigma:
         raise ValueError(
             f"the config says learn_sigma={spec.learn_sigma} but the network outputs "

@@ -73,6 +73,7 @@ class WindowConfig:
         m, lam: Anderson history and relative regularisation; damping: ``x <- x + omega (F(x) - x)``.
         start: ``"ddim"`` (``FixedPointMap.surrogate_start``) or ``"given"`` (the ``init`` passed).
         freeze: ``False`` re-evaluates every state every pass (plain Picard/Anderson with this map).
+        restart: clear the Anderson history when the residual grew (the next pass is a plain step).
     """
 
     window: int | float | None = None
@@ -84,6 +85,7 @@ class WindowConfig:
     damping: float = 1.0
     start: str = "ddim"
     freeze: bool = True
+    restart: bool = False
 
 
 def _tri_anderson(Xh: list[torch.Tensor], Fh: list[torch.Tensor], lam: float, triangular: bool) -> torch.Tensor:
@@ -131,7 +133,10 @@ def window_solve(
             (worst image) and ``rate`` the ratio of its last two deltas (``tol=0``: only exact states).
         config: a ``WindowConfig`` (default ``WindowConfig()``); ``options`` override its fields,
             e.g. ``window=0.25, accel="taa"``.
-        stop: only ``"per_state"`` (all states frozen); kept for the solver signature.
+        stop: ``"per_state"``: stop when every state is frozen (b = 0); ``"x0"``: also stop as soon as
+            x_0 itself passes the freezing test (its inputs fresh, its estimated remaining error below
+            ``tol``): the restored image is what the user waits for, the states near x_0 need not be final.
+            Both stop after at most T passes with the chain's exact x_0 (freezing keeps the guarantee).
     Returns:
         ``(x_{0:T-1}, trace)``, as ``picard``.
     """
@@ -141,6 +146,7 @@ def window_solve(
         raise ValueError(f"unknown option of window_solve: {err}; the options are the fields of WindowConfig") from None
     window, form, sigma, accel, m, lam, damping, start, freeze = (
         cfg.window, cfg.form, cfg.sigma, cfg.accel, cfg.m, cfg.lam, cfg.damping, cfg.start, cfg.freeze)
+    last_res = float("inf")
     T = f.steps
     if tuple(init.shape) != (T, *f.x_T.shape):
         raise ValueError(f"init must have shape (T, B, C, H, W) = {(T, *f.x_T.shape)}, got {tuple(init.shape)}")
@@ -148,8 +154,8 @@ def window_solve(
         raise ValueError(f"need a positive integer max_iter and tol >= 0, got {max_iter!r}, {tol}")
     if not isinstance(m, int) or m < 1:
         raise ValueError(f"the Anderson history m must be a positive integer, got {m!r}")
-    if start not in ("ddim", "given") or accel not in (None, "taa", "anderson") or stop != "per_state":
-        raise ValueError(f"start must be 'ddim'|'given', accel None|'taa'|'anderson', stop 'per_state'; "
+    if start not in ("ddim", "given") or accel not in (None, "taa", "anderson") or stop not in ("per_state", "x0"):
+        raise ValueError(f"start must be 'ddim'|'given', accel None|'taa'|'anderson', stop 'per_state'|'x0'; "
                          f"got {start!r}, {accel!r}, {stop!r}")
     w = T if window is None else (max(1, round(window * T)) if isinstance(window, float) else int(window))
     if not 1 <= w <= T or not 0 < damping <= 1:
@@ -162,7 +168,7 @@ def window_solve(
     exact = torch.zeros(T + 1, dtype=torch.bool)  # X[k] final given the frozen states
     exact[T] = True
     prev = torch.full((T,), float("inf"), dtype=torch.float64)  # last change of each state
-    b, trace, Xh, Fh = T, SolverTrace(stop="per_state"), [], []
+    b, trace, Xh, Fh = T, SolverTrace(stop=stop), [], []
     rel = lambda d, v: (d.flatten(2).norm(dim=2) / (v.flatten(2).norm(dim=2) + 1e-5)).amax(1)  # noqa: E731
     for _ in range(max_iter):
         stale = (~fresh[1:]).nonzero()
@@ -176,6 +182,10 @@ def window_solve(
         # inputs of x_j (states j+1..b) final and freshly evaluated -> the new x_j is final
         ok = (exact & fresh)[1:b + 1].flip(0).cumprod(0).flip(0).bool()  # ok[j]: states j+1..b all good
         new = X[:b] + damping * (FX - X[:b])
+        gres = float((FX - X[:b]).norm() / (FX.norm() + 1e-5))
+        if accel is not None and cfg.restart and gres > last_res:  # mixing made it worse: start afresh
+            Xh, Fh = [], []
+        last_res = gres
         if accel is not None:
             keep = max(0, len(Xh) - m + 1)
             Xh, Fh = [h[:b] for h in Xh[keep:]] + [X[:b].clone()], [h[:b] for h in Fh[keep:]] + [FX]
@@ -184,13 +194,13 @@ def window_solve(
         new = torch.where(ok.to(X.device).view(-1, *[1] * (X.dim() - 1)), FX, new)  # safeguard: final states exactly
         change = rel(new - X[:b], new).cpu()  # (b,), worst image
         res = rel(FX - X[:b], FX).cpu()  # relative residual per state
-        gres = float((FX - X[:b]).norm() / (FX.norm() + 1e-5))
         fresh_in = fresh[1:b + 1].flip(0).cumprod(0).flip(0).bool()
         # per-state stopping on the a-posteriori estimate of a linearly converging iteration:
         # remaining error <= change / (1 - rate), rate = change / previous change (no estimate: no freeze)
         rate = torch.where(prev[:b].isfinite(), (change.double() / prev[:b]).clamp(0, 0.99), 1.0)
         conv = ok | (freeze & fresh_in & (change.double() / (1 - rate) < tol))
         prev[:b] = change.double()
+        x0_done = stop == "x0" and b > 0 and bool(conv[0])  # the restored image passed the test
         exact[:b] = ok
         fresh[:b] &= change == 0
         X[:b] = new
@@ -201,7 +211,7 @@ def window_solve(
             exact[k:] = True
             b = k
         _record_pass(trace, f, X, gres, res, change, lo, hi, b, reference, callback)
-        if b == 0 or (not freeze and float(change.max()) < tol):
+        if b == 0 or x0_done or (not freeze and float(change.max()) < tol):
             trace.converged = True
             break
     return X[:T], trace

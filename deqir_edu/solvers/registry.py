@@ -6,6 +6,7 @@ callback=..., **options) -> (x_{0:T-1}, SolverTrace)`` on a map ``f`` (``samplin
 and a start ``init`` ``(T, B, C, H, W)``.
 
     name             what it is
+    auto             the default: Gaussian linearisation + triangular Anderson + freezing, stops on x_0 (auto.py)
     picard           x <- F(x), Eq. (11) without acceleration (T passes are exact)
     anderson         Algorithm 1 of the paper (per-image mixing)
     picard-freeze    Eq. (9) pass by pass, final states frozen, per-state stopping
@@ -26,6 +27,7 @@ from functools import partial
 import torch
 
 from .anderson import anderson
+from .auto import auto
 from .freezing import WindowConfig, window_solve
 from .picard import picard
 from .trace import SolverTrace
@@ -35,6 +37,7 @@ __all__ = ["Solver", "SOLVERS", "register", "get_solver", "solver_names"]
 Solver = Callable[..., tuple[torch.Tensor, SolverTrace]]
 
 SOLVERS: dict[str, Solver] = {
+    "auto": auto,
     "picard": picard,
     "anderson": anderson,
     "picard-freeze": partial(window_solve, config=WindowConfig()),

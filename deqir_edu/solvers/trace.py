@@ -27,9 +27,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["SolverTrace", "STOP_RULES", "record_iteration", "check_solver_args", "Callback"]
+__all__ = ["ConvergenceWarning", "SolverTrace", "STOP_RULES", "record_iteration", "check_solver_args", "Callback"]
 
 STOP_RULES = ("x0", "per_state", "global")
+
+
+class ConvergenceWarning(UserWarning):
+    """A fixed-point solve stopped at its pass budget before its tolerance: x_0 may differ from the chain."""
 Callback = Callable[[dict[str, Any]], None]
 
 

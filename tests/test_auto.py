@@ -1,0 +1,68 @@
+"""The default solver ``auto`` on the embedded models: it stops by itself within 0.05 dB of the
+sequential chain (every image), never later than Picard with freezing, and says when it ran out."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from deqir_edu.datasets import load_testset
+from deqir_edu.diffusion import draw_noises
+from deqir_edu.metrics import psnr
+from deqir_edu.models import load_model, sampling_defaults
+from deqir_edu.operators import make_operator
+from deqir_edu.sampling import ddnm_sample, default_passes, deqir_sample
+from deqir_edu.solvers import ConvergenceWarning
+
+CELLS = [("fashion32", "sr4"), ("fashion32", "deblur-gauss"), ("fashion32", "inpaint-box"),
+         ("photo32", "sr4"), ("photo32", "colorize"), ("photo32", "inpaint-box")]
+T = 20
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.set_num_threads(2)
+    return {name: (load_model(name), load_testset(name, 2)) for name in ("fashion32", "photo32")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("eta", [0.15, 0.85])
+@pytest.mark.parametrize("name,task", CELLS)
+def test_auto_stops_within_005_db_and_not_after_picard_freeze(models, name, task, eta):
+    model, x = models[name]
+    op = make_operator(task, tuple(model.image_shape))
+    y = op.A(x)
+    noises = draw_noises(tuple(x.shape), T, torch.Generator().manual_seed(3), dtype=x.dtype)
+    chain_db = psnr(ddnm_sample(model, op, y, T, eta, noises=noises), x)  # (B,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # auto must stop by its tolerance
+        res = deqir_sample(model, op, y, T, eta, noises=noises)  # the defaults: solver auto
+    ref = deqir_sample(model, op, y, T, eta, noises=noises, solver="picard-freeze")
+    gap = (psnr(res.x0, x) - chain_db).abs()
+    assert res.converged and float(gap.max()) < 0.05, (res.passes, gap.tolist())
+    assert res.passes <= ref.passes, (res.passes, ref.passes)
+    assert res.passes < T  # it did stop early (at T it would be exact, but no faster than the chain)
+
+
+def test_defaults_auto_and_model_eta(models):
+    model, _ = models["photo32"]
+    assert sampling_defaults(model) == (0.85, False)
+    assert sampling_defaults(lambda x, t: x) == (0.15, False)  # a model without a config: the paper's
+    assert default_passes("auto", 20) == 20 and default_passes("anderson", 20) == 15
+    import inspect
+
+    assert inspect.signature(deqir_sample).parameters["solver"].default == "auto"
+
+
+def test_warns_and_says_so_when_the_budget_runs_out(models):
+    model, x = models["fashion32"]
+    op = make_operator("sr4", tuple(model.image_shape))
+    y = op.A(x[:1])
+    with pytest.warns(ConvergenceWarning, match="stopped after 2 passes"):
+        res = deqir_sample(model, op, y, 10, 0.85, torch.Generator().manual_seed(0), max_iter=2)
+    assert not res.converged and res.passes == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)  # tol = 0: a fixed number of passes was asked for
+        deqir_sample(model, op, y, 10, 0.85, torch.Generator().manual_seed(0), max_iter=2, tol=0.0)
+        deqir_sample(model, op, y, 6, 0.85, torch.Generator().manual_seed(0), solver="picard", max_iter=6)
