@@ -6,6 +6,7 @@ Notation: T steps, B images, eta as in ``deqir_edu.diffusion``; "pass" = one bat
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
+RESULTS = Path(os.environ.get("DEQIR_BENCH_RESULTS", ROOT / "benchmarks" / "results"))  # tests point it elsewhere
 FASHION32 = ROOT / "data" / "models" / "fashion32.safetensors"
 LOADED: dict[str, Any] = {}  # what was loaded (e.g. the training step of fashion32), for the result files
 SOLVERS = ["picard", "anderson", "picard-freeze", "picard-window", "anderson-freeze", "taa",

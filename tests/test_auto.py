@@ -66,3 +66,48 @@ def test_warns_and_says_so_when_the_budget_runs_out(models):
         warnings.simplefilter("error", ConvergenceWarning)  # tol = 0: a fixed number of passes was asked for
         deqir_sample(model, op, y, 10, 0.85, torch.Generator().manual_seed(0), max_iter=2, tol=0.0)
         deqir_sample(model, op, y, 6, 0.85, torch.Generator().manual_seed(0), solver="picard", max_iter=6)
+
+
+class _Timed:
+    """A stand-in network whose call costs ``base + per_image * n`` seconds."""
+
+    image_shape = (1, 4, 4)
+
+    def __init__(self, base: float, per_image: float) -> None:
+        self.base, self.per_image = base, per_image
+
+    def __call__(self, x, t):
+        import time
+
+        time.sleep(self.base + self.per_image * x.shape[0])
+        return x
+
+
+def test_sampler_auto_picks_the_faster_sampler():
+    from deqir_edu.experiments import predict_sampler
+
+    cpu_like = predict_sampler(_Timed(0.0, 0.002), steps=10, batch=1)  # cost grows with the batch: DDNM
+    gpu_like = predict_sampler(_Timed(0.01, 0.0), steps=10, batch=1)  # flat cost: 10 calls against ~6 passes
+    assert cpu_like.sampler == "ddnm" and cpu_like.parallel > cpu_like.sequential
+    assert gpu_like.sampler == "deqir" and gpu_like.parallel < gpu_like.sequential
+    assert gpu_like.passes == pytest.approx(0.55 * 10) and "sampler auto -> deqir" in gpu_like.describe()
+    chunked = predict_sampler(_Timed(0.01, 0.0), steps=10, batch=1, max_batch=2)  # 5 chunked calls per pass
+    assert chunked.tT == pytest.approx(5 * chunked.t1, rel=0.5) and chunked.sampler == "ddnm"
+
+
+def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
+    """benchmarks/gpu_adm256.py --smoke: the GPU script's code path (auto, DDNM, t(n), prediction) on the CPU."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DEQIR_BENCH_RESULTS": str(tmp_path)}
+    out = subprocess.run([sys.executable, "benchmarks/gpu_adm256.py", "--smoke"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / "gpu_adm256_smoke.json").read_text())["rows"]
+    assert {(r["B"], r["method"]) for r in rows} == {(1, "ddnm"), (1, "auto"), (2, "ddnm"), (2, "auto")}
+    assert all(r["passes"] <= r["T"] for r in rows) and "sampler auto ->" in out.stdout

@@ -174,3 +174,25 @@ def test_cli_restore_on_two_devices_matches_one(tmp_path) -> None:
         assert main(argv) == 0
     assert np.array_equal(np.asarray(Image.open(outs[0])), np.asarray(Image.open(outs[1])))
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["clean.png", "out0.png", "out2.png"]  # rank 1 wrote none
+
+
+def _eval_rank(rank: int, world: int, device: torch.device) -> list:
+    from deqir_edu.experiments import evaluate
+
+    g = torch.Generator().manual_seed(0)
+    prior = GaussianMixturePrior((torch.rand(4, 1, 16, 16, generator=g, dtype=torch.float64) * 2 - 1) * 0.8, 0.1)
+    images = prior.sample(5, g)  # SSIM needs 11 x 11 pixels at least
+    return evaluate(prior, images, tasks=["sr4", "inpaint-box"], methods=["ddnm", "deqir-auto", "deqir-k3"],
+                    steps=8, eta=0.85, batch_size=2, lpips_fn=None)
+
+
+def test_evaluate_spreads_images_over_ranks_with_the_rows_of_one_process() -> None:
+    """``evaluate`` inside a 2-rank gloo group: batches 0, 2 on rank 0, batch 1 on rank 1, then gathered."""
+    from deqir_edu.apps.launch import spawn
+
+    multi = spawn(_eval_rank, ["cpu", "cpu"])
+    single = _eval_rank(0, 1, torch.device("cpu"))
+    assert len(multi) == len(single) == 6
+    for a, b in zip(multi, single):
+        for key in ("task", "method", "n", "passes", "evaluations", "converged", "psnr_per_image", "psnr", "ssim"):
+            assert a[key] == b[key], (a["method"], key, a[key], b[key])

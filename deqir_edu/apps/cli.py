@@ -166,7 +166,8 @@ def _run_train(args: argparse.Namespace) -> int:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="tasks x methods on a frozen test set; writes OUT/results.json and OUT/results.md")
     p.add_argument("--model", default="fashion32", help="zoo name, checkpoint path, or gmm-fashion32 (exact prior)")
-    p.add_argument("--n", type=POSITIVE, default=16, help="number of test images (default 16)")
+    p.add_argument("--n", "--num-images", dest="n", type=POSITIVE, default=16,
+                   help="number of test images (default 16; under torchrun write --num-images)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", default=None, help="output folder (default results/eval-MODEL)")
@@ -208,6 +209,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from ..core.checks import check_device
 
     check_device(args.device, "--device")  # e.g. cuda on a CPU build: one line, before any work
+    rank = _join_torchrun(args)  # under torchrun the images are spread over the ranks (evaluate)
     model, images, source = load_for_eval(args.model, args.n, args.images, args.device, args.bf16)
     print(f"model {args.model}: {images.shape[0]} images of shape {tuple(images.shape[1:])} ({source})")
     if args.eta is None:  # the model's default, recorded in the results as the eta used
@@ -218,10 +220,35 @@ def _run_eval(args: argparse.Namespace) -> int:
     rows = evaluate(model, images, tasks=split(args.tasks), methods=split(args.methods) or DEFAULT_METHODS,
                     steps=args.steps, eta=args.eta, seed=args.seed, device=args.device,
                     batch_size=args.batch_size, clip=args.clip)
+    if rank is not None:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        if rank > 0:  # rank 0 writes the results of all ranks
+            return 0
     js, md = write_results(rows, out, _meta_for(args, source))
     print(md.read_text())
     print(f"wrote {js} and {md}")
     return 0
+
+
+def _join_torchrun(args: Any) -> int | None:
+    """Under ``torchrun`` (RANK, WORLD_SIZE set): join the group on this rank's device; return the rank."""
+    import os
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    import torch
+
+    from .launch import init_process
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:  # one GPU per process: cuda:LOCAL_RANK
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        args.device = str(device)
+    init_process(rank, world, "env://", device)
+    return rank
 
 
 def _meta_for(args: Any, images_source: str) -> dict[str, Any]:
@@ -263,8 +290,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     prog = f"deqir-edu {args.command}"
+    import warnings
+
+    from ..solvers.trace import ConvergenceWarning
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():  # the commands say it in their own words (restore: once, per tile count)
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         if getattr(args, "debug", False):
             raise

@@ -31,6 +31,7 @@ import torch
 
 from ..core.checks import check_finite
 from ..core.progress import progress
+from ..experiments.choice import predict_sampler
 from ..experiments.runner import run_method, sampler_method
 from ..models.budget import default_budget, format_bytes, images_per_call, model_device, probe
 from ..models.wrappers import ChunkedModel, sampling_defaults
@@ -150,7 +151,7 @@ def restore_tiled(
             parallel solve stopped at K passes before its tolerance) and ``evaluations``.
         plan: the ``plan_tiled`` of this call when the caller has it already (its measured call is
             not repeated); ``memory`` is then ignored.
-        restore_kwargs: ``sampler``, ``steps``, ``eta``, ``iters``, ``solver``, ``clip``, ``samples``
+        restore_kwargs: ``sampler`` (``"deqir"``, ``"ddnm"``, ``"pinv"`` or ``"auto"``: ``experiments.predict_sampler``), ``steps``, ``eta``, ``iters``, ``solver``, ``clip``, ``samples``
             as ``experiments.restore``; ``eta`` and ``clip`` default to the model's (``models.sampling_defaults``).
     Returns:
         ``(1, C, H, W)``: the blended tiles, projected with the full-size operator (Eq. (5)).
@@ -159,6 +160,8 @@ def restore_tiled(
         raise ValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
     opts = dict(restore_kwargs)
     sampler, steps, iters = opts.pop("sampler", "deqir"), opts.pop("steps", 20), opts.pop("iters", None)
+    if sampler == "auto":  # the faster of DDNM and DeqIR on this device, at equal quality (experiments.choice)
+        sampler = predict_sampler(model, steps, batch=opts.get("samples", 1), like=y).sampler
     method = sampler_method(sampler, steps, iters, opts.pop("solver", "auto"))
     iters = method.iters
     eta, clip, samples = opts.pop("eta", None), opts.pop("clip", None), opts.pop("samples", 1)

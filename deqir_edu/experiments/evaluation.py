@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from ..core.progress import progress
 from ..diffusion.noises import draw_noises
@@ -86,7 +87,10 @@ def evaluate(
         lpips_fn: ``"auto"`` (real weights if present), a callable ``(x, ref) -> (B,)``, or ``None``.
     Returns:
         rows with keys task, method, steps, iters, solver, n, psnr, ssim, lpips, consistency, cons,
-        evaluations, passes, seconds, converged, psnr_per_image.  Bound the memory of DeqIR's big
+        evaluations, passes, seconds (summed over batches), converged, psnr_per_image.
+    Many images: inside a ``torch.distributed`` process group (``torchrun``, one process per device) the
+    batches are spread over the ranks (batch b on rank b mod P) and gathered, so every rank returns the
+    rows of one process: same batches, same noises (drawn for all N images), same results.  Bound the memory of DeqIR's big
         network calls by wrapping the model in ``models.ChunkedModel``.
     """
     images = images.to(device) if device is not None else images
@@ -103,6 +107,7 @@ def evaluate(
             raise ValueError(f"lpips_fn must be 'auto', a callable or None, got {lpips_fn!r}")
         lpips_fn, _ = lpips_status()
     small = min(shape[1:]) < 31
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     rows: list[dict[str, Any]] = []
     n = images.shape[0]
     for task in progress(tasks, "tasks"):
@@ -115,19 +120,25 @@ def evaluate(
                 gen = torch.Generator(device="cpu").manual_seed(seed)
                 x_T, eps = draw_noises(tuple(images.shape), T, gen, images.dtype)
                 noise_cache[T] = (x_T.to(images.device), eps.to(images.device))
-            outs, evals, passes, conv, seconds = [], 0, 0, True, 0.0
+            done: dict[int, tuple] = {}
             for lo in range(0, n, batch_size):
+                if (lo // batch_size) % world != rank:  # torch.distributed: batch b goes to rank b mod P
+                    continue
                 sl = slice(lo, lo + batch_size)
                 noises = (noise_cache[T][0][sl], noise_cache[T][1][:, sl]) if T else None
                 start = time.perf_counter()
                 run = run_method(model, op, y[sl], method, eta, noises, clip=clip, tol=tol)
-                x = run.x
-                if x.is_cuda:  # wall-clock of finished GPU work
-                    torch.cuda.synchronize(x.device)
-                seconds += time.perf_counter() - start
-                outs.append(x)
-                evals, passes, conv = max(evals, run.evaluations), max(passes, run.passes), conv and run.converged
-            x = torch.cat(outs)
+                if run.x.is_cuda:  # wall-clock of finished GPU work
+                    torch.cuda.synchronize(run.x.device)
+                done[lo] = (run.x, run.evaluations, run.passes, run.converged, time.perf_counter() - start)
+            if world > 1:  # every rank gets every batch (CPU tensors), so the rows are those of one process
+                parts: list[Any] = [None] * world
+                dist.all_gather_object(parts, {lo: (v[0].cpu(), *v[1:]) for lo, v in done.items()})
+                done = {lo: (v[0].to(images.device), *v[1:]) for part in parts for lo, v in part.items()}
+            runs = [done[lo] for lo in sorted(done)]
+            x = torch.cat([r[0] for r in runs])
+            evals, passes = max(r[1] for r in runs), max(r[2] for r in runs)
+            conv, seconds = all(r[3] for r in runs), sum(r[4] for r in runs)
             p = psnr(x, images)
             if lpips_fn is None:
                 lp: float | str = NA_WEIGHTS

@@ -33,10 +33,13 @@ import torch
 from .freezing import WindowConfig, window_solve
 from .trace import Callback, SolverTrace
 
-__all__ = ["AUTO", "AUTO_TOL", "auto"]
+__all__ = ["AUTO", "AUTO_TOL", "AUTO_PASS_FRACTION", "auto"]
 
 AUTO = WindowConfig(form="gauss", sigma=0.5, accel="taa", m=2, restart=True)
 AUTO_TOL = 3e-3
+# passes / T where auto stopped by itself, mean over benchmarks/results/solver_grid_*_T20.md (both embedded
+# models, eta 0, 0.15, 0.85); the sampler="auto" prediction (experiments/choice.py) uses it
+AUTO_PASS_FRACTION = 0.55
 
 
 def auto(
