@@ -48,7 +48,7 @@ def test_demo_prints_table_and_writes_figure(data_dir, tmp_path, capsys):
     fig = tmp_path / "demo.png"
     assert main(["demo", "--n", "2", "--steps", "3", "--iters", "2", "--out", str(fig)]) == 0
     out = capsys.readouterr().out
-    assert "| sr4 |" in out and "DeqIR T=3 K=2" in out and "model: fashion32" in out
+    assert "| sr4 |" in out and "DeqIR T=3 (auto, K <= 2)" in out and "model: fashion32" in out and "eta = " in out
     assert fig.is_file() and Image.open(fig).size[0] > 100
 
 

@@ -94,11 +94,20 @@ def deqir_sample(
             ``reference=x`` (the trace then records the x_0 error to it), ``m``, ``lam``, ``beta``.
     Memory: each pass is one network call on T x B images; ``models.ChunkedModel`` bounds it.
 
+    Half precision (``y`` in bf16/fp16): the states and the solver run in float32 (the sums of Eq. (9)
+    and the Anderson systems lose too much in 8-11 bits), the network in its own dtype; the result is
+    returned in ``y``'s dtype.
+
     Warns (``solvers.ConvergenceWarning``) when the solver used up ``max_iter`` before its tolerance
     (``tol > 0``); ``result.converged`` says the same.
     """
     solve = get_solver(solver)
     chain = resolve_chain(model, steps, eta, chain)
+    dtype = y.dtype
+    half = dtype in (torch.float16, torch.bfloat16)  # the solve in float32, the network in the model's dtype
+    if half:
+        y = y.float()
+        noises = None if noises is None else (noises[0].float(), noises[1].float())
     x_T, eps, _ = prepare_chain(model, op, y, chain, generator, noises)
     f = FixedPointMap(model, op, y, x_T, eps, chain)
     init = x_T.expand(chain.steps, *x_T.shape).clone()  # Algorithm 1, line 1
@@ -113,4 +122,6 @@ def deqir_sample(
                       f"passes are exact for every solver but anderson) or use ddnm_sample",
                       ConvergenceWarning, stacklevel=2)
     states = torch.cat([sol, x_T[None]], dim=0)
-    return DeqIRResult(x0=sol[0], states=states, trace=trace, evaluations=f.evaluations)
+    if half:  # back to the caller's dtype
+        states = states.to(dtype)
+    return DeqIRResult(x0=states[0], states=states, trace=trace, evaluations=f.evaluations)
