@@ -54,7 +54,8 @@ def test_lower_triangular_structure() -> None:
 def test_picard_leading_states_exact_then_residual_zero() -> None:
     f, ref, _, _ = setup_chain("inpaint-box", 0.15)
     init = f.x_T.expand(T, *f.x_T.shape).clone()  # Algorithm 1, line 1
-    err = lambda s: (s - ref).flatten(1).abs().amax(1)  # (T,) per state
+    def err(s):
+        return (s - ref).flatten(1).abs().amax(1)  # (T,) per state
     for n in (1, 7, 15):
         sol, _ = picard(f, init, max_iter=n, tol=0.0)
         e = err(sol)
@@ -84,7 +85,8 @@ def test_chunks_give_the_same_map_and_gradients_flow_to_x_T() -> None:
     f, ref, _, _ = setup_chain("colorize", 0.0, steps=8)
     chunked = ChunkedModel(f.model, max_batch=3)  # bounds the images per network call
     calls = []
-    counted = lambda x, t: calls.append(x.shape[0]) or chunked(x, t)  # noqa: E731
+    def counted(x, t):
+        return calls.append(x.shape[0]) or chunked(x, t)
     counted.image_shape, counted.alphas_cumprod = chunked.image_shape, chunked.alphas_cumprod
     g = FixedPointMap(counted, f.op, f.y, f.x_T, f.step_noise.flip(0), f.chain)
     junk = ref + 0.1

@@ -59,7 +59,8 @@ def test_phantom_gradient_matches_exact_chain_gradient(task: str) -> None:
 
     ex = exact_chain_gradient(prior, op, y, x_T, noises, 10, 0.15)
     ph = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15)
-    q = lambda v: v - op.A_pinv(op.A(v))
+    def q(v):
+        return v - op.A_pinv(op.A(v))
     assert cos(q(ex.grad), q(ph.grad)) >= 0.9  # measured 0.989 / 0.986
     assert cos(ex.grad, ph.grad) > 0.3  # still a descent direction; measured 0.52 / 0.80
     full = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, phantom_steps=10, tau=1.0)
@@ -70,7 +71,8 @@ def test_inversion_lowers_loss_and_raises_psnr_on_inpainting() -> None:
     """Random-pixel inpainting, 8 images.  With this noise, DDNM commits image 0 to the wrong
     mixture component (PSNR ~11 dB); no-ground-truth inversion repairs it."""
     prior, op, x, y, _, _ = problem("inpaint-random", n=8)
-    psnr = lambda z: 10 * torch.log10(4.0 / (z - x).flatten(1).pow(2).mean(1))  # range [-1, 1]
+    def psnr(z):
+        return 10 * torch.log10(4.0 / (z - x).flatten(1).pow(2).mean(1))  # range [-1, 1]
     res = deq_invert(prior, op, y, steps=10, eta=0.15, generator=torch.Generator().manual_seed(3),
                      n_steps=20, lr=0.1)
     before, after = psnr(res.x0_initial), psnr(res.x0)

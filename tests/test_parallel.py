@@ -196,3 +196,31 @@ def test_evaluate_spreads_images_over_ranks_with_the_rows_of_one_process() -> No
     for a, b in zip(multi, single):
         for key in ("task", "method", "n", "passes", "evaluations", "converged", "psnr_per_image", "psnr", "ssim"):
             assert a[key] == b[key], (a["method"], key, a[key], b[key])
+
+
+def test_restore_folder_spread_over_two_processes_equals_one_file_at_a_time(tmp_path, capsys) -> None:
+    """``restore FOLDER --out DIR --devices cpu,cpu``: images 0, 2 on rank 0, image 1 on rank 1; each output is
+    the one ``restore FILE`` writes; existing outputs and the input folder as --out are refused."""
+    import numpy as np
+    from PIL import Image
+
+    from deqir_edu.apps.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(src / f"{name}.png")
+    common = ["--task", "sr4", "--model", "fashion32", "--steps", "3", "--sampler", "deqir", "--eta", "0.85"]
+    assert main(["restore", str(src), "--out", str(tmp_path / "multi"), "--devices", "cpu,cpu", *common]) == 0
+    for name in ("a", "b", "c"):
+        assert main(["restore", str(src / f"{name}.png"), "--out", str(tmp_path / f"one_{name}.png"), *common]) == 0
+        multi = np.asarray(Image.open(tmp_path / "multi" / f"{name}.png"))
+        single = np.asarray(Image.open(tmp_path / f"one_{name}.png"))
+        assert multi.shape == (32, 32) and np.array_equal(multi, single), name
+    capsys.readouterr()
+    assert main(["restore", str(src), "--out", str(tmp_path / "multi"), *common]) == 2  # outputs exist
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["restore", str(src), "--out", str(src), *common]) == 2  # never into the inputs
+    assert sorted(p.name for p in src.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert main(["restore", str(src), "--out", str(tmp_path / "multi"), "--overwrite", *common]) == 0

@@ -24,9 +24,13 @@ def add_restore(sub: argparse._SubParsersAction) -> None:
     from ..operators import TASKS
 
     p = sub.add_parser("restore", help="restore one image file (PNG/JPEG in, PNG out)")
-    p.add_argument("input", help="the observation y as an image (SR: the small image; colorize: grey)")
+    p.add_argument("input", help="the observation y as an image (SR: the small image; colorize: grey), or a folder "
+                   "of images (then --out is a folder; with --devices or under torchrun the images are spread "
+                   "over the processes)")
     p.add_argument("--task", required=True, type=task, help=f"one of: {', '.join(TASKS)}")
-    p.add_argument("--out", required=True, help="output PNG path (never the input; replaced atomically if it exists)")
+    p.add_argument("--out", required=True, help="output PNG path (never the input; replaced atomically if it exists); "
+                   "a folder for a folder of inputs")
+    p.add_argument("--overwrite", action="store_true", help="a folder of inputs: replace outputs that exist")
     p.add_argument("--mask", default=None, metavar="MASK.png",
                    help="inpainting and old-photo: your damaged region, an image of the output's size, black = "
                    "missing, white = kept (default: the package's mask of the task)")
@@ -81,6 +85,12 @@ def _check_restore_paths(args: argparse.Namespace) -> None:
 
 
 def _run_restore(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    if Path(args.input).expanduser().is_dir():  # every image of the folder (restore_folder.py)
+        from .restore_folder import run_folder
+
+        return run_folder(args, _run_restore)
     from ..experiments.choice import predict_sampler
     from ..metrics import psnr
     from ..models import load_model, sampling_defaults
@@ -98,7 +108,8 @@ def _run_restore(args: argparse.Namespace) -> int:
     masked = args.task.startswith("inpaint-") or args.task == "old-photo"
     if args.mask is not None and not masked:
         raise ValueError(f"--mask is for the inpainting tasks and old-photo, not {args.task}")
-    model = load_model(args.model)
+    one_device = bool(devices) and getattr(args, "one_device", False)  # this process restores on devices[0]
+    model = load_model(args.model, device=devices[0] if one_device else "cpu")
     c, h, w = model.image_shape
     if args.task in ("colorize", "old-photo") and c != 3:
         raise ValueError(f"--task {args.task} needs a colour model; {args.model} has {c} channel(s): use --model photo32")
@@ -131,17 +142,20 @@ def _run_restore(args: argparse.Namespace) -> int:
     eta = model_eta if args.eta is None else args.eta
     clip = args.clip or model_clip
     iters = default_passes(args.solver, args.steps) if args.iters is None else args.iters
-    plan = plan_tiled(model, args.task, (H, W), "deqir", args.steps, iters, args.samples, memory=args.memory, like=y)
+    like = y.to(devices[0]) if one_device else y  # measured on the device that will do the work
+    plan = plan_tiled(model, args.task, (H, W), "deqir", args.steps, iters, args.samples, memory=args.memory,
+                      like=like)
     sampler = args.sampler
-    if sampler == "auto" and devices:
+    if sampler == "auto" and devices and not one_device:
         sampler = "deqir"  # several devices share each pass: the parallel sampler is what they are for
     elif sampler == "auto":
-        choice = predict_sampler(model, args.steps, batch=plan.group * args.samples, max_batch=plan.per_call, like=y)
+        choice = predict_sampler(model, args.steps, batch=plan.group * args.samples, max_batch=plan.per_call,
+                                 like=like)
         sampler = choice.sampler
         print(choice.describe())
     if sampler != "deqir":
         plan = plan_tiled(model, args.task, (H, W), sampler, args.steps, iters, args.samples, memory=args.memory,
-                          like=y)
+                          like=like)
     options = dict(sampler=sampler, steps=args.steps, eta=eta, iters=iters, solver=args.solver,
                    clip=clip, samples=args.samples, op_options=op_options, plan=plan)  # measured once
     chain = f"T = {args.steps}, eta = {eta:g}" + (" (the model's default; --eta to change)" if args.eta is None else "")
@@ -154,7 +168,12 @@ def _run_restore(args: argparse.Namespace) -> int:
               "--sampler ddnm, fewer --steps or --iters, a smaller image, or a GPU (--devices cuda:0)", file=sys.stderr)
     del model
     work = partial(_restore_work, args.model, args.task, y, (H, W), args.seed, options)
-    if devices:  # one process per device (launch.py); rank 0's result comes back
+    if one_device:  # a share of a folder: this process, this device
+        from ..models import ShardedModel
+
+        device = devices[0]
+        result = work(wrap=lambda m: ShardedModel(m.to(device), device, split=False))
+    elif devices:  # one process per device (launch.py); rank 0's result comes back
         from .launch import run_sharded
 
         result = run_sharded(devices, work)

@@ -42,10 +42,12 @@ class ShardedModel:
     ``model(x (N, C, H, W), t (N,)) -> eps (N, C, H, W)``: rank p evaluates rows ``p n .. p n + n - 1``
     on ``device`` and ``all_gather`` assembles all N rows on every rank, in the caller's device and
     dtype.  Keeps ``image_shape`` and ``alphas_cumprod``; ``evaluations`` counts this rank's images.
+    ``split=False``: never split (each rank works on its own images, ``apps.restore_folder``); the model
+    just runs on ``device``.
     """
 
-    def __init__(self, model: Any, device: torch.device | str | None = None) -> None:
-        self.model = model
+    def __init__(self, model: Any, device: torch.device | str | None = None, split: bool = True) -> None:
+        self.model, self.split = model, split
         self.device = torch.device(device) if device is not None else None
         self.image_shape = tuple(model.image_shape)
         if getattr(model, "alphas_cumprod", None) is not None:
@@ -58,7 +60,7 @@ class ShardedModel:
         return self.model(x.to(dev), t.to(dev))
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        rank, world = _world()
+        rank, world = _world() if self.split else (0, 1)
         if world == 1:  # plain model
             return self._local(x, t).to(x.device, x.dtype)
         N = x.shape[0]
