@@ -7,6 +7,7 @@ For every model, task, T, eta and solver, with the same noises as the sequential
     default tolerance (``anderson``: the paper's K = 15, tol 1e-3).
 
 usage: python benchmarks/solver_grid.py [--models fashion32 photo32] [--steps 20] [--eta 0 0.15 0.85] [--n 8]
+       python benchmarks/solver_grid.py --summarize benchmarks/results/solver_grid_*.json   (-> solver_grid_summary.md)
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 import warnings
 
 import torch
-from common import first, meta, table, write
+from common import RESULTS, first, meta, table, write
 
 from deqir_edu.datasets import load_testset
 from deqir_edu.metrics import psnr
@@ -53,7 +54,36 @@ def measure(model, op, y, x, T: int, eta: float, solver: str, seed: int = 1) -> 
                 seconds=seconds, chain_db=float(ref_db.mean()))
 
 
+def summarize(paths: list[str]) -> str:
+    """One line per cell of the result files: auto against the paper's Anderson and the best named solver."""
+    import json
+
+    rows = [r for path in paths for r in json.loads(open(path).read())["rows"]]
+    cells: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["task"], r["T"], r["eta"]), {})[r["solver"]] = r
+    lines, fractions = [], []
+    for (name, task, T, eta), by in cells.items():
+        named = [r for s, r in by.items() if s not in ("auto", "anderson") and r["own_db_gap"] < 0.05]
+        best = min(named, key=lambda r: r["own_passes"]) if named else None
+        a, k = by.get("auto"), by.get("anderson")
+        if a:
+            fractions.append(a["own_passes"] / T)
+        lines.append([name, task, T, eta, a and a["own_passes"], a and a["own_db_gap"], a and a["passes_db"],
+                      best and f"{best['solver']} {best['own_passes']}", k and k["own_db_gap"]])
+    head = ["model", "task", "T", "eta", "auto: passes (own stop)", "auto: worst dB gap", "auto: first pass within 0.05 dB",
+            "best named solver: passes (own stop, within 0.05 dB)", "anderson K = 15: worst dB gap"]
+    mean = sum(fractions) / max(1, len(fractions))
+    return (f"# Solver grid: summary\n\n`python benchmarks/solver_grid.py --summarize {' '.join(paths)}`\n\n"
+            + table(head, lines) + f"\nMean passes / T of auto over these cells: {mean:.3f}\n")
+
+
 def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--summarize":
+        md = summarize(sys.argv[2:])
+        (RESULTS / "solver_grid_summary.md").write_text(md)
+        print(md)
+        return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(TASKS))
     p.add_argument("--steps", type=int, nargs="+", default=[20])
