@@ -68,14 +68,15 @@ def summarize(paths: list[str]) -> str:
         best = min(named, key=lambda r: r["own_passes"]) if named else None
         a, k = by.get("auto"), by.get("anderson")
         if a:
-            fractions.append(a["own_passes"] / T)
+            fractions.append((T, a["own_passes"] / T))
         lines.append([name, task, T, eta, a and a["own_passes"], a and a["own_db_gap"], a and a["passes_db"],
                       best and f"{best['solver']} {best['own_passes']}", k and k["own_db_gap"]])
     head = ["model", "task", "T", "eta", "auto: passes (own stop)", "auto: worst dB gap", "auto: first pass within 0.05 dB",
             "best named solver: passes (own stop, within 0.05 dB)", "anderson K = 15: worst dB gap"]
-    mean = sum(fractions) / max(1, len(fractions))
+    means = {T: [v for t, v in fractions if t == T] for T in sorted({t for t, _ in fractions})}
+    text = ", ".join(f"T = {T}: {sum(v) / len(v):.3f} ({len(v)} cells)" for T, v in means.items())
     return (f"# Solver grid: summary\n\n`python benchmarks/solver_grid.py --summarize {' '.join(paths)}`\n\n"
-            + table(head, lines) + f"\nMean passes / T of auto over these cells: {mean:.3f}\n")
+            + table(head, lines) + f"\nMean passes / T of auto: {text}\n")
 
 
 def main() -> None:
