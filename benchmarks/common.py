@@ -104,6 +104,23 @@ def sync(x: torch.Tensor) -> None:
         torch.cuda.synchronize(x.device)
 
 
+def x0_tracker(ref: torch.Tensor, x: torch.Tensor):
+    """``(callback, errs, gaps)``: a solver callback that appends, per pass, max |x_0 - ref| and the worst
+    per-image |PSNR(x_0, x) - PSNR(ref, x)| (dB) of the current x_0."""
+    from deqir_edu.metrics import psnr
+
+    ref_db = psnr(ref, x)
+    errs: list[float] = []
+    gaps: list[float] = []
+
+    def cb(d: dict) -> None:
+        x0 = d["states"][0]
+        errs.append(float((x0 - ref).abs().max()))
+        gaps.append(float((psnr(x0, x) - ref_db).abs().max()))
+
+    return cb, errs, gaps
+
+
 def first(values: list[float], threshold: float) -> int | None:
     """1-based index of the first value below ``threshold``, or None."""
     return next((i + 1 for i, v in enumerate(values) if v < threshold), None)

@@ -17,7 +17,7 @@ import time
 import warnings
 
 import torch
-from common import RESULTS, first, meta, table, write
+from common import RESULTS, first, meta, table, write, x0_tracker
 
 from deqir_edu.datasets import load_testset
 from deqir_edu.metrics import psnr
@@ -35,14 +35,7 @@ def measure(model, op, y, x, T: int, eta: float, solver: str, seed: int = 1) -> 
     """One cell: the solver's trajectory against the chain with the same noises."""
     noises = draw_noises(tuple(x.shape), T, torch.Generator().manual_seed(seed), dtype=x.dtype)
     ref = ddnm_sample(model, op, y, T, eta, noises=noises)
-    ref_db = psnr(ref, x)  # (B,)
-    errs, gaps = [], []
-
-    def cb(d: dict) -> None:
-        x0 = d["states"][0]
-        errs.append(float((x0 - ref).abs().max()))
-        gaps.append(float((psnr(x0, x) - ref_db).abs().max()))
-
+    cb, errs, gaps = x0_tracker(ref, x)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -51,7 +44,7 @@ def measure(model, op, y, x, T: int, eta: float, solver: str, seed: int = 1) -> 
     k3, kdb = first(errs, 1e-3), first(gaps, 0.05)
     return dict(solver=solver, T=T, eta=eta, passes_1e3=k3, passes_db=kdb, own_passes=res.passes,
                 own_nfe=res.evaluations, own_db_gap=gaps[-1], own_err=errs[-1], converged=res.converged,
-                seconds=seconds, chain_db=float(ref_db.mean()))
+                seconds=seconds, chain_db=float(psnr(ref, x).mean()))
 
 
 def summarize(paths: list[str]) -> str:

@@ -16,25 +16,19 @@ import sys
 import time
 
 import torch
-from common import LOADED, SOLVERS, exact_problem, fashion_problem, first, gmm_fashion_problem, meta, table, write
+from common import (LOADED, SOLVERS, exact_problem, fashion_problem, first, gmm_fashion_problem, meta, table,
+                    write, x0_tracker)
 
-from deqir_edu.metrics import psnr
 from deqir_edu.sampling import ddnm_sample, deqir_sample
 
 
 def measure(model, op, y, x, T: int, eta: float, solver: str, tol: float, tol_track: float, max_iter: int,
             seed: int = 1) -> dict:
     ref = ddnm_sample(model, op, y, T, eta, torch.Generator().manual_seed(seed))
-    ref_db = psnr(ref, x)
     row: dict = {"solver": solver, "T": T, "eta": eta}
     modes = (("oracle", tol_track), ("own", tol)) if tol != tol_track else (("both", tol),)  # one run if equal
     for mode, t in modes:
-        errs, gaps = [], []
-
-        def cb(d: dict) -> None:
-            x0 = d["states"][0]
-            errs.append(float((x0 - ref).abs().max()))
-            gaps.append(float((psnr(x0, x) - ref_db).abs().max()))
+        cb, errs, gaps = x0_tracker(ref, x)
 
         t0 = time.perf_counter()
         res = deqir_sample(model, op, y, T, eta, torch.Generator().manual_seed(seed), solver=solver,
