@@ -154,6 +154,23 @@ def test_both_builds_succeed(sites: dict[str, Path]) -> None:
             assert page.is_file(), f"{variant}: {page.name} was not built"
 
 
+_LITERAL_MYST = re.compile(r"(?<![A-Za-z\\])\{(prf:[a-z]+|exercise|solution[-a-z]*|cite:[a-z]+|cite|eq|numref|ref|doc|math|admonition|"
+                           r"note|warning|tip|figure|glue(?::[a-z]+)?|toggle|dropdown|code-cell|bibliography)\}")
+
+
+def test_no_literal_myst_on_rendered_pages(sites: dict[str, Path]) -> None:
+    """A broken directive renders as its own source text without a build warning (a code span in a
+    {prf:algorithm} title did, and its closing fence swallowed the next section): no page may show one."""
+    import html as html_module
+
+    for variant, site in sites.items():
+        for page in sorted(site.rglob("*.html")):
+            raw = re.sub(r"<script.*?</script>|<style.*?</style>", " ", page.read_text(encoding="utf8"), flags=re.S)
+            text = html_module.unescape(re.sub(r"<[^>]+>", " ", raw))
+            hits = sorted(set(_LITERAL_MYST.findall(text)))
+            assert not hits, f"{variant}: {page.relative_to(site)} shows literal MyST {hits}"
+
+
 def test_solutions_hidden_only_in_student_build(sites: dict[str, Path]) -> None:
     for path in CHAPTERS:
         if path.stem.startswith("00_"):

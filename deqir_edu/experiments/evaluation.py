@@ -88,10 +88,11 @@ def evaluate(
     Returns:
         rows with keys task, method, steps, iters, solver, n, psnr, ssim, lpips, consistency, cons,
         evaluations, passes, seconds (summed over batches), converged, psnr_per_image.
+
+    Bound the memory of DeqIR's big network calls by wrapping the model in ``models.ChunkedModel``.
     Many images: inside a ``torch.distributed`` process group (``torchrun``, one process per device) the
     batches are spread over the ranks (batch b on rank b mod P) and gathered, so every rank returns the
-    rows of one process: same batches, same noises (drawn for all N images), same results.  Bound the memory of DeqIR's big
-        network calls by wrapping the model in ``models.ChunkedModel``.
+    rows of one process: same batches, same noises (drawn for all N images), same results.
     """
     images = images.to(device) if device is not None else images
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
