@@ -197,7 +197,13 @@ def restore_tiled(
         return y[..., i // s : (i + h) // s, j // s : (j + w) // s]
 
     def run(op: Any, ys: torch.Tensor) -> torch.Tensor:
-        res = run_method(chunked, op, ys, method, eta, generator=generator, clip=clip, samples=samples)
+        bar = progress(range(method.iters or 0), desc="solver passes", total=method.iters) if method.kind == "deqir" else None
+        try:  # one bar per tile group: the parallel solver's passes (it may stop before K)
+            res = run_method(chunked, op, ys, method, eta, generator=generator, clip=clip, samples=samples,
+                             callback=None if bar is None else (lambda info: bar.update(1)))
+        finally:
+            if bar is not None:
+                bar.close()
         stats["not_converged"] += 0 if res.converged else ys.shape[0]
         stats["evaluations"] += res.evaluations * ys.shape[0] * samples
         return res.x
