@@ -113,9 +113,10 @@ def run_method(
     if method.kind == "ddnm":
         x = ddnm_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator)
         return RunResult(x, method.steps, method.steps, True)
+    tol = tol if method.tol is None else method.tol  # deqir-picard fixes its own (0: all T passes)
     res = deqir_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator,
                        solver=method.solver, max_iter=method.iters, callback=callback,
-                       **({} if tol is None and method.tol is None else {"tol": tol if method.tol is None else method.tol}))
+                       **({} if tol is None else {"tol": tol}))  # None: the solver's own default
     exact = method.solver == "picard" and method.iters >= method.steps  # the triangular system is solved
     return RunResult(res.x0, res.evaluations, res.passes, bool(res.converged or exact))
 
