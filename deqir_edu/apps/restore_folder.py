@@ -63,7 +63,7 @@ def _one(args: dict[str, Any], src: Path, dst: Path, device: str | None, run_one
 def _folder_rank(rank: int, world: int, device: Any, args: dict[str, Any], jobs: list, run_one: Callable) -> None:
     for src, dst in jobs[rank::world]:
         print(f"[rank {rank}/{world}] {src.name}")
-        _one(args, src, dst, str(device), run_one)
+        _one(args, src, dst, None if device is None else str(device), run_one)
 
 
 def run_folder(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], int]) -> int:
@@ -76,10 +76,7 @@ def run_folder(args: argparse.Namespace, run_one: Callable[[argparse.Namespace],
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun: this process is one of P
         rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
         local = int(os.environ.get("LOCAL_RANK", rank))
-        device = str(devices[local % len(devices)]) if devices else None
-        for src, dst in jobs[rank::world]:
-            print(f"[rank {rank}/{world}] {src.name}")
-            _one(fields, src, dst, device, run_one)
+        _folder_rank(rank, world, devices[local % len(devices)] if devices else None, fields, jobs, run_one)
         return 0
     if devices and len(devices) > 1:  # one process per device, each with its share of the images
         spawn(_folder_rank, devices, fields, jobs, run_one)
