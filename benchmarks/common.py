@@ -37,12 +37,16 @@ def exact_problem(task: str = "sr4", batch: int = 2, shape: tuple[int, int, int]
 
 
 def gmm_fashion_problem(task: str = "sr4", batch: int = 2):
-    """The exact prior of chapters 4-6: 32-component mixture fitted to 1500 Fashion-MNIST images, 1x32x32."""
+    """A small exact prior: a 32-component mixture fitted to 1500 Fashion-MNIST images, 1x32x32.
+
+    The results in benchmarks/results/solver_grid_* were measured with this fit (the book's earlier
+    prior); the book itself now uses ``fashion_mixture()`` (256 components, shipped).
+    """
     from deqir_edu.datasets import fashion_mnist, pad_to_32, to_tensor_images
     from deqir_edu.diffusion import fashion_mixture
     from deqir_edu.operators import make_operator
 
-    prior = fashion_mixture()
+    prior = fashion_mixture(32, 1500, 8)
     x = pad_to_32(to_tensor_images(fashion_mnist("test")[0][:batch])).double()
     op = make_operator(task, (1, 32, 32))
     return prior, op, op.A(x), x

@@ -107,3 +107,29 @@ def test_bad_constructor_arguments() -> None:
         GaussianMixturePrior(torch.full((2, *SHAPE), float("nan")), 0.1)
     with pytest.raises(ValueError, match="n_components"):
         GaussianMixturePrior.fit(torch.zeros(3, *SHAPE), 5)
+
+
+def test_shipped_book_prior_is_its_refit() -> None:
+    """``fashion_mixture()`` reads data/models/gmm-fashion32.safetensors; it must be the fit it names."""
+    from deqir_edu.diffusion import fashion_mixture
+
+    shipped, refit = fashion_mixture(), fashion_mixture(refit=True)
+    assert shipped.n_components == refit.n_components == 256
+    assert torch.equal(shipped.means, refit.means)
+    assert abs(shipped.std - refit.std) < 1e-12  # a float sum: the last bit depends on the threads
+    torch.testing.assert_close(shipped.weights, refit.weights, rtol=0, atol=1e-15)
+
+
+def test_damaged_shipped_prior_is_refused(tmp_path, monkeypatch) -> None:
+    import shutil
+
+    from deqir_edu.core.paths import data_dir
+    from deqir_edu.diffusion import fashion_mixture, prior
+
+    root = tmp_path / "data"
+    shutil.copytree(data_dir() / "models", root / "models")
+    (root / prior.SHIPPED_MIXTURE).write_bytes(b"damaged")
+    monkeypatch.setattr(prior, "data_dir", lambda: root, raising=False)
+    monkeypatch.setattr("deqir_edu.core.paths.data_dir", lambda: root)
+    with pytest.raises(ValueError, match="damaged"):
+        fashion_mixture()

@@ -76,9 +76,10 @@ def test_the_book_data_needs_no_system_data_set(bare_machine):
     from deqir_edu.diffusion import fashion_mixture
     from deqir_edu.experiments import load_for_eval
 
-    prior = fashion_mixture()  # chapters 0-7
-    assert prior.n_components == 32
-    model, x, source = load_for_eval("gmm-fashion32", 16)  # the evaluation grid's exact prior
+    prior = fashion_mixture()  # the book's one exact prior, read from data/models
+    assert prior.n_components == 256
+    model, x, source = load_for_eval("gmm-fashion32", 16)  # the evaluation grid's: the same prior
+    assert torch.equal(model.means, prior.means)
     assert model.n_components == 256 and x.shape == (16, 1, 32, 32) and source == "testset fashion32"
     with pytest.raises(DownloadError):  # only the full data set (deqir-edu train) would download
         readers.fashion_subset("train", 4001)
@@ -159,7 +160,7 @@ def test_wheel_outside_the_repository(tmp_path):
     )
     out = subprocess.run([str(python), "-c", check], cwd=home, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "(100, 1, 32, 32)" in out.stdout and out.stdout.strip().endswith("32")
+    assert "(100, 1, 32, 32)" in out.stdout and out.stdout.strip().endswith("256")
     demo = subprocess.run([str(bindir / "deqir-edu"), "demo", "--n", "1", "--out", str(home / "demo.png")],
                           cwd=home, env=env, capture_output=True, text=True, timeout=900)
     assert demo.returncode == 0, demo.stderr

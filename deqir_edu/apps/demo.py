@@ -57,7 +57,7 @@ def default_model(name: str = "fashion32") -> tuple[Any, torch.Tensor, str]:
         if name != "fashion32":
             raise
         print(f"note: {err}\nnote: using the exact Gaussian-mixture prior fitted to Fashion-MNIST instead")
-        prior = fashion_mixture(256, 4000, 25)
+        prior = fashion_mixture()
         return prior, load_testset("fashion32"), "exact prior (256-component mixture)"
 
 

@@ -214,19 +214,42 @@ class GaussianMixturePrior(nn.Module):
         return cls(means, std, weights=weights.clamp_min(1e-12), alphas_cumprod=alphas_cumprod)
 
 
+# The book's one exact prior, shipped: ``fashion_mixture()`` reads these bytes (checked) instead of
+# refitting; tests/test_prior.py refits and compares (the file holds means, weights and std of that refit).
+SHIPPED_MIXTURE = "models/gmm-fashion32.safetensors"
+SHIPPED_MIXTURE_SHA256 = "bb9ed24f9cc9e72079fdcfd5ff5d3a4dd3e21add83f276c30531f472059b12a2"
+_SHIPPED_FIT = {"n_components": 256, "n_images": 4000, "n_iter": 25, "seed": 0}
+
+
 def fashion_mixture(
-    n_components: int = 32,
-    n_images: int = 1500,
-    n_iter: int = 8,
+    n_components: int = 256,
+    n_images: int = 4000,
+    n_iter: int = 25,
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
+    refit: bool = False,
 ) -> GaussianMixturePrior:
-    """THE exact prior of the book: a mixture fitted to the first ``n_images`` Fashion-MNIST training
-    images (padded to 1 x 32 x 32), ``GaussianMixturePrior.fit`` seeded with ``seed``.
+    """THE exact prior of the book, ``gmm-fashion32``: 256 Gaussians fitted to the first 4,000
+    Fashion-MNIST training images (padded to 1 x 32 x 32) by ``GaussianMixturePrior.fit`` (seed 0,
+    25 Lloyd steps).  Every chapter and the evaluation grid use this one fit.
 
-    The defaults (32 components, 1,500 images, 8 Lloyd steps) are the book's chapters 0-7; the
-    evaluation grid's ``gmm-fashion32`` is ``fashion_mixture(256, 4000, 25)``.
+    With the default arguments the fit is read from ``data/models/gmm-fashion32.safetensors``
+    (2 MB, sha256-checked, identical to a refit); other arguments, or ``refit=True``, fit anew
+    (about 5 s) from the Fashion-MNIST images shipped in ``data/``.
     """
+    from ..core.download import file_sha256
+    from ..core.paths import data_dir
+
+    args = {"n_components": n_components, "n_images": n_images, "n_iter": n_iter, "seed": seed}
+    path = data_dir() / SHIPPED_MIXTURE
+    if args == _SHIPPED_FIT and not refit and path.is_file():
+        from safetensors.torch import load_file
+
+        if file_sha256(path) != SHIPPED_MIXTURE_SHA256:
+            raise ValueError(f"{path} is damaged (sha256 mismatch): reinstall deqir-edu, or call "
+                             "fashion_mixture(refit=True)")
+        t = load_file(str(path))
+        return GaussianMixturePrior(t["means"].to(dtype), float(t["std"]), weights=t["weights"])
     from ..datasets import fashion_subset, pad_to_32, to_tensor_images
 
     train, _ = fashion_subset("train", n_images)  # shipped in data/ for n_images <= 4000

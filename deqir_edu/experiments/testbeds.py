@@ -2,7 +2,7 @@
 of its shape or a folder of the user's images.
 
 Notation (code name -> meaning): ``gmm-fashion32`` is the exact Gaussian-mixture prior with 256
-components fitted to 4,000 Fashion-MNIST training images (``diffusion.fashion_mixture(256, 4000, 25)``).
+components fitted to 4,000 Fashion-MNIST training images (``diffusion.fashion_mixture()``).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def load_for_eval(name: str, n: int, images: str | None = None, device: str | No
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive number of images, got {n!r}")
     if name == "gmm-fashion32":
-        model: Any = fashion_mixture(256, 4000, 25)
+        model: Any = fashion_mixture()
     else:
         model = load_model(name, device=device or "cpu")
         if bf16:
