@@ -17,7 +17,9 @@ Notation (exercise argument -> paper symbol)
     tau, k        tau, k             damping and number of phantom steps, Algorithm 2 / Eq. (13)
 
 The checks live in ``exercises/diffusion.py`` (chapters 1-3) and ``exercises/fixed_point.py``
-(chapters 4-7); ``exercises/_common.py`` runs and compares.
+(chapters 4-7); ``exercises/_common.py`` runs and compares.  A wrong answer is also compared with
+the usual wrong formulas on the same case (``exercises/_mistakes.py``): when it equals one of them,
+the hint names that mistake and its fix, otherwise it is the check's generic hint.
 """
 from __future__ import annotations
 
@@ -25,6 +27,11 @@ from .diffusion import check_ddim_step, check_ddnm_step, check_ddpm_posterior, c
 from .fixed_point import check_anderson_weights, check_F, check_phantom_gradient
 
 __all__ = [
-    "check_null_space_projection", "check_ddim_step", "check_ddpm_posterior", "check_ddnm_step", "check_F",
-    "check_anderson_weights", "check_phantom_gradient",
+    "check_F",
+    "check_anderson_weights",
+    "check_ddim_step",
+    "check_ddnm_step",
+    "check_ddpm_posterior",
+    "check_null_space_projection",
+    "check_phantom_gradient",
 ]

@@ -1,4 +1,5 @@
-"""Self-checks of chapters 1-3: the null-space projection (Eq. (5)), the DDIM step, the DDPM posterior and the DDNM step."""
+"""Self-checks of chapters 1-3: the null-space projection (Eq. (5)), the DDIM step, the DDPM posterior and
+the DDNM step."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -6,7 +7,8 @@ from typing import Any
 
 import torch
 
-from ._common import _call, _close, _compare, _gen, _passed
+from . import _mistakes as mistakes
+from ._common import _call, _close, _compare, _gen, _named, _passed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -82,12 +84,15 @@ def check_ddim_step(fn: Callable[..., torch.Tensor]) -> bool:
             is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
             hints = [
                 (is_tensor and eta > 0 and _close(got, paper_form),
-                 "that is the DDIM paper's sigma(eta); this book (like DDNM and DeqIR) uses "
-                 "sigma = eta * sqrt(1 - abar_prev)."),
-                (is_tensor and eta == 0, "with eta = 0 the step is deterministic: check x0 = (x_t - sqrt(1 - "
-                 "abar_t) eps) / sqrt(abar_t) and the weight sqrt(1 - abar_prev) of eps."),
-                (is_tensor, "the noise weights must satisfy c1^2 + c2^2 = 1 - abar_prev: c1 = eta sqrt(1 - "
-                 "abar_prev) for the fresh noise, c2 = sqrt(1 - eta^2) sqrt(1 - abar_prev) for eps."),
+                 ("that is the DDIM paper's sigma(eta); this book (like DDNM and DeqIR) uses "
+                  "sigma = eta * sqrt(1 - abar_prev).")),
+                *_named(got, mistakes.ddim_mistakes(x_t, eps, a_t, a_prev, eta, noise)),
+                (is_tensor and eta == 0,
+                 ("with eta = 0 the step is deterministic: check x0 = (x_t - sqrt(1 - abar_t) eps) / "
+                  "sqrt(abar_t) and the weight sqrt(1 - abar_prev) of eps.")),
+                (is_tensor,
+                 ("the noise weights must satisfy c1^2 + c2^2 = 1 - abar_prev: c1 = eta sqrt(1 - abar_prev) for "
+                  "the fresh noise, c2 = sqrt(1 - eta^2) sqrt(1 - abar_prev) for eps.")),
             ]
             if not _compare(name, got, want, f"eta={eta}, step k={k}", hints):
                 return False
@@ -126,16 +131,21 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
         mean, std = got
         swapped = isinstance(mean, torch.Tensor) and mean.shape == x_t.shape and _close(
             mean, a_prev**0.5 * beta / (1 - a_t) * x_t + (a_t / a_prev) ** 0.5 * (1 - a_prev) / (1 - a_t) * x0)
-        hints = [(swapped, "the two weights are swapped: sqrt(abar_prev) beta / (1 - abar_t) multiplies x0, "
-                  "sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) multiplies x_t (alpha_t = abar_t / abar_prev)."),
-                 (True, "mean = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_prev) / "
-                  "(1 - abar_t) x_t with beta = 1 - alpha_t.")]
+        hints = [(swapped,
+                  ("the two weights are swapped: sqrt(abar_prev) beta / (1 - abar_t) multiplies x0, "
+                   "sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) multiplies x_t (alpha_t = abar_t / abar_prev).")),
+                 *_named(mean, mistakes.posterior_mistakes(x_t, x0, a_t, a_prev)),
+                 (True, ("mean = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_prev) / "
+                         "(1 - abar_t) x_t with beta = 1 - alpha_t."))]
         if not _compare(name, mean, want_mean, f"mean at step k={k}", hints):
             return False
         std_value = float(std.flatten()[0]) if isinstance(std, torch.Tensor) else float(std)
         if abs(std_value - want_std) > 1e-10 * max(1.0, want_std):
             print(f"[x] {name} (std at step k={k}): got {std_value:.6g}, expected {want_std:.6g}.")
-            print("    hint: the variance is (1 - abar_prev) / (1 - abar_t) * beta; return its square root.")
+            if abs(std_value - want_std**2) <= 1e-10 * max(1.0, want_std**2):
+                print(f"    hint: {mistakes.POSTERIOR_VARIANCE}")
+            else:
+                print("    hint: the variance is (1 - abar_prev) / (1 - abar_t) * beta; return its square root.")
             return False
     return _passed(name, "mean and std equal the eta-form step with eta_t = sqrt(beta_t / (1 - abar_t))")
 
@@ -146,7 +156,11 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
 def check_ddnm_step(fn: Callable[..., torch.Tensor]) -> bool:
     """Check ``fn(x_t, eps, abar_t, abar_prev, eta, noise, op, y) -> x_prev``: the DDIM step of
     ``check_ddim_step`` with ``x_{0|t}`` replaced by ``A^+ y + (I - A^+ A) x_{0|t}`` (Eq. (5)),
-    against ``sampling.chain_step`` with the operator, for three tasks."""
+    against ``sampling.chain_step`` with the operator, for three tasks.
+
+    A wrong answer is compared with the usual wrong formulas (``_mistakes.ddnm_mistakes``) on the same
+    case, and the hint names the one it equals: c1 and c2 swapped, a sign error in Eq. (5), the paper's
+    literal ``sqrt(1 - abar_t)`` in c1, c2, or eps recomputed from ``x0_hat``."""
     from ..diffusion import chain_config
     from ..operators import make_operator
     from ..sampling import chain_step
@@ -169,10 +183,11 @@ def check_ddnm_step(fn: Callable[..., torch.Tensor]) -> bool:
             is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
             hints = [
                 (is_tensor and _close(got, plain), "this is the plain DDIM step: project x_{0|t} with Eq. (5) first."),
+                *_named(got, mistakes.ddnm_mistakes(x_t, eps, a_t, a_prev, 0.15, noise, op, y)),
                 (is_tensor and k == 1 and not _close(op.A(got), y),
                  "the last step (abar_prev = 1) must return x0_hat exactly, so A(x_0) = y."),
-                (True, "x0_hat = A^+ y + x0 - A^+ A x0 replaces x0 only in the first term; the eps and noise "
-                 "terms are those of DDIM."),
+                (True, ("x0_hat = A^+ y + x0 - A^+ A x0 replaces x0 only in the first term; the eps and noise "
+                        "terms are those of DDIM.")),
             ]
             if not _compare(name, got, want, f"task {task}, step k={k}", hints):
                 return False

@@ -1,12 +1,15 @@
-"""Self-checks of chapters 4-7: the fixed-point map F (Eq. (9)), the Anderson weights (Algorithm 1) and the phantom gradient (Algorithm 2)."""
+"""Self-checks of chapters 4-7: the fixed-point map F (Eq. (9)), the Anderson weights (Algorithm 1) and the
+phantom gradient (Algorithm 2)."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ._common import _call, _close, _compare, _gen, _passed
+from . import _mistakes as mistakes
+from ._common import _call, _close, _compare, _gen, _matches, _named, _passed, _print_hint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -49,11 +52,13 @@ def check_F(fn: Callable[..., torch.Tensor]) -> bool:
         no_q = want + sq[:T] / sq[T] * (f.x_T - f.Q(f.x_T))[None]
         is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
         hints = [
-            (is_tensor and _close(got, double), "the sum starts at s = j + 1: z_{j+1} enters once, without Q "
-             "(the paper's form starts at s = j and splits z_{j+1} into A^+A z_{j+1} + Q z_{j+1})."),
+            (is_tensor and _close(got, double),
+             ("the sum starts at s = j + 1: z_{j+1} enters once, without Q (the paper's form starts at s = j "
+              "and splits z_{j+1} into A^+A z_{j+1} + Q z_{j+1}).")),
             (is_tensor and _close(got, no_q), "x_T enters through Q x_T (the range part of x_T is replaced)."),
-            (is_tensor, "weights: sqrt(abar_j / abar_s) for z_{s+1} and sqrt(abar_j / abar_T) for x_T; "
-             "a reversed cumulative sum (flip, cumsum, flip) gives all j at once."),
+            *_named(got, mistakes.F_mistakes(z, f.x_T, abar, f.Q)),
+            (is_tensor, ("weights: sqrt(abar_j / abar_s) for z_{s+1} and sqrt(abar_j / abar_T) for x_T; "
+                         "a reversed cumulative sum (flip, cumsum, flip) gives all j at once.")),
         ]
         if not _compare(name, got, want, f"task {task}, T = 6", hints):
             return False
@@ -78,17 +83,21 @@ def check_anderson_weights(fn: Callable[[torch.Tensor, float], torch.Tensor], la
         return False
     if not (isinstance(alpha, torch.Tensor) and alpha.reshape(-1).shape[0] == 12):
         print(f"[x] {name}: expected a tensor of shape (B, n) = (3, 4), got {getattr(alpha, 'shape', type(alpha))}")
+        if isinstance(alpha, torch.Tensor) and alpha.reshape(-1).shape[0] == 15:
+            print(f"    hint: {mistakes.ANDERSON_NU}")
         return False
     alpha = alpha.reshape(3, 4).to(torch.float64)
+    named = _named(alpha, mistakes.anderson_mistakes(alpha, G, lam))
     sums = alpha.sum(1)
     if float((sums - 1).abs().max()) > 1e-10:
         print(f"[x] {name}: the weights must sum to 1, got sums {sums.tolist()}")
-        print("    hint: the constraint 1^T alpha = 1 is the first row of the bordered system.")
+        _print_hint([*named, (True, "the constraint 1^T alpha = 1 is the first row of the bordered system.")])
         return False
     grad = (G @ G.transpose(1, 2) + lam * torch.eye(4, dtype=torch.float64)) @ alpha[..., None]  # = nu 1
     if float((grad - grad.mean(1, keepdim=True)).abs().max()) > 1e-8 * float(grad.abs().max()):
         print(f"[x] {name}: not the minimiser: (G G^T + lam I) alpha must be a multiple of the ones vector.")
-        print("    hint: solve [[0, 1^T], [1, G G^T + lam I]] [nu; alpha] = [1; 0] with torch.linalg.solve.")
+        _print_hint([*named, (True, ("solve [[0, 1^T], [1, G G^T + lam I]] [nu; alpha] = [1; 0] with "
+                                     "torch.linalg.solve."))])
         return False
     f, _ = _small_chain("inpaint-box", steps=6, seed=51)
     init = f.x_T.expand(6, *f.x_T.shape).clone()
@@ -125,9 +134,14 @@ def check_phantom_gradient(fn: Callable[..., torch.Tensor]) -> bool:
     f, _ = _small_chain("inpaint-box", steps=6, seed=60)
     model, op, y, noises, coeffs = f.model, f.op, f.y, f.step_noise.flip(0), f.chain
     target = torch.randn(f.x_T.shape, generator=_gen(61), dtype=torch.float64)
-    loss = lambda x0: (x0 - target).flatten(1).pow(2).sum(1)  # noqa: E731  (B,)
+
+    def loss(x0: torch.Tensor) -> torch.Tensor:  # (B,)
+        return (x0 - target).flatten(1).pow(2).sum(1)
+
+    def make_map(x_T: torch.Tensor) -> FixedPointMap:
+        return FixedPointMap(model, op, y, x_T, noises, coeffs)
+
     star, _ = picard(f, f.x_T.expand(6, *f.x_T.shape).clone(), max_iter=6, tol=0.0)
-    make_map = lambda x_T: FixedPointMap(model, op, y, x_T, noises, coeffs)  # noqa: E731
     for tau, k in ((0.1, 1), (0.5, 3), (1.0, 6)):
         ok, got = _call(name, fn, make_map, star.clone(), f.x_T.clone(), loss, tau, k)
         if not ok:
@@ -135,10 +149,17 @@ def check_phantom_gradient(fn: Callable[..., torch.Tensor]) -> bool:
         want = phantom_gradient(model, op, y, f.x_T, noises, chain=coeffs, loss=lambda c: loss(c.x0),
                                 phantom_steps=k, tau=tau, states=star).grad
         is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
-        hints = [(is_tensor and _close(got, want / tau), "the damping tau multiplies the step: "
-                  "x <- (1 - tau) x + tau F(x), so one step gives tau times the undamped gradient."),
-                 (is_tensor and float(got.abs().max()) == 0.0, "the gradient is zero: build the map with "
-                  "x_T.requires_grad_(True) and compute the steps with gradients enabled."),
+        variant = functools.partial(mistakes.phantom_variant, make_map, x_T=f.x_T, loss=loss, tau=tau, k=k)
+        hints = [(is_tensor and _close(got, want / tau),
+                  ("the damping tau multiplies the step: x <- (1 - tau) x + tau F(x), so one step gives tau "
+                   "times the undamped gradient.")),
+                 (is_tensor and float(got.abs().max()) == 0.0,
+                  ("the gradient is zero: build the map with x_T.requires_grad_(True) and compute the steps "
+                   "with gradients enabled.")),
+                 (is_tensor and _matches(got, -want), mistakes.PHANTOM_SIGN),
+                 (lambda g=got, v=variant: _matches(g, v(None)), mistakes.PHANTOM_START),  # x_T, with graph
+                 (lambda g=got, v=variant: _matches(g, v(f.x_T.expand_as(star))), mistakes.PHANTOM_START),
+                 (lambda g=got, v=variant: _matches(g, v(star, state=-1)), mistakes.PHANTOM_STATE),
                  (True, "start from star (detached), not from x_T; differentiate loss(x[0]).sum().")]
         if not _compare(name, got, want, f"tau={tau}, k={k}", hints):
             return False
