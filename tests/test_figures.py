@@ -27,7 +27,14 @@ def _grid() -> object:
     return figures.image_grid(rows, [f"task {i}" for i in range(5)], cols)
 
 
-@pytest.mark.parametrize("make", [_grid, figures.chain_diagram, figures.dependency_diagram,
+def _wide_grid() -> object:
+    tasks = ["sr2", "sr4", "sr4-bicubic", "deblur-gauss", "deblur-aniso", "inpaint-box", "inpaint-random",
+             "inpaint-stripes", "inpaint-text"]
+    img = torch.zeros(1, 32, 32)
+    return figures.image_grid([[img] * 9] * 3, ["x", "A+ y", "DDNM"], tasks, max_cell=0.8)
+
+
+@pytest.mark.parametrize("make", [_grid, _wide_grid, figures.chain_diagram, figures.dependency_diagram,
                                   lambda: figures.curves({"Picard": [1, 0.1, 0.01], "Anderson": [1, 1e-2, 1e-5]})])
 def test_figures_are_readable_on_the_page(make) -> None:
     fig = make()

@@ -51,6 +51,24 @@ def _as_image(img: torch.Tensor) -> Any:
     return a[..., 0] if a.shape[-1] == 1 else a
 
 
+def _wrap(title: str, width_in: float, size_pt: float = 9.0) -> str:
+    """Break ``title`` at spaces or hyphens so that each line fits ``width_in`` inches (approx.)."""
+    per_line = max(4, int(width_in * 72 / (0.6 * size_pt)))  # average glyph ~ 0.6 em
+    lines: list[str] = []
+    for part in title.split("\n"):
+        words = part.replace("-", "- ").split(" ")
+        line = ""
+        for w in words:
+            candidate = f"{line}{w}" if line.endswith("-") or not line else f"{line} {w}"
+            if line and len(candidate) > per_line:
+                lines.append(line.rstrip())
+                line = w
+            else:
+                line = candidate
+        lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
 def image_grid(
     rows: Sequence[Sequence[torch.Tensor]] | torch.Tensor,
     row_titles: Sequence[str] | None = None,
@@ -69,7 +87,8 @@ def image_grid(
         rows = [list(rows)]
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     cell = min(max_cell, width / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols, cell * n_rows + 0.25 * bool(col_titles)),
+    lines = max((_wrap(t, cell).count("\n") + 1 for t in col_titles or []), default=0)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols, cell * n_rows + 0.17 * lines),
                              squeeze=False, layout="constrained")
     for r, row in enumerate(rows):
         for c in range(n_cols):
@@ -80,7 +99,7 @@ def image_grid(
             else:
                 ax.axis("off")
             if r == 0 and col_titles:
-                ax.set_title(col_titles[c], fontsize=9)
+                ax.set_title(_wrap(col_titles[c], cell), fontsize=9)
             if c == 0 and row_titles:
                 ax.set_ylabel(row_titles[r], fontsize=9)
     return fig
