@@ -34,7 +34,14 @@ def _wide_grid() -> object:
     return figures.image_grid([[img] * 9] * 3, ["x", "A+ y", "DDNM"], tasks, max_cell=0.8)
 
 
-@pytest.mark.parametrize("make", [_grid, _wide_grid, figures.chain_diagram, figures.dependency_diagram,
+def _flat() -> object:
+    imgs = [torch.zeros(3, 32, 32)] * 9
+    titles = ["x (clean)"] + [f"y: {t}" for t in ("sr4", "sr4-bicubic", "deblur-gauss", "deblur-aniso",
+                                                   "inpaint-box", "inpaint-text", "colorize", "old-photo")]
+    return figures.show_images(imgs, titles, ncols=9)
+
+
+@pytest.mark.parametrize("make", [_grid, _wide_grid, _flat, figures.chain_diagram, figures.dependency_diagram,
                                   lambda: figures.curves({"Picard": [1, 0.1, 0.01], "Anderson": [1, 1e-2, 1e-5]})])
 def test_figures_are_readable_on_the_page(make) -> None:
     fig = make()

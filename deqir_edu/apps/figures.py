@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["PAGE_WIDTH_IN", "MIN_FONT_PX", "use_book_style", "image_grid", "curves", "integer_axis",
+__all__ = ["PAGE_WIDTH_IN", "MIN_FONT_PX", "use_book_style", "image_grid", "show_images", "curves", "integer_axis",
            "chain_diagram", "dependency_diagram", "min_font_px", "overlapping_texts", "Table"]
 
 DPI = 100
@@ -102,6 +102,32 @@ def image_grid(
                 ax.set_title(_wrap(col_titles[c], cell), fontsize=9)
             if c == 0 and row_titles:
                 ax.set_ylabel(row_titles[r], fontsize=9)
+    return fig
+
+
+def show_images(
+    images: Sequence[torch.Tensor],
+    titles: Sequence[str] | None = None,
+    ncols: int | None = None,
+    width: float = PAGE_WIDTH_IN,
+    max_cell: float = 1.6,
+) -> Any:
+    """A flat list of ``(C, H, W)`` images in [-1, 1], each with its own title, ``ncols`` per row."""
+    import matplotlib.pyplot as plt
+
+    ncols = ncols or len(images)
+    nrows = -(-len(images) // ncols)
+    cell = min(max_cell, width / ncols)
+    wrapped = [_wrap(t, cell) for t in titles] if titles else []
+    lines = max((t.count("\n") + 1 for t in wrapped), default=0)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, (cell + 0.17 * lines) * nrows),
+                             squeeze=False, layout="constrained")
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(_as_image(images[k]), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if wrapped:
+                ax.set_title(wrapped[k], fontsize=9)
     return fig
 
 
@@ -197,8 +223,10 @@ def dependency_diagram(T: int = 6) -> Any:
 def min_font_px(fig: Any, page_width_px: float = PAGE_WIDTH_PX) -> float:
     """Smallest visible text of ``fig`` in pixels on the page (figures wider than the page shrink)."""
     scale = min(1.0, page_width_px / (fig.get_figwidth() * fig.dpi))
+    hidden = {id(t) for ax in fig.axes if not ax.axison for axis in (ax.xaxis, ax.yaxis)
+              for t in axis.findobj(lambda o: hasattr(o, "get_text"))}
     sizes = [t.get_fontsize() for t in fig.findobj(lambda o: hasattr(o, "get_text") and hasattr(o, "get_fontsize"))
-             if t.get_visible() and str(t.get_text()).strip()]
+             if t.get_visible() and str(t.get_text()).strip() and id(t) not in hidden]
     return min(sizes) * fig.dpi / 72 * scale if sizes else float("inf")
 
 
@@ -208,7 +236,9 @@ def overlapping_texts(fig: Any) -> list[tuple[str, str]]:
     renderer = fig.canvas.get_renderer()
     texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_window_extent") and hasattr(o, "get_text"))
              if t.get_visible() and str(t.get_text()).strip()]
-    texts = list({id(t): t for t in texts}.values())  # findobj may list an artist twice
+    hidden = {id(t) for ax in fig.axes if not ax.axison for axis in (ax.xaxis, ax.yaxis)
+              for t in axis.findobj(lambda o: hasattr(o, "get_text"))}  # ticks of axis("off") are not drawn
+    texts = list({id(t): t for t in texts if id(t) not in hidden}.values())  # findobj may list one twice
     boxes = [(str(t.get_text()), t.get_window_extent(renderer)) for t in texts]
     return [(s1, s2) for i, (s1, b1) in enumerate(boxes) for s2, b2 in boxes[i + 1:]
             if b1.overlaps(b2) and b1.width * b1.height > 0 and b2.width * b2.height > 0

@@ -7,7 +7,12 @@ from typing import Any
 
 import torch
 
-from . import _mistakes as mistakes
+from ._mistakes import (
+    POSTERIOR_VARIANCE,
+    ddim_mistakes,
+    ddnm_mistakes,
+    posterior_mistakes,
+)
 from ._common import _call, _close, _compare, _gen, _named, _passed
 
 
@@ -86,7 +91,7 @@ def check_ddim_step(fn: Callable[..., torch.Tensor]) -> bool:
                 (is_tensor and eta > 0 and _close(got, paper_form),
                  ("that is the DDIM paper's sigma(eta); this book (like DDNM and DeqIR) uses "
                   "sigma = eta * sqrt(1 - abar_prev).")),
-                *_named(got, mistakes.ddim_mistakes(x_t, eps, a_t, a_prev, eta, noise)),
+                *_named(got, ddim_mistakes(x_t, eps, a_t, a_prev, eta, noise)),
                 (is_tensor and eta == 0,
                  ("with eta = 0 the step is deterministic: check x0 = (x_t - sqrt(1 - abar_t) eps) / "
                   "sqrt(abar_t) and the weight sqrt(1 - abar_prev) of eps.")),
@@ -134,7 +139,7 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
         hints = [(swapped,
                   ("the two weights are swapped: sqrt(abar_prev) beta / (1 - abar_t) multiplies x0, "
                    "sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) multiplies x_t (alpha_t = abar_t / abar_prev).")),
-                 *_named(mean, mistakes.posterior_mistakes(x_t, x0, a_t, a_prev)),
+                 *_named(mean, posterior_mistakes(x_t, x0, a_t, a_prev)),
                  (True, ("mean = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_prev) / "
                          "(1 - abar_t) x_t with beta = 1 - alpha_t."))]
         if not _compare(name, mean, want_mean, f"mean at step k={k}", hints):
@@ -143,7 +148,7 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
         if abs(std_value - want_std) > 1e-10 * max(1.0, want_std):
             print(f"[x] {name} (std at step k={k}): got {std_value:.6g}, expected {want_std:.6g}.")
             if abs(std_value - want_std**2) <= 1e-10 * max(1.0, want_std**2):
-                print(f"    hint: {mistakes.POSTERIOR_VARIANCE}")
+                print(f"    hint: {POSTERIOR_VARIANCE}")
             else:
                 print("    hint: the variance is (1 - abar_prev) / (1 - abar_t) * beta; return its square root.")
             return False
@@ -183,7 +188,7 @@ def check_ddnm_step(fn: Callable[..., torch.Tensor]) -> bool:
             is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
             hints = [
                 (is_tensor and _close(got, plain), "this is the plain DDIM step: project x_{0|t} with Eq. (5) first."),
-                *_named(got, mistakes.ddnm_mistakes(x_t, eps, a_t, a_prev, 0.15, noise, op, y)),
+                *_named(got, ddnm_mistakes(x_t, eps, a_t, a_prev, 0.15, noise, op, y)),
                 (is_tensor and k == 1 and not _close(op.A(got), y),
                  "the last step (abar_prev = 1) must return x0_hat exactly, so A(x_0) = y."),
                 (True, ("x0_hat = A^+ y + x0 - A^+ A x0 replaces x0 only in the first term; the eps and noise "

@@ -8,7 +8,15 @@ from typing import Any
 
 import torch
 
-from . import _mistakes as mistakes
+from ._mistakes import (
+    ANDERSON_NU,
+    F_mistakes,
+    PHANTOM_SIGN,
+    PHANTOM_START,
+    PHANTOM_STATE,
+    anderson_mistakes,
+    phantom_variant,
+)
 from ._common import _call, _close, _compare, _gen, _matches, _named, _passed, _print_hint
 
 
@@ -56,7 +64,7 @@ def check_F(fn: Callable[..., torch.Tensor]) -> bool:
              ("the sum starts at s = j + 1: z_{j+1} enters once, without Q (the paper's form starts at s = j "
               "and splits z_{j+1} into A^+A z_{j+1} + Q z_{j+1}).")),
             (is_tensor and _close(got, no_q), "x_T enters through Q x_T (the range part of x_T is replaced)."),
-            *_named(got, mistakes.F_mistakes(z, f.x_T, abar, f.Q)),
+            *_named(got, F_mistakes(z, f.x_T, abar, f.Q)),
             (is_tensor, ("weights: sqrt(abar_j / abar_s) for z_{s+1} and sqrt(abar_j / abar_T) for x_T; "
                          "a reversed cumulative sum (flip, cumsum, flip) gives all j at once.")),
         ]
@@ -84,10 +92,10 @@ def check_anderson_weights(fn: Callable[[torch.Tensor, float], torch.Tensor], la
     if not (isinstance(alpha, torch.Tensor) and alpha.reshape(-1).shape[0] == 12):
         print(f"[x] {name}: expected a tensor of shape (B, n) = (3, 4), got {getattr(alpha, 'shape', type(alpha))}")
         if isinstance(alpha, torch.Tensor) and alpha.reshape(-1).shape[0] == 15:
-            print(f"    hint: {mistakes.ANDERSON_NU}")
+            print(f"    hint: {ANDERSON_NU}")
         return False
     alpha = alpha.reshape(3, 4).to(torch.float64)
-    named = _named(alpha, mistakes.anderson_mistakes(alpha, G, lam))
+    named = _named(alpha, anderson_mistakes(alpha, G, lam))
     sums = alpha.sum(1)
     if float((sums - 1).abs().max()) > 1e-10:
         print(f"[x] {name}: the weights must sum to 1, got sums {sums.tolist()}")
@@ -149,17 +157,17 @@ def check_phantom_gradient(fn: Callable[..., torch.Tensor]) -> bool:
         want = phantom_gradient(model, op, y, f.x_T, noises, chain=coeffs, loss=lambda c: loss(c.x0),
                                 phantom_steps=k, tau=tau, states=star).grad
         is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
-        variant = functools.partial(mistakes.phantom_variant, make_map, x_T=f.x_T, loss=loss, tau=tau, k=k)
+        variant = functools.partial(phantom_variant, make_map, x_T=f.x_T, loss=loss, tau=tau, k=k)
         hints = [(is_tensor and _close(got, want / tau),
                   ("the damping tau multiplies the step: x <- (1 - tau) x + tau F(x), so one step gives tau "
                    "times the undamped gradient.")),
                  (is_tensor and float(got.abs().max()) == 0.0,
                   ("the gradient is zero: build the map with x_T.requires_grad_(True) and compute the steps "
                    "with gradients enabled.")),
-                 (is_tensor and _matches(got, -want), mistakes.PHANTOM_SIGN),
-                 (lambda g=got, v=variant: _matches(g, v(None)), mistakes.PHANTOM_START),  # x_T, with graph
-                 (lambda g=got, v=variant: _matches(g, v(f.x_T.expand_as(star))), mistakes.PHANTOM_START),
-                 (lambda g=got, v=variant: _matches(g, v(star, state=-1)), mistakes.PHANTOM_STATE),
+                 (is_tensor and _matches(got, -want), PHANTOM_SIGN),
+                 (lambda g=got, v=variant: _matches(g, v(None)), PHANTOM_START),  # x_T, with graph
+                 (lambda g=got, v=variant: _matches(g, v(f.x_T.expand_as(star))), PHANTOM_START),
+                 (lambda g=got, v=variant: _matches(g, v(star, state=-1)), PHANTOM_STATE),
                  (True, "start from star (detached), not from x_T; differentiate loss(x[0]).sum().")]
         if not _compare(name, got, want, f"tau={tau}, k={k}", hints):
             return False
