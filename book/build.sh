@@ -5,8 +5,9 @@
 #   book/build.sh instructor  [--out DIR] [--execute] [...]
 #   book/build.sh mathjax      # only install + stage MathJax (then `jupyter-book build .` works too)
 #
-#   student     solutions hidden (sphinx-exercise `hide_solutions: true`)
-#   instructor  solutions shown as dropdowns
+#   student     solutions hidden (sphinx-exercise `hide_solutions: true`); Colab buttons and the
+#               .ipynb download serve the student notebooks (colab/student/, book/tools/editions.py)
+#   instructor  solutions shown as dropdowns; Colab and download serve colab/instructor/
 #   --out DIR   output folder (default _build/<variant>); the site lands in DIR/_build/html
 #   --execute   re-execute every chapter while building (default: use the committed outputs)
 #
@@ -51,16 +52,20 @@ cp "$mj/tex-chtml-full.js" "$stage/"
 cp -R "$mj/output/chtml/fonts/woff-v2" "$stage/output/chtml/fonts/"
 [ "$variant" = mathjax ] && { echo "build.sh: MathJax staged in $stage"; exit 0; }
 
-# 2. The variant's configuration: _config.yml with hide_solutions / execution switched, written
-#    into the output folder (the repository's _config.yml stays the single source).
+# 2. The variant's configuration: _config.yml with hide_solutions / execution switched and the Colab
+#    buttons pointed at the variant's generated notebooks (repository path colab/<variant>/book/...),
+#    written into the output folder (the repository's _config.yml stays the single source).
 mkdir -p "$out"
-python - "$root/_config.yml" "$out/_config.yml" "$hide" "$execute" "$root" <<'PY'
+python - "$root/_config.yml" "$out/_config.yml" "$hide" "$execute" "$root" "$variant" <<'PY'
 import sys, yaml
-src, dst, hide, execute, root = sys.argv[1:]
+src, dst, hide, execute, root, variant = sys.argv[1:]
 cfg = yaml.safe_load(open(src, encoding="utf8"))
+cfg.setdefault("repository", {})["path_to_book"] = f"colab/{variant}"
 sphinx_cfg = cfg.setdefault("sphinx", {}).setdefault("config", {})
 sphinx_cfg["hide_solutions"] = hide == "true"
 sphinx_cfg["html_static_path"] = [f"{root}/{p}" for p in sphinx_cfg.get("html_static_path", [])]
+if cfg["sphinx"].get("local_extensions"):  # their paths are relative to the config file: make them absolute
+    cfg["sphinx"]["local_extensions"] = {k: f"{root}/{v}" for k, v in cfg["sphinx"]["local_extensions"].items()}
 cfg.setdefault("execute", {})["execute_notebooks"] = execute
 yaml.safe_dump(cfg, open(dst, "w", encoding="utf8"), sort_keys=False)
 PY
@@ -69,4 +74,14 @@ PY
 export TQDM_DISABLE=1
 start=$(date +%s)
 jupyter-book build "$root" --config "$out/_config.yml" --path-output "$out" "${extra[@]}"
-echo "build.sh: $variant site in $out/_build/html ($(( $(date +%s) - start )) s)"
+
+# 4. The download button serves _sources/book/<chapter>.ipynb: replace the MyST sources (solutions
+#    included) by the variant's edition, generated from the very chapters just built.
+html="$out/_build/html"
+if [ -d "$html/_sources/book" ]; then
+  python "$root/book/tools/editions.py" --out "$out/_editions" >/dev/null
+  cp "$out/_editions/$variant/book/"*.ipynb "$html/_sources/book/"
+  python "$root/book/tools/editions.py" --check >/dev/null 2>&1 \
+    || echo "build.sh: warning: colab/ (what the Colab buttons open) is stale; run python book/tools/editions.py" >&2
+fi
+echo "build.sh: $variant site in $html ($(( $(date +%s) - start )) s)"

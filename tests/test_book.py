@@ -242,15 +242,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _dump_dom(browser: str, url: str, profile: Path) -> str:
+def _dump_dom(browser: str, url: str, profile: Path, budget_ms: int = 10000) -> str:
     cmd = [
         browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", f"--user-data-dir={profile}",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # nothing but the local server
-        "--virtual-time-budget=10000", "--dump-dom", url,
+        f"--virtual-time-budget={budget_ms}", "--dump-dom", url,
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120 + budget_ms // 1000)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -381,3 +381,134 @@ def test_exercise_checks(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert check(_stub) is False
     assert "not implemented yet" in capsys.readouterr().out
     assert sorted(ex.__all__) == sorted(CHECKS)
+
+
+# ------------------------------------------------------------------------------------------------
+# (e) what a reader sees in the committed outputs: short code lines, no stray reprs, figures that
+#     fit the page (so that the book style's >= 9 px text is not shrunk)
+# ------------------------------------------------------------------------------------------------
+def _shown_code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [c for c in nb.cells if c.cell_type == "code" and "remove-cell" not in c.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=_ids(CHAPTERS))
+def test_visible_code_lines_fit_the_page(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    long = [(i, line) for i, c in enumerate(_shown_code_cells(nb)) for line in c.source.splitlines() if len(line) > 88]
+    assert not long, f"{path.name}: code lines over 88 characters (ruff format, then wrap): {long[:3]}"
+
+
+_STRAY = re.compile(r"^(True|False|None|<[\w.]+ (object )?at 0x[0-9a-f]+>|<matplotlib\.\S+ at 0x[0-9a-f]+>|"
+                    r"(Text|Line2D|\[<matplotlib)\(.*)$", re.S)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=_ids(CHAPTERS))
+def test_no_stray_outputs(path: Path) -> None:
+    """A stub's `False`, a Colorbar's repr or a Text(...) under a figure are noise on the page."""
+    nb = nbformat.read(path, as_version=4)
+    for i, c in enumerate(_shown_code_cells(nb)):
+        for out in c.get("outputs", []):
+            if out.get("output_type") == "execute_result" and set(out["data"]) == {"text/plain"}:
+                text = out["data"]["text/plain"].strip()
+                assert not _STRAY.match(text), f"{path.name}, cell {i}: stray output {text[:60]!r}"
+            assert out.get("output_type") != "error", f"{path.name}, cell {i}: an error is stored"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=_ids(CHAPTERS))
+def test_figures_fit_the_page_width(path: Path) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    from deqir_edu.apps.figures import PAGE_WIDTH_PX
+
+    nb = nbformat.read(path, as_version=4)
+    for i, c in enumerate(_shown_code_cells(nb)):
+        for out in c.get("outputs", []):
+            png = out.get("data", {}).get("image/png")
+            if png:
+                width = Image.open(io.BytesIO(base64.b64decode(png))).size[0]
+                assert width <= PAGE_WIDTH_PX + 10, (
+                    f"{path.name}, cell {i}: a figure {width} px wide is shrunk on the page (at most "
+                    f"{PAGE_WIDTH_PX} px: draw it with deqir_edu.apps.figures at PAGE_WIDTH_IN)")
+
+
+# ------------------------------------------------------------------------------------------------
+# (f) every page of both editions in headless Chromium: math typeset without errors, no literal MyST,
+#     no traceback or object repr in the text, every image decodes
+# ------------------------------------------------------------------------------------------------
+ALL_PAGES_CHECK = """<!doctype html><html><body><pre id="result">pending</pre>
+<iframe id="f" style="width:1280px;height:1000px"></iframe>
+<script>
+const pages = %s, frame = document.getElementById("f"), results = [];
+function load(src) { return new Promise(res => { frame.onload = res; frame.src = src; }); }
+(async () => {
+  for (const page of pages) {
+    const out = {page};
+    try {
+      await load(page);
+      const w = frame.contentWindow, d = frame.contentDocument;
+      if (w.MathJax && w.MathJax.startup) { await w.MathJax.startup.promise; out.mathjax = "ok"; }
+      out.math = d.querySelectorAll(".math").length;
+      out.typeset = d.querySelectorAll("mjx-container").length;
+      out.merror = d.querySelectorAll("mjx-merror").length;
+      const main = d.querySelector("main") || d.body;
+      out.text = main.innerText;
+      const srcs = Array.from(main.querySelectorAll("img")).map(i => i.src);
+      out.images = await Promise.all(srcs.map(src => new Promise(res => {
+        const im = new Image();
+        im.onload = () => res({src, width: im.naturalWidth});
+        im.onerror = () => res({src, width: 0});
+        im.src = src;
+      })));
+    } catch (e) { out.error = String(e); }
+    results.push(out);
+  }
+  document.getElementById("result").textContent = "RESULT" + JSON.stringify(results) + "END";
+})();
+</script></body></html>
+"""
+_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>|<matplotlib\.[\w.]+ at 0x|Traceback \(most recent call last\)")
+
+
+@pytest.mark.parametrize("variant", ["student", "instructor"])
+def test_every_page_in_chromium(sites: dict[str, Path], tmp_path: Path, variant: str) -> None:
+    import html as html_module
+
+    browser = _chromium()
+    if browser is None:
+        if os.environ.get("DEQIR_EDU_REQUIRE_BROWSER") == "1":
+            pytest.fail("DEQIR_EDU_REQUIRE_BROWSER=1 but no chromium: apt-get install -y chromium")
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    site = sites[variant]
+    pages = [p.relative_to(site).as_posix() for p in sorted(site.rglob("*.html"))
+             if not p.name.startswith(("genindex", "search", "__")) and "_sources" not in p.parts]
+    assert len(pages) >= 14, pages
+    (site / "__all_pages.html").write_text(ALL_PAGES_CHECK % json.dumps(pages), encoding="utf8")
+    handler = functools.partial(_QuietHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dom = _dump_dom(browser, f"http://127.0.0.1:{server.server_address[1]}/__all_pages.html",
+                        tmp_path / "profile", budget_ms=8000 * len(pages))
+    finally:
+        server.shutdown()
+        server.server_close()
+    match = re.search(r"RESULT(.*?)END", dom, re.S)
+    assert match, f"the in-browser check did not finish:\n{dom[-2000:]}"
+    results = json.loads(html_module.unescape(match.group(1)))
+    assert [r["page"] for r in results] == pages
+    for r in results:
+        name = f"{variant}/{r['page']}"
+        assert "error" not in r, (name, r.get("error"))
+        if r["math"]:
+            assert r.get("mathjax") == "ok", f"{name}: math but MathJax did not start"
+            assert r["typeset"] >= r["math"], f"{name}: MathJax typeset {r['typeset']} of {r['math']} formulas"
+        assert r["merror"] == 0, f"{name}: {r['merror']} formulas failed to compile (mjx-merror)"
+        hits = sorted(set(_LITERAL_MYST.findall(r["text"])))
+        assert not hits, f"{name}: literal MyST on the rendered page: {hits}"
+        reprs = _REPR.findall(r["text"])
+        assert not reprs, f"{name}: a traceback or object repr is shown: {reprs[:3]}"
+        broken = [im["src"] for im in r["images"] if im["width"] == 0]
+        assert not broken, f"{name}: images that did not decode: {broken}"

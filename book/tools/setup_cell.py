@@ -29,8 +29,8 @@ TAGS = [TAG, "remove-cell"]  # the rendered site explains running in the introdu
 GPU_CHAPTERS = {"10_full_scale"}  # notebooks whose Colab metadata asks for a GPU runtime
 
 TEMPLATE = '''\
-# Setup: run this cell first. On Google Colab it installs deqir-edu {version}, the release of this
-# book (tag v{version} of {url})
+# Setup: run this cell first. On Google Colab it installs deqir-edu {version}, the
+# release of this book (tag v{version} of {url})
 # and uses the GPU if the runtime has one; elsewhere install the package first with
 # `pip install -e ".[book]"` from a clone of the repository.
 import os
@@ -40,8 +40,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars in the book
 if "google.colab" in sys.modules:
     import subprocess
 
-    # a pinned release, not editable (visible to this kernel at once); Colab's torch, numpy and
-    # ipywidgets already satisfy the requirements and stay as they are
+    # a pinned release, not editable (visible to this kernel at once); Colab's torch,
+    # numpy and ipywidgets already satisfy the requirements and stay as they are
     release = "deqir-edu @ git+{url}@v{version}"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", release], check=True)
     from google.colab import output
@@ -53,7 +53,7 @@ import torch
 import deqir_edu
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-print(f"deqir_edu {{deqir_edu.__version__}} | torch {{torch.__version__}} | device: {{DEVICE}}")'''
+print(f"deqir_edu {{deqir_edu.__version__}} | torch {{torch.__version__}} | {{DEVICE}}")'''
 
 
 def repository() -> tuple[str, str]:
@@ -65,7 +65,7 @@ def repository() -> tuple[str, str]:
 
 def version() -> str:
     """``version`` of ``pyproject.toml``: the release the setup cell installs."""
-    found = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf8"), re.M)
+    found = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf8"), re.MULTILINE)
     if found is None:
         raise SystemExit("pyproject.toml has no version = \"...\" line")
     return found.group(1)

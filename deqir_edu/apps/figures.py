@@ -27,7 +27,7 @@ __all__ = ["PAGE_WIDTH_IN", "MIN_FONT_PX", "use_book_style", "image_grid", "show
 
 DPI = 100
 PAGE_WIDTH_PX = 730  # the text column of the site (sphinx-book-theme, desktop)
-PAGE_WIDTH_IN = PAGE_WIDTH_PX / DPI
+PAGE_WIDTH_IN = (PAGE_WIDTH_PX - 20) / DPI  # matplotlib adds ~10 px of margin on each side
 MIN_FONT_PX = 9.0
 
 
