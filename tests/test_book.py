@@ -202,9 +202,21 @@ def test_mathjax_served_locally(sites: dict[str, Path]) -> None:
 # ------------------------------------------------------------------------------------------------
 # (c) the rendered Proposition 1 chapter in headless Chromium
 # ------------------------------------------------------------------------------------------------
+# decoded(root): every <img> under root, loaded again by the browser; width 0 = did not decode
+_JS_DECODED = """
+function decoded(root) {
+  const srcs = Array.from(root.querySelectorAll("img")).map(i => i.src);
+  return Promise.all(srcs.map(src => new Promise(res => {
+    const im = new Image();
+    im.onload = () => res({src, width: im.naturalWidth});
+    im.onerror = () => res({src, width: 0});
+    im.src = src;
+  })));
+}
+"""
 CHECK_PAGE = """<!doctype html><html><body><pre id="result">pending</pre>
 <iframe id="f" src="%s" style="width:1280px;height:1000px"></iframe>
-<script>
+<script>""" + _JS_DECODED + """
 const frame = document.getElementById("f");
 frame.addEventListener("load", async () => {
   const w = frame.contentWindow, d = frame.contentDocument, out = {};
@@ -216,13 +228,7 @@ frame.addEventListener("load", async () => {
     out.typeset = d.querySelectorAll(".math mjx-container, mjx-container").length;
     out.merror = d.querySelectorAll("mjx-merror").length;
     out.fonts = Array.from(d.fonts).filter(f => f.family.includes("MJX")).map(f => f.status);
-    const srcs = Array.from(d.querySelectorAll("img")).map(i => i.src);
-    out.images = await Promise.all(srcs.map(src => new Promise(res => {
-      const im = new Image();
-      im.onload = () => res({src, width: im.naturalWidth});
-      im.onerror = () => res({src, width: 0});
-      im.src = src;
-    })));
+    out.images = await decoded(d);
   } catch (e) { out.error = String(e); }
   document.getElementById("result").textContent = "RESULT" + JSON.stringify(out) + "END";
 });
@@ -334,7 +340,8 @@ def _F(z, x_T, abar, Q):  # type: ignore[no-untyped-def]
     return sq[:T] * Q(tail) + z
 
 
-def _weights(G, lam):  # type: ignore[no-untyped-def]
+def _bordered(G, lam):  # type: ignore[no-untyped-def]
+    """[nu, alpha] of the bordered system of Algorithm 1 (the reference of the Anderson exercise)."""
     import torch
 
     B, n, _ = G.shape
@@ -343,7 +350,11 @@ def _weights(G, lam):  # type: ignore[no-untyped-def]
     H[:, 1:, 1:] = G @ G.transpose(1, 2) + lam * torch.eye(n, dtype=G.dtype)
     rhs = torch.zeros(B, n + 1, 1, dtype=G.dtype)
     rhs[:, 0] = 1.0
-    return torch.linalg.solve(H, rhs)[:, 1:, 0]
+    return torch.linalg.solve(H, rhs)[:, :, 0]
+
+
+def _weights(G, lam):  # type: ignore[no-untyped-def]
+    return _bordered(G, lam)[:, 1:]
 
 
 def _phantom(make_map, star, x_T, loss, tau, k):  # type: ignore[no-untyped-def]
@@ -440,7 +451,7 @@ def test_figures_fit_the_page_width(path: Path) -> None:
 # ------------------------------------------------------------------------------------------------
 ALL_PAGES_CHECK = """<!doctype html><html><body><pre id="result">pending</pre>
 <iframe id="f" style="width:1280px;height:1000px"></iframe>
-<script>
+<script>""" + _JS_DECODED + """
 const pages = %s, frame = document.getElementById("f"), results = [];
 function load(src) { return new Promise(res => { frame.onload = res; frame.src = src; }); }
 (async () => {
@@ -455,13 +466,7 @@ function load(src) { return new Promise(res => { frame.onload = res; frame.src =
       out.merror = d.querySelectorAll("mjx-merror").length;
       const main = d.querySelector("main") || d.body;
       out.text = main.innerText;
-      const srcs = Array.from(main.querySelectorAll("img")).map(i => i.src);
-      out.images = await Promise.all(srcs.map(src => new Promise(res => {
-        const im = new Image();
-        im.onload = () => res({src, width: im.naturalWidth});
-        im.onerror = () => res({src, width: 0});
-        im.src = src;
-      })));
+      out.images = await decoded(main);
     } catch (e) { out.error = String(e); }
     results.push(out);
   }

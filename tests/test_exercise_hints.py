@@ -6,6 +6,7 @@ the check.  The reference answers pass, and an unrelated wrong answer gets the c
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -195,14 +196,8 @@ def test_F_hints(capsys: pytest.CaptureFixture[str]) -> None:
                   "weights: sqrt(abar_j / abar_s)", named, capsys)
 
 
-def weights(G, lam):  # type: ignore[no-untyped-def]
-    B, n, _ = G.shape
-    H = torch.zeros(B, n + 1, n + 1, dtype=G.dtype)
-    H[:, 0, 1:], H[:, 1:, 0] = 1.0, 1.0
-    H[:, 1:, 1:] = G @ G.transpose(1, 2) + lam * torch.eye(n, dtype=G.dtype)
-    rhs = torch.zeros(B, n + 1, 1, dtype=G.dtype)
-    rhs[:, 0] = 1.0
-    return torch.linalg.solve(H, rhs)[:, :, 0]  # [nu, alpha]: slice [:, 1:] for the weights
+# [nu, alpha] of the bordered system: the reference solution of tests/test_book.py (slice [:, 1:])
+weights = importlib.import_module("test_book")._bordered
 
 
 @pytest.mark.parametrize(("fn", "hint"), [
