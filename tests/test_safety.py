@@ -334,3 +334,26 @@ def test_cli_bad_input_property(tmp_path_factory, option, bad_file, out_name) ->
     assert "Traceback" not in err and 1 <= len(err.strip().splitlines()) <= 3, err
     assert err.startswith("deqir-edu restore: error:"), err
     assert _digests(work) == before  # no file changed (and no output written)
+
+
+def test_a_plan_for_another_sampler_reuses_the_measured_call(monkeypatch) -> None:
+    """sampler="auto" plans once (one probe) and re-counts for the chosen sampler (#17)."""
+    from deqir_edu.apps import tiling
+    from deqir_edu.models.budget import Probe
+
+    calls = []
+
+    def fake_probe(model, n=8, like=None):  # deterministic: 1 MB and 10 ms per image
+        calls.append(1)
+        return Probe(bytes_per_image=1 << 20, seconds_per_image=0.01)
+
+    monkeypatch.setattr(tiling, "probe", fake_probe)
+    model = load_model("fashion32")
+    deqir = tiling.plan_tiled(model, "sr4", (48, 48), "deqir", steps=5, iters=3, samples=2, memory=64 << 20)
+    ddnm = tiling.plan_tiled(model, "sr4", (48, 48), "ddnm", steps=5, samples=2, memory=64 << 20)
+    assert deqir.for_sampler("ddnm", 5) == ddnm and ddnm.for_sampler("deqir", 5, 3) == deqir
+    assert ddnm.evaluations == 4 * 2 * 5 and ddnm.seconds == pytest.approx(ddnm.evaluations * 0.01)
+    calls.clear()
+    sampler, why = tiling.choose_sampler(model, "ddnm", 5, deqir)
+    assert (sampler, why) == ("ddnm", None) and not calls
+    assert tiling.choose_sampler(model, "auto", 5, deqir, several_devices=True) == ("deqir", None)

@@ -91,13 +91,12 @@ def _run_restore(args: argparse.Namespace) -> int:
         from .restore_folder import run_folder
 
         return run_folder(args, _run_restore)
-    from ..experiments.choice import predict_sampler
     from ..metrics import psnr
     from ..models import load_model, sampling_defaults
     from ..operators import make_operator, sr_scale
     from ..sampling import default_passes
     from .images import load_image, load_mask
-    from .tiling import format_seconds, plan_tiled
+    from .tiling import choose_sampler, format_seconds, plan_tiled
 
     _check_restore_paths(args)
     devices = None
@@ -143,19 +142,15 @@ def _run_restore(args: argparse.Namespace) -> int:
     clip = args.clip or model_clip
     iters = default_passes(args.solver, args.steps) if args.iters is None else args.iters
     like = y.to(devices[0]) if one_device else y  # measured on the device that will do the work
-    plan = plan_tiled(model, args.task, (H, W), "deqir", args.steps, iters, args.samples, memory=args.memory,
+    first = "deqir" if args.sampler == "auto" else args.sampler  # auto: planned as deqir, then chosen
+    plan = plan_tiled(model, args.task, (H, W), first, args.steps, iters, args.samples, memory=args.memory,
                       like=like)
-    sampler = args.sampler
-    if sampler == "auto" and devices and not one_device:
-        sampler = "deqir"  # several devices share each pass: the parallel sampler is what they are for
-    elif sampler == "auto":
-        choice = predict_sampler(model, args.steps, batch=plan.group * args.samples, max_batch=plan.per_call,
-                                 like=like)
-        sampler = choice.sampler
-        print(choice.describe())
-    if sampler != "deqir":
-        plan = plan_tiled(model, args.task, (H, W), sampler, args.steps, iters, args.samples, memory=args.memory,
-                          like=like)
+    sampler, why = choose_sampler(model, args.sampler, args.steps, plan, like=like,
+                                  several_devices=bool(devices) and not one_device)
+    if why:
+        print(why)
+    if sampler != first:
+        plan = plan.for_sampler(sampler, args.steps, iters)  # the same measured call, no second probe
     options = dict(sampler=sampler, steps=args.steps, eta=eta, iters=iters, solver=args.solver,
                    clip=clip, samples=args.samples, op_options=op_options, plan=plan)  # measured once
     chain = f"T = {args.steps}, eta = {eta:g}" + (" (the model's default; --eta to change)" if args.eta is None else "")

@@ -24,7 +24,7 @@ counts the work before it starts (tiles, network evaluations, an estimated time)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -37,7 +37,7 @@ from ..models.budget import default_budget, format_bytes, images_per_call, model
 from ..models.wrappers import ChunkedModel, sampling_defaults
 from ..operators import TASKS, Inpainting, make_operator, observation_shape, sr_scale
 
-__all__ = ["restore_tiled", "tile_starts", "plan_tiled", "TilePlan"]
+__all__ = ["restore_tiled", "tile_starts", "plan_tiled", "choose_sampler", "TilePlan"]
 
 _STATE_COPIES = 16  # copies of the chain a solve holds: iterate, F, the Anderson history (2 m, m = 5), work
 
@@ -88,12 +88,25 @@ class TilePlan:
     group: int  # tiles restored together
     budget: int  # bytes
     seconds: float  # estimated wall-clock time on this machine (from one measured call)
+    seconds_per_image: float = 0.0  # of that measured call
+
+    def for_sampler(self, sampler: str, steps: int, iters: int | None = None) -> TilePlan:
+        """The same tiles, groups and budget for another sampler: only the evaluations and the time
+        change, from the call already measured (no second probe)."""
+        method = sampler_method(sampler, steps, iters)
+        evaluations = self.tiles * self.samples * _evaluations_per_image(method)
+        return replace(self, evaluations=evaluations, seconds=evaluations * self.seconds_per_image)
 
     def describe(self) -> str:
         """One line: tiles, evaluations, memory budget and estimated time."""
         return (f"{self.tiles} tile{'s' * (self.tiles != 1)} x {self.samples} sample{'s' * (self.samples != 1)}, "
                 f"at most {self.evaluations:,} network evaluations, {self.per_call} images per call "
                 f"(memory budget {format_bytes(self.budget)}), estimated {format_seconds(self.seconds)}")
+
+
+def _evaluations_per_image(method: Any) -> int:
+    """Network evaluations per image and sample: T for DDNM, T per pass (at most K passes) for DeqIR."""
+    return {"pinv": 0, "ddnm": method.steps, "deqir": method.steps * (method.iters or 1)}[method.kind]
 
 
 def format_seconds(s: float) -> str:
@@ -115,7 +128,7 @@ def plan_tiled(model: Any, task: str, image_hw: tuple[int, int], sampler: str = 
     rows, ov = tile_starts(int(image_hw[0]), h, overlap, s)
     cols, _ = tile_starts(int(image_hw[1]), w, ov, s)
     method = sampler_method(sampler, steps, iters)
-    per_image = {"pinv": 0, "ddnm": method.steps, "deqir": method.steps * (method.iters or 1)}[method.kind]
+    per_image = _evaluations_per_image(method)
     tiles = len(rows) * len(cols)
     measured = probe(model, like=like)
     budget = int(memory) if memory is not None else default_budget(model_device(model))
@@ -123,7 +136,21 @@ def plan_tiled(model: Any, task: str, image_hw: tuple[int, int], sampler: str = 
     state_bytes = samples * (method.steps + 1) * c * h * w * 4 * _STATE_COPIES
     group = max(1, min(tiles, 64, (budget // 2) // max(1, state_bytes)))  # half for the states of a tile group
     evaluations = tiles * samples * per_image
-    return TilePlan(tiles, samples, evaluations, per_call, group, budget, evaluations * measured.seconds_per_image)
+    return TilePlan(tiles, samples, evaluations, per_call, group, budget, evaluations * measured.seconds_per_image,
+                    measured.seconds_per_image)
+
+
+def choose_sampler(model: Any, sampler: str, steps: int, plan: TilePlan, like: torch.Tensor | None = None,
+                   several_devices: bool = False) -> tuple[str, str | None]:
+    """Resolve ``sampler="auto"`` for a tiled restoration with ``plan`` (``experiments.predict_sampler`` on
+    the plan's group and call size).  Returns the sampler and the prediction's one-line summary (None when
+    nothing was predicted: an explicit sampler, or several devices, which always use the parallel sampler)."""
+    if sampler != "auto":
+        return sampler, None
+    if several_devices:  # several devices share each pass: the parallel sampler is what they are for
+        return "deqir", None
+    choice = predict_sampler(model, steps, batch=plan.group * plan.samples, max_batch=plan.per_call, like=like)
+    return choice.sampler, choice.describe()
 
 
 def restore_tiled(
@@ -160,10 +187,7 @@ def restore_tiled(
         raise ValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
     opts = dict(restore_kwargs)
     sampler, steps, iters = opts.pop("sampler", "deqir"), opts.pop("steps", 20), opts.pop("iters", None)
-    if sampler == "auto":  # the faster of DDNM and DeqIR on this device, at equal quality (experiments.choice)
-        sampler = predict_sampler(model, steps, batch=opts.get("samples", 1), like=y).sampler
-    method = sampler_method(sampler, steps, iters, opts.pop("solver", "auto"))
-    iters = method.iters
+    solver = opts.pop("solver", "auto")
     eta, clip, samples = opts.pop("eta", None), opts.pop("clip", None), opts.pop("samples", 1)
     model_eta, model_clip = sampling_defaults(model)  # the model's config, unless given
     eta, clip = model_eta if eta is None else eta, model_clip if clip is None else clip
@@ -182,7 +206,13 @@ def restore_tiled(
     if tuple(y.shape[1:]) != expected:
         raise ValueError(f"y has shape {tuple(y.shape[1:])} but task {task!r} on a {(c, H, W)} image gives {expected}")
     if plan is None:
-        plan = plan_tiled(model, task, (H, W), sampler, steps, iters, samples, overlap, memory, like=y)
+        first = "deqir" if sampler == "auto" else sampler  # auto: planned as the parallel sampler, then chosen
+        plan = plan_tiled(model, task, (H, W), first, steps, sampler_method(first, steps, iters, solver).iters,
+                          samples, overlap, memory, like=y)
+    if sampler == "auto":  # the faster of DDNM and DeqIR on this device, at equal quality (experiments.choice)
+        sampler = choose_sampler(model, sampler, steps, plan, like=y)[0]
+        plan = plan.for_sampler(sampler, steps, sampler_method(sampler, steps, iters, solver).iters)
+    method = sampler_method(sampler, steps, iters, solver)
     rows, overlap = tile_starts(H, h, overlap, s)
     cols, _ = tile_starts(W, w, overlap, s)
     mask = _mask_of(full_op)
