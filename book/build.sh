@@ -79,9 +79,12 @@ jupyter-book build "$root" --config "$out/_config.yml" --path-output "$out" "${e
 #    included) by the variant's edition, generated from the very chapters just built.
 html="$out/_build/html"
 if [ -d "$html/_sources/book" ]; then
-  python "$root/book/tools/editions.py" --out "$out/_editions" >/dev/null
-  cp "$out/_editions/$variant/book/"*.ipynb "$html/_sources/book/"
-  python "$root/book/tools/editions.py" --check >/dev/null 2>&1 \
-    || echo "build.sh: warning: colab/ (what the Colab buttons open) is stale; run python book/tools/editions.py" >&2
+  editions="$root/colab"  # committed, and what the Colab buttons open
+  if ! python "$root/book/tools/editions.py" --check >/dev/null 2>&1; then
+    echo "build.sh: warning: colab/ (what the Colab buttons open) is stale; run python book/tools/editions.py" >&2
+    editions="$out/_editions"  # the download button still gets the chapters just built
+    python "$root/book/tools/editions.py" --out "$editions" >/dev/null
+  fi
+  cp "$editions/$variant/book/"*.ipynb "$html/_sources/book/"
 fi
 echo "build.sh: $variant site in $html ($(( $(date +%s) - start )) s)"

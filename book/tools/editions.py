@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import nbformat
 import setup_cell  # book/tools/setup_cell.py (the TOC and the setup cell); book/tools must be on sys.path
 import yaml
+from deqir_edu.core.files import write_text
 from myst_markdown import HEADING, Converter, Refs, read_bib  # book/tools/myst_markdown.py
 
 ROOT = setup_cell.ROOT
@@ -114,17 +113,6 @@ def editions(out: Path = OUT) -> tuple[dict[Path, str], list[str]]:
     return texts, problems
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf8", newline="\n") as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report generated notebooks that are out of sync")
@@ -144,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     for path in stale:
-        write_atomic(path, wanted[path])
+        write_text(path, wanted[path])  # atomic: temporary file, then rename
     for path in orphans:
         path.unlink()
     print(f"editions.py: {len(stale)} written, {len(orphans)} removed, {len(wanted) - len(stale)} unchanged")

@@ -220,13 +220,19 @@ def dependency_diagram(T: int = 6) -> Any:
     return fig
 
 
+def _drawn_texts(fig: Any) -> list[Any]:
+    """The visible, non-empty texts of ``fig``, each once (ticks of an ``axis("off")`` are not drawn)."""
+    hidden = {id(t) for ax in fig.axes if not ax.axison for axis in (ax.xaxis, ax.yaxis)
+              for t in axis.findobj(lambda o: hasattr(o, "get_text"))}
+    texts = fig.findobj(lambda o: hasattr(o, "get_text") and hasattr(o, "get_fontsize"))
+    return list({id(t): t for t in texts  # findobj may list one artist twice
+                 if t.get_visible() and str(t.get_text()).strip() and id(t) not in hidden}.values())
+
+
 def min_font_px(fig: Any, page_width_px: float = PAGE_WIDTH_PX) -> float:
     """Smallest visible text of ``fig`` in pixels on the page (figures wider than the page shrink)."""
     scale = min(1.0, page_width_px / (fig.get_figwidth() * fig.dpi))
-    hidden = {id(t) for ax in fig.axes if not ax.axison for axis in (ax.xaxis, ax.yaxis)
-              for t in axis.findobj(lambda o: hasattr(o, "get_text"))}
-    sizes = [t.get_fontsize() for t in fig.findobj(lambda o: hasattr(o, "get_text") and hasattr(o, "get_fontsize"))
-             if t.get_visible() and str(t.get_text()).strip() and id(t) not in hidden]
+    sizes = [t.get_fontsize() for t in _drawn_texts(fig)]
     return min(sizes) * fig.dpi / 72 * scale if sizes else float("inf")
 
 
@@ -234,12 +240,7 @@ def overlapping_texts(fig: Any) -> list[tuple[str, str]]:
     """Pairs of visible texts of ``fig`` whose drawn boxes overlap (tick labels, titles, labels)."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_window_extent") and hasattr(o, "get_text"))
-             if t.get_visible() and str(t.get_text()).strip()]
-    hidden = {id(t) for ax in fig.axes if not ax.axison for axis in (ax.xaxis, ax.yaxis)
-              for t in axis.findobj(lambda o: hasattr(o, "get_text"))}  # ticks of axis("off") are not drawn
-    texts = list({id(t): t for t in texts if id(t) not in hidden}.values())  # findobj may list one twice
-    boxes = [(str(t.get_text()), t.get_window_extent(renderer)) for t in texts]
+    boxes = [(str(t.get_text()), t.get_window_extent(renderer)) for t in _drawn_texts(fig)]
     return [(s1, s2) for i, (s1, b1) in enumerate(boxes) for s2, b2 in boxes[i + 1:]
             if b1.overlaps(b2) and b1.width * b1.height > 0 and b2.width * b2.height > 0
             and not (s1 == s2 and tuple(b1.bounds) == tuple(b2.bounds))]  # one text reached twice

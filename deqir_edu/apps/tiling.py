@@ -209,10 +209,12 @@ def restore_tiled(
         first = "deqir" if sampler == "auto" else sampler  # auto: planned as the parallel sampler, then chosen
         plan = plan_tiled(model, task, (H, W), first, steps, sampler_method(first, steps, iters, solver).iters,
                           samples, overlap, memory, like=y)
-    if sampler == "auto":  # the faster of DDNM and DeqIR on this device, at equal quality (experiments.choice)
+    auto = sampler == "auto"
+    if auto:  # the faster of DDNM and DeqIR on this device, at equal quality (experiments.choice)
         sampler = choose_sampler(model, sampler, steps, plan, like=y)[0]
-        plan = plan.for_sampler(sampler, steps, sampler_method(sampler, steps, iters, solver).iters)
     method = sampler_method(sampler, steps, iters, solver)
+    if auto:
+        plan = plan.for_sampler(sampler, steps, method.iters)  # the plan's measured call, re-counted
     rows, overlap = tile_starts(H, h, overlap, s)
     cols, _ = tile_starts(W, w, overlap, s)
     mask = _mask_of(full_op)

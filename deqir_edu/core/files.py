@@ -58,7 +58,7 @@ def _umask() -> int:
 def write_text(dest: str | Path, text: str) -> Path:
     """Write ``text`` to ``dest`` atomically (``atomic_path``); return ``dest``."""
     with atomic_path(dest) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf8")
     return Path(dest)
 
 
