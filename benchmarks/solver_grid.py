@@ -51,7 +51,8 @@ def summarize(paths: list[str]) -> str:
     """One line per cell of the result files: auto against the paper's Anderson and the best named solver."""
     import json
 
-    rows = [r for path in paths for r in json.loads(open(path).read())["rows"]]
+    files = [(path, json.loads(open(path).read())) for path in paths]
+    rows = [r for _, data in files for r in data["rows"]]
     cells: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         cells.setdefault((r["model"], r["task"], r["T"], r["eta"]), {})[r["solver"]] = r
@@ -68,7 +69,10 @@ def summarize(paths: list[str]) -> str:
             "best named solver: passes (own stop, within 0.05 dB)", "anderson K = 15: worst dB gap"]
     means = {T: [v for t, v in fractions if t == T] for T in sorted({t for t, _ in fractions})}
     text = ", ".join(f"T = {T}: {sum(v) / len(v):.3f} ({len(v)} cells)" for T, v in means.items())
+    sources = "".join(f"- `{path}`: `{data['meta']['command']}` ({data['meta']['date_utc']})\n" for path, data in files)
     return (f"# Solver grid: summary\n\n`python benchmarks/solver_grid.py --summarize {' '.join(paths)}`\n\n"
+            "A later file's row of a solver replaces an earlier one's (same model, task, T, eta). Sources, in order "
+            "(`--n`: images per cell):\n\n" + sources + "\n"
             + table(head, lines) + f"\nMean passes / T of auto: {text}\n")
 
 

@@ -1,6 +1,7 @@
 """Command-line interface ``deqir-edu``.
 
-Each subcommand is a small function here that parses its arguments and calls the package; the real
+Each subcommand is a small function here (``restore`` in ``restore_cmd.py``, ``eval`` in ``eval_cmd.py``)
+that parses its arguments and calls the package; the real
 work lives in the layers below (sampling, models, experiments, training, ...).  ``deqir-edu --help``
 lists the commands.  Notation: none (no paper symbols; the options name them: T = --steps, K = --iters).
 """
@@ -9,9 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from .cliargs import POSITIVE, SEED, STEPS, Parser, add_chain_options, add_debug, eta, int_in
+from .cliargs import POSITIVE, Parser, add_chain_options, add_debug, int_in
+from .eval_cmd import add_eval
 from .restore_cmd import add_restore
 
 __all__ = ["main", "build_parser"]
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_download(sub)
     _add_train(sub)
-    _add_eval(sub)
+    add_eval(sub)
     parser.commands = sub.choices  # type: ignore[attr-defined]
     return parser
 
@@ -161,115 +162,6 @@ def _run_train(args: argparse.Namespace) -> int:
                     deadline=deadline, overwrite=args.overwrite)
     print(describe(summary))
     return 0
-
-
-def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="tasks x methods on a frozen test set; writes OUT/results.json and OUT/results.md")
-    p.add_argument("--model", default="fashion32", help="zoo name, checkpoint path, or gmm-fashion32 (exact prior)")
-    p.add_argument("--n", "--num-images", dest="n", type=POSITIVE, default=16,
-                   help="number of test images (default 16; under torchrun write --num-images)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=SEED, default=0)
-    p.add_argument("--out", default=None, help="output folder (default results/eval-MODEL)")
-    p.add_argument("--overwrite", action="store_true", help="replace the results already in OUT")
-    p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all of the grid for the model)")
-    p.add_argument("--methods", default=None, help="comma-separated, e.g. pinv,ddnm,ddnm-t100,deqir-k15,deqir-picard,deqir-taa-k8 "
-                   "(deqir-SOLVER-kK: any registered solver)")
-    p.add_argument("--steps", type=STEPS, default=20, help="T of ddnm / deqir-kK (default 20)")
-    p.add_argument("--eta", type=eta, default=None,
-                   help="eta of every chain (default: the model's, 0.85 for the embedded models, else the paper's 0.15)")
-    p.add_argument("--batch-size", type=POSITIVE, default=16)
-    p.add_argument("--images", default=None, help="folder of PNG/JPEG test images instead of the frozen test set")
-    p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
-    p.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast (about 2x on CPU)")
-    add_debug(p)
-    p.set_defaults(func=_run_eval)
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..experiments import DEFAULT_METHODS, evaluate, load_for_eval, write_results
-
-    from ..experiments import parse_method
-    from ..operators import TASKS
-
-    split = lambda s: [v.strip() for v in s.split(",") if v.strip()] if s else None  # noqa: E731
-    out = Path(args.out or f"results/eval-{Path(args.model).stem}")
-    if (out / "results.json").exists() and not args.overwrite:
-        raise ValueError(f"{out} already holds results (results.json); add --overwrite to replace them "
-                         "or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder")
-    for task in split(args.tasks) or []:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r} in --tasks; choose from {', '.join(TASKS)}")
-    for m in split(args.methods) or []:
-        parse_method(m, args.steps)
-    from ..core.checks import check_device
-
-    check_device(args.device, "--device")  # e.g. cuda on a CPU build: one line, before any work
-    rank = _join_torchrun(args)  # under torchrun the images are spread over the ranks (evaluate)
-    model, images, source = load_for_eval(args.model, args.n, args.images, args.device, args.bf16)
-    print(f"model {args.model}: {images.shape[0]} images of shape {tuple(images.shape[1:])} ({source})")
-    if args.eta is None:  # the model's default, recorded in the results as the eta used
-        from ..models import sampling_defaults
-
-        args.eta = sampling_defaults(model)[0]
-        print(f"eta = {args.eta:g} (the model's default; --eta to change)")
-    rows = evaluate(model, images, tasks=split(args.tasks), methods=split(args.methods) or DEFAULT_METHODS,
-                    steps=args.steps, eta=args.eta, seed=args.seed, device=args.device,
-                    batch_size=args.batch_size, clip=args.clip)
-    if rank is not None:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
-        if rank > 0:  # rank 0 writes the results of all ranks
-            return 0
-    js, md = write_results(rows, out, _meta_for(args, source))
-    print(md.read_text())
-    print(f"wrote {js} and {md}")
-    return 0
-
-
-def _join_torchrun(args: Any) -> int | None:
-    """Under ``torchrun`` (RANK, WORLD_SIZE set): join the group on this rank's device; return the rank."""
-    import os
-
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return None
-    import torch
-
-    from .launch import init_process
-
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    device = torch.device(args.device)
-    if device.type == "cuda" and device.index is None:  # one GPU per process: cuda:LOCAL_RANK
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        args.device = str(device)
-    init_process(rank, world, "env://", device)
-    return rank
-
-
-def _meta_for(args: Any, images_source: str) -> dict[str, Any]:
-    """Metadata of a run of ``deqir-edu eval`` (parsed arguments), with the command that repeats it."""
-    import datetime
-
-    import torch
-
-    from ..experiments import NA_WEIGHTS
-    from ..experiments.evaluation import lpips_status
-
-    lpips_fn, why = lpips_status()
-
-    opts = [f"--model {args.model}", f"--n {args.n}", f"--seed {args.seed}", f"--steps {args.steps}",
-            f"--eta {args.eta}", f"--device {args.device}", f"--batch-size {args.batch_size}"]
-    opts += [f"--{k} {getattr(args, k)}" for k in ("tasks", "methods", "images", "out") if getattr(args, k)]
-    opts += [f"--{k}" for k in ("clip", "bf16") if getattr(args, k)]
-    return dict(command="deqir-edu eval " + " ".join(opts), model=args.model, images=images_source, n=args.n,
-                eta=args.eta, seed=args.seed, steps=args.steps, device=args.device, clip=args.clip, bf16=args.bf16,
-                lpips="AlexNet-LPIPS v0.1" if lpips_fn else NA_WEIGHTS, lpips_reason=why,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), torch=torch.__version__)
 
 
 def _version() -> str:

@@ -229,7 +229,8 @@ class FixedPointMap:
         ``Z[k-1] = z_k`` are the cached ``z`` of the last evaluation of each state.
         """
         old = X[1:b + 1]  # x_k^old, k = 1..b
-        al, be = alpha[:b].view(-1, *[1] * (X.dim() - 1)), beta[:b].view(-1, *[1] * (X.dim() - 1))
+        shape = (b, -1, *[1] * (X.dim() - 2))  # alpha, beta: (T,) per state or (T, B) per state and image
+        al, be = alpha[:b].to(X).reshape(shape), beta[:b].to(X).reshape(shape)
         Qold = self.Q(old)
         c = self.r[:b] * Qold + Z[:b] - al * Qold - be * old  # c_k = Phi_k(x_k^old) - L_k x_k^old
         Qc = self.Q(c)

@@ -8,22 +8,24 @@ Notation (code name -> symbol; the map and the loop are those of ``freezing.py``
 
 What it is: ``window_solve`` with
 
-* the Gaussian linearisation of each chain step (``form="gauss"``): Eq. (9) assumes that x_{0|k}
-  moves one-to-one with x_k, which is right at low noise and badly wrong at high noise, where the
+* the Gaussian linearisation of each chain step (``form="gauss"``) as the first guess: Eq. (9) assumes that
+  x_{0|k} moves one-to-one with x_k, which is right at low noise and badly wrong at high noise, where the
   network's estimate hardly depends on x_k; the Gaussian form moves between the two with the noise
   level (``FixedPointMap.linearisation``; data standard deviation ``sigma = 0.5`` in [-1, 1]);
-* triangular Anderson mixing (``accel="taa"``, history m = 2: longer histories were less stable at eta = 0.85): each state mixes with weights fitted on
-  the residuals of the states above it only, so the lower-triangular structure (Eq. (10)) is kept;
-* the restart safeguard: when a pass makes the residual grow, the history is dropped and the next pass
-  is a plain (linearised) step;
+* secant gains (``secant=True``): once a state has been evaluated twice, its step gains (null-space part and
+  range part, per image) are re-fitted from the two evaluations, so the linearisation is the network's own
+  (``freezing._secant_gains``).  This replaced triangular Anderson mixing (history 2, restarted): on the
+  12 cells at T = 20 that both were measured on, 1-3 passes fewer in 11 and as many in one, and no history;
 * freezing, so that at most T passes are needed and the result after T passes is the sequential chain
   exactly (never worse than Picard with freezing);
-* stopping on the restored image (``stop="x0"``): x_0 is returned once its inputs are fresh and its
-  estimated remaining error ``change / (1 - rate)`` is below ``tol``; the states near x_T need not be
-  final.  ``tol = 3e-3`` (relative) kept every image of the benchmark grid within 0.05 dB of the chain
-  (``benchmarks/results/solver_grid_summary.md``: 9-20 passes at T = 20, mean 0.675 T; the first pass within
-  0.05 dB comes 1-6 passes earlier, the price of a stopping rule that needs no reference).  It stopped no later
-  than the best named solver in 11 of the 12 cells, one pass later in one (photo32, sr4, eta = 0: 20 against 19).
+* stopping on the restored image (``stop="x0"``, ``x0_scale="null"``): x_0 is returned once its inputs are
+  fresh and its estimated remaining error ``change / (1 - rate)`` is below ``tol``, the change measured
+  relative to |Q x_0| (the part of x_0 the prior fills in) and the rate the largest of the last three observed
+  ratios (one ratio can dip by chance and stop too early); the states near x_T need not be final.
+  ``tol = 3e-3`` kept every image of the benchmark grid within 0.05 dB of the chain
+  (``benchmarks/results/solver_grid_summary.md``, 8 images per cell, worst gap 0.028 dB): 6-18 passes at T = 20
+  (mean 0.60 T), 14-71 at T = 100 (mean 0.37 T; 14-17 at eta = 0.85, 27-71 at eta <= 0.15); the first pass within
+  0.05 dB comes 1-17 passes earlier, the price of a stopping rule that needs no reference.
 
 The paper's Algorithm 1 stays available as ``"anderson"`` (the book uses it by name).
 """
@@ -38,11 +40,12 @@ from .trace import Callback, SolverTrace
 
 __all__ = ["AUTO", "AUTO_TOL", "AUTO_PASS_FRACTION", "auto"]
 
-AUTO = WindowConfig(form="gauss", sigma=0.5, accel="taa", m=2, restart=True)
+AUTO = WindowConfig(form="gauss", sigma=0.5, secant=True, rates=3, x0_scale="null")
 AUTO_TOL = 3e-3
-# passes / T where auto stopped by itself: the mean over the 12 cells of benchmarks/results/solver_grid_summary.md
-# (both embedded models, 2 tasks each, eta 0, 0.15, 0.85, T = 20); sampler="auto" (experiments/choice.py) uses it
-AUTO_PASS_FRACTION = 0.675
+# passes / T where auto stopped by itself: the mean over the 18 cells at T = 20 of
+# benchmarks/results/solver_grid_summary.md (both embedded models, 3 tasks each, eta 0, 0.15, 0.85; at T = 100 the
+# mean was 0.365, so this is the cautious side); sampler="auto" (experiments/choice.py) uses it
+AUTO_PASS_FRACTION = 0.597
 
 
 def auto(

@@ -29,6 +29,9 @@ amplifies every error of a stale eps: the first iterates of Eq. (9) leave the da
 eta = 0.85, T = 100 its errors grow to ~1e14 before finite termination takes over (book chapter 6).  ``form="gauss"`` takes L_k from data
 N(mu, sigma^2 I): d x_{0|k} / d x_k = sqrt(abar_k) sigma^2 / (abar_k sigma^2 + 1 - abar_k), which
 moves from "no dependence" at high noise to Eq. (9) at low noise (``FixedPointMap.linearisation``).
+``secant=True`` then re-fits L_k per state and image from the state's last two network evaluations (a
+secant along the step actually taken, split into its Q and range parts; ``_secant_gains``): the gains
+the network really has, two scalars per state and image, so the map stays lower-triangular.
 
 Freezing.  x_j needs x_b and eps at states j+1..b only.  (i) A state whose inputs are final is
 final after one pass (T passes are exact); (ii) a final state needs one last network evaluation and
@@ -74,6 +77,13 @@ class WindowConfig:
         start: ``"ddim"`` (``FixedPointMap.surrogate_start``) or ``"given"`` (the ``init`` passed).
         freeze: ``False`` re-evaluates every state every pass (plain Picard/Anderson with this map).
         restart: clear the Anderson history when the residual grew (the next pass is a plain step).
+        secant: re-fit each state's step gains (Q part and range part, per image) from its last two network
+            evaluations (``_secant_gains``); ``form`` gives the gains until a state has two.
+        rates: the observed rate of a state (and of x_0) is the largest of its last ``rates`` ratios
+            change / previous change (at least ``min(rates, 2)`` of them): one ratio can dip by chance.
+        x0_scale: what the change of x_0 is relative to in ``stop="x0"``: ``"image"`` (|x_0|) or ``"null"``
+            (|Q x_0|, the part of x_0 that the prior fills in: x_0 = A^+ y + Q x_{0|1}, so every difference
+            from the chain and from the truth lies there).
     """
 
     window: int | float | None = None
@@ -86,6 +96,9 @@ class WindowConfig:
     start: str = "ddim"
     freeze: bool = True
     restart: bool = False
+    secant: bool = False
+    rates: int = 1
+    x0_scale: str = "image"
 
 
 def _tri_anderson(Xh: list[torch.Tensor], Fh: list[torch.Tensor], lam: float, triangular: bool) -> torch.Tensor:
@@ -154,6 +167,9 @@ def window_solve(
         raise ValueError(f"need a positive integer max_iter and tol >= 0, got {max_iter!r}, {tol}")
     if not isinstance(m, int) or m < 1:
         raise ValueError(f"the Anderson history m must be a positive integer, got {m!r}")
+    if cfg.x0_scale not in ("image", "null") or not isinstance(cfg.rates, int) or cfg.rates < 1:
+        raise ValueError(f"need x0_scale 'image' or 'null' and a positive integer rates, got {cfg.x0_scale!r}, "
+                         f"{cfg.rates!r}")
     if start not in ("ddim", "given") or accel not in (None, "taa", "anderson") or stop not in ("per_state", "x0"):
         raise ValueError(f"start must be 'ddim'|'given', accel None|'taa'|'anderson', stop 'per_state'|'x0'; "
                          f"got {start!r}, {accel!r}, {stop!r}")
@@ -161,14 +177,18 @@ def window_solve(
     if not 1 <= w <= T or not 0 < damping <= 1:
         raise ValueError(f"need 1 <= window <= T = {T} and 0 < damping <= 1, got {window}, {damping}")
     alpha, beta = f.linearisation(form, sigma)
+    B = f.x_T.shape[0]
+    alpha, beta = alpha[:, None].repeat(1, B), beta[:, None].repeat(1, B)  # (T, B): per state and image
     X0, E = f.surrogate_start()  # states and eps cache of the surrogate chain
     X = torch.cat([X0 if start == "ddim" else init, f.x_T[None]]).clone()  # (T+1, ...)
     Z = f.z(E, 0, T)
+    Xev, seen = X[1:].clone(), torch.zeros(T, dtype=torch.bool)  # x_k at its last network evaluation
     fresh = torch.zeros(T + 1, dtype=torch.bool)  # eps of state k computed at the current X[k]
     exact = torch.zeros(T + 1, dtype=torch.bool)  # X[k] final given the frozen states
     exact[T] = True
-    prev = torch.full((T,), float("inf"), dtype=torch.float64)  # last change of each state
+    hist = torch.full((T, cfg.rates + 1), float("inf"), dtype=torch.float64)  # last changes of each state
     b, trace, Xh, Fh = T, SolverTrace(stop=stop), [], []
+    hist0 = torch.full((1, cfg.rates + 1), float("inf"), dtype=torch.float64)  # x_0's, relative to |Q x_0|
     rel = lambda d, v: (d.flatten(2).norm(dim=2) / (v.flatten(2).norm(dim=2) + 1e-5)).amax(1)  # noqa: E731
     for _ in range(max_iter):
         stale = (~fresh[1:]).nonzero()
@@ -176,7 +196,12 @@ def window_solve(
         lo = max(1, hi - w + 1)
         if hi >= 1:  # one batched network pass over states lo..hi
             E[lo - 1:hi] = f.evaluate(X, lo, hi)  # counted by the map
-            Z[lo - 1:hi] = f.z(E[lo - 1:hi], lo - 1, hi)
+            Znew = f.z(E[lo - 1:hi], lo - 1, hi)
+            if cfg.secant:
+                _secant_gains(f, X[lo:hi + 1] - Xev[lo - 1:hi], Znew - Z[lo - 1:hi], seen[lo - 1:hi], lo,
+                              alpha, beta)
+                Xev[lo - 1:hi], seen[lo - 1:hi] = X[lo:hi + 1], True
+            Z[lo - 1:hi] = Znew
             fresh[lo:hi + 1] = True
         FX = f.scan(X, Z, b, alpha, beta)  # (b, ...)
         # inputs of x_j (states j+1..b) final and freshly evaluated -> the new x_j is final
@@ -196,10 +221,13 @@ def window_solve(
         res = rel(FX - X[:b], FX).cpu()  # relative residual per state
         fresh_in = fresh[1:b + 1].flip(0).cumprod(0).flip(0).bool()
         # per-state stopping on the a-posteriori estimate of a linearly converging iteration:
-        # remaining error <= change / (1 - rate), rate = change / previous change (no estimate: no freeze)
-        rate = torch.where(prev[:b].isfinite(), (change.double() / prev[:b]).clamp(0, 0.99), 1.0)
-        conv = ok | (freeze & fresh_in & (change.double() / (1 - rate) < tol))
-        prev[:b] = change.double()
+        # remaining error <= change / (1 - rate), rate = the observed change / previous change (cautious:
+        # the largest of the last cfg.rates ratios; no estimate yet: no freeze)
+        hist[:b] = torch.cat([hist[:b, 1:], change.double()[:, None]], 1)
+        conv = ok | (freeze & fresh_in & (_estimate(hist[:b]) < tol))
+        if cfg.x0_scale == "null" and b > 0:  # x_0's test on its change relative to |Q x_0|
+            hist0 = torch.cat([hist0[:, 1:], rel(new[:1] - X[:1], f.Q(new[:1])).double().cpu()[:, None]], 1)
+            conv[0] = bool(ok[0]) or (freeze and bool(fresh_in[0]) and float(_estimate(hist0)[0]) < tol)
         x0_done = stop == "x0" and b > 0 and bool(conv[0])  # the restored image passed the test
         exact[:b] = ok
         fresh[:b] &= change == 0
@@ -215,6 +243,48 @@ def window_solve(
             trace.converged = True
             break
     return X[:T], trace
+
+
+def _estimate(hist: torch.Tensor) -> torch.Tensor:
+    """Remaining error ``change / (1 - rate)`` per row of ``hist`` ``(n, r + 1)`` (oldest change first).
+
+    rate = the largest of the observed ratios change / previous change, at most 0.99; at least ``min(r, 2)``
+    ratios are needed (``inf`` marks a change not yet seen), else there is no estimate (``inf``).
+    """
+    ratios = hist[:, 1:] / hist[:, :-1]  # (n, r)
+    seen = hist[:, 1:].isfinite() & hist[:, :-1].isfinite() & (hist[:, :-1] > 0)
+    rate = torch.where(seen, ratios, 0.0).amax(1).clamp(0, 0.99)
+    enough = seen.sum(1) >= min(ratios.shape[1], 2)
+    return torch.where(enough, hist[:, -1] / (1 - rate), float("inf"))
+
+
+def _secant_gains(f: Any, dX: torch.Tensor, dZ: torch.Tensor, seen: torch.Tensor, lo: int,
+                  alpha: torch.Tensor, beta: torch.Tensor) -> None:
+    """Re-fit ``L_k = alpha_k Q + beta_k I`` of states k = lo.. in place from one secant pair each.
+
+    Phi_k(x) = r_k Q x + z_k(eps(x)), so Phi_k(x') - Phi_k(x) = r_k Q dx + dz.  The gains along the
+    step, g_Q = <Q dPhi, Q dx> / |Q dx|^2 and g_P = <P dPhi, P dx> / |P dx|^2 (P = I - Q), per image, give
+    beta = g_P, alpha = g_Q - g_P; clamped to [0, r_k] and [0, 1] (Eq. (9)'s r_k Q is the largest Q gain:
+    x_{0|k} moving one-to-one with x_k).  ``dX``, ``dZ``: ``(n, B, C, H, W)``; ``seen``: ``(n,)``, states
+    with an earlier network evaluation (the surrogate start is not one).
+    """
+    qx, qz = f.Q(dX), f.Q(dZ)
+    px, pz = dX - qx, dZ - qz
+    dot = lambda u, v: (u * v).flatten(2).sum(2).double()  # noqa: E731  (n, B)
+    n = dX.shape[0]
+    r = f.r[lo - 1:lo - 1 + n].reshape(n, 1).double()
+    nq, np_ = dot(qx, qx), dot(px, px)
+    gq = (r + dot(qz, qx) / nq.clamp_min(1e-30)).clamp(torch.zeros_like(r), r)
+    gp = (dot(pz, px) / np_.clamp_min(1e-30)).clamp(0.0, 1.0)
+    scale = (nq + np_).amax().clamp_min(1e-30)
+    okq = seen[:, None].to(nq.device) & (nq > 1e-12 * scale)  # a step long enough to measure
+    okp = seen[:, None].to(nq.device) & (np_ > 1e-12 * scale)
+    s = slice(lo - 1, lo - 1 + n)
+    old_q = (alpha[s] + beta[s]).double()
+    new_p = torch.where(okp, gp, beta[s].double())
+    new_q = torch.where(okq, gq, old_q)
+    beta[s] = new_p.to(beta.dtype)
+    alpha[s] = (new_q - new_p).to(alpha.dtype)
 
 
 def _record_pass(trace: SolverTrace, f: Any, X: torch.Tensor, gres: float, res: torch.Tensor,

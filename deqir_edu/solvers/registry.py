@@ -6,7 +6,7 @@ callback=..., **options) -> (x_{0:T-1}, SolverTrace)`` on a map ``f`` (``samplin
 and a start ``init`` ``(T, B, C, H, W)``.
 
     name             what it is
-    auto             the default: Gaussian linearisation + triangular Anderson + freezing, stops on x_0 (auto.py)
+    auto             the default: Gaussian then secant linearisation + freezing, stops on x_0 (auto.py)
     picard           x <- F(x), Eq. (11) without acceleration (T passes are exact)
     anderson         Algorithm 1 of the paper (per-image mixing)
     picard-freeze    Eq. (9) pass by pass, final states frozen, per-state stopping
