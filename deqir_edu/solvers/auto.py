@@ -20,7 +20,7 @@ What it is: ``window_solve`` with
   exactly (never worse than Picard with freezing);
 * stopping on the restored image (``stop="x0"``, ``x0_scale="null"``): x_0 is returned once its inputs are
   fresh and its estimated remaining error ``change / (1 - rate)`` is below ``tol``, the change measured
-  relative to |Q x_0| (the part of x_0 the prior fills in) and the rate the largest of the last three observed
+  relative to ``|Q x_0|`` (the part of x_0 the prior fills in) and the rate the largest of the last three observed
   ratios (one ratio can dip by chance and stop too early); the states near x_T need not be final.
   ``tol = 3e-3`` kept every image of the benchmark grid within 0.05 dB of the chain
   (``benchmarks/results/solver_grid_summary.md``, 8 images per cell, worst gap 0.028 dB): 6-18 passes at T = 20

@@ -81,8 +81,8 @@ class WindowConfig:
             evaluations (``_secant_gains``); ``form`` gives the gains until a state has two.
         rates: the observed rate of a state (and of x_0) is the largest of its last ``rates`` ratios
             change / previous change (at least ``min(rates, 2)`` of them): one ratio can dip by chance.
-        x0_scale: what the change of x_0 is relative to in ``stop="x0"``: ``"image"`` (|x_0|) or ``"null"``
-            (|Q x_0|, the part of x_0 that the prior fills in: x_0 = A^+ y + Q x_{0|1}, so every difference
+        x0_scale: what the change of x_0 is relative to in ``stop="x0"``: ``"image"`` (``|x_0|``) or ``"null"``
+            (``|Q x_0|``, the part of x_0 that the prior fills in: x_0 = A^+ y + Q x_{0|1}, so every difference
             from the chain and from the truth lies there).
     """
 
@@ -263,7 +263,7 @@ def _secant_gains(f: Any, dX: torch.Tensor, dZ: torch.Tensor, seen: torch.Tensor
     """Re-fit ``L_k = alpha_k Q + beta_k I`` of states k = lo.. in place from one secant pair each.
 
     Phi_k(x) = r_k Q x + z_k(eps(x)), so Phi_k(x') - Phi_k(x) = r_k Q dx + dz.  The gains along the
-    step, g_Q = <Q dPhi, Q dx> / |Q dx|^2 and g_P = <P dPhi, P dx> / |P dx|^2 (P = I - Q), per image, give
+    step, ``g_Q = <Q dPhi, Q dx> / |Q dx|^2`` and ``g_P = <P dPhi, P dx> / |P dx|^2`` (P = I - Q), per image, give
     beta = g_P, alpha = g_Q - g_P; clamped to [0, r_k] and [0, 1] (Eq. (9)'s r_k Q is the largest Q gain:
     x_{0|k} moving one-to-one with x_k).  ``dX``, ``dZ``: ``(n, B, C, H, W)``; ``seen``: ``(n,)``, states
     with an earlier network evaluation (the surrogate start is not one).
