@@ -171,6 +171,23 @@ def test_no_literal_myst_on_rendered_pages(sites: dict[str, Path]) -> None:
             assert not hits, f"{variant}: {page.relative_to(site)} shows literal MyST {hits}"
 
 
+_LITERAL_MATH = re.compile(r"\$\$?\s*\\?[A-Za-z{]")  # a "$" that MathJax did not take: "$\Delta", "$x"
+
+
+def test_no_literal_dollar_math_on_rendered_pages(sites: dict[str, Path]) -> None:
+    """Inline math broken by the Markdown around it renders as "$...$" text and breaks every formula after it on the
+    page, without a build warning (chapter 6: a formula wrapped onto a line starting with "+", a list item)."""
+    import html as html_module
+
+    drop = r"<script.*?</script>|<style.*?</style>|<pre.*?</pre>|<code.*?</code>|<div class=\"highlight.*?</div>"
+    for variant, site in sites.items():
+        for page in sorted(site.rglob("*.html")):
+            raw = re.sub(drop, " ", page.read_text(encoding="utf8"), flags=re.S)
+            text = html_module.unescape(re.sub(r"<[^>]+>", " ", raw))
+            hits = [text[max(0, m.start() - 40):m.end() + 40] for m in _LITERAL_MATH.finditer(text)]
+            assert not hits, f"{variant}: {page.relative_to(site)} shows unrendered math: {hits[:3]}"
+
+
 def test_solutions_hidden_only_in_student_build(sites: dict[str, Path]) -> None:
     for path in CHAPTERS:
         if path.stem.startswith("00_"):
