@@ -2,6 +2,7 @@
 sequential chain (every image), never later than Picard with freezing, and says when it ran out."""
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
@@ -113,3 +114,27 @@ def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
     rows = json.loads((tmp_path / "gpu_adm256_smoke.json").read_text())["rows"]
     assert {(r["B"], r["method"]) for r in rows} == {(1, "ddnm"), (1, "auto"), (2, "ddnm"), (2, "auto")}
     assert all(r["passes"] <= r["T"] for r in rows) and "sampler auto ->" in out.stdout
+
+
+@pytest.mark.slow
+def test_stop_rule_benchmark_replays_the_solvers_own_stop(models):
+    """benchmarks/stop_rule.py evaluates stopping rules on passes recorded once; on the current rule the replay
+    must stop where ``auto`` itself stops (else its table of looser rules would mean nothing)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import stop_rule
+
+    halving = [math.inf] + [0.5**k for k in range(1, 30)]
+    assert stop_rule.stop_pass(halving, "c/(1-rate)", 3, 1e-3) == 12  # pass 12: 2^-11 / 0.5 < 1e-3
+    assert stop_rule.stop_pass([math.inf, 0.1, 0.2, 0.1, 0.05], "c/(1-rate)", 3, 0.2) is None  # a ratio 2 > 0.99
+    for name, task, eta in [("fashion32", "sr4", 0.85), ("photo32", "colorize", 0.15)]:
+        model, x = models[name]
+        op = make_operator(task, tuple(model.image_shape))
+        cell = stop_rule.record(model, op, op.A(x), x, T, eta)
+        noises = draw_noises(tuple(x.shape), T, torch.Generator().manual_seed(1), dtype=x.dtype)
+        res = deqir_sample(model, op, op.A(x), T, eta, noises=noises)  # the defaults: auto, stop on x_0
+        replay = stop_rule.stop_pass(cell["change"], *stop_rule.CURRENT) or len(cell["change"])
+        assert replay == res.passes, (name, task, eta, replay, res.passes)
+        assert cell["gap"][replay - 1] < 0.05
