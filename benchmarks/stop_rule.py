@@ -27,17 +27,16 @@ import time
 import warnings
 
 import torch
-from common import meta, table, write
+from common import meta, table, write, x0_tracker
+from solver_grid import TASKS
 
 from deqir_edu.datasets import load_testset
 from deqir_edu.diffusion import draw_noises
-from deqir_edu.metrics import psnr
 from deqir_edu.models import load_model
 from deqir_edu.operators import make_operator
 from deqir_edu.sampling import ddnm_sample, deqir_sample
 from deqir_edu.solvers import ConvergenceWarning
 
-TASKS = {"fashion32": ["sr4", "deblur-gauss", "inpaint-box"], "photo32": ["sr4", "colorize", "inpaint-box"]}
 T100_TASKS = ["sr4"]
 FAMILY = {"form": ["c/(1-rate)", "c*rate/(1-rate)"], "r": [1, 2, 3], "tol": [3e-3, 5e-3, 1e-2, 1.5e-2]}
 CURRENT = ("c/(1-rate)", 3, 3e-3)  # the AUTO preset
@@ -46,11 +45,11 @@ CURRENT = ("c/(1-rate)", 3, 3e-3)  # the AUTO preset
 def record(model, op, y, x, T: int, eta: float, seed: int = 1) -> dict:
     """One cell: per pass, x_0's change relative to |Q x_0| (worst image) and the worst per-image dB gap."""
     noises = draw_noises(tuple(x.shape), T, torch.Generator().manual_seed(seed), dtype=x.dtype)
-    ref = ddnm_sample(model, op, y, T, eta, noises=noises)
-    ref_db = psnr(ref, x)
-    change, gap, last, boundary, upper = [], [], [], [], []
+    track, _, gap = x0_tracker(ddnm_sample(model, op, y, T, eta, noises=noises), x)
+    change, last, upper = [], [], []
 
     def cb(d: dict) -> None:
+        track(d)  # the worst per-image dB gap to the chain
         x0 = d["states"][0]
         q = x0 - op.A_pinv(op.A(x0))  # Q x_0
         if last:
@@ -58,15 +57,13 @@ def record(model, op, y, x, T: int, eta: float, seed: int = 1) -> dict:
             change.append(float(rel.max()))
         else:
             change.append(math.inf)  # pass 1: the surrogate start is not seen
-        gap.append(float((psnr(x0, x) - ref_db).abs().max()))
         last[:] = [x0.clone()]
-        boundary.append(int(d["boundary"]))  # states >= b are frozen
         upper.append(float(d["state_residual"][1:].max()))  # the largest relative residual of x_1..x_{T-1}
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         deqir_sample(model, op, y, T, eta, noises=noises, solver="auto", stop="per_state", callback=cb)
-    return dict(change=change, gap=gap, boundary=boundary, upper_residual=upper)
+    return dict(change=change, gap=gap, upper_residual=upper)
 
 
 def stop_pass(change: list[float], form: str, r: int, tol: float, upper: list[float] | None = None,
@@ -90,31 +87,33 @@ def stop_pass(change: list[float], form: str, r: int, tol: float, upper: list[fl
     return None
 
 
+def evaluate(cells: list[dict], form: str, r: int, tol: float, tol_upper: float | None = None) -> dict:
+    """One rule on every cell: where it stops, the worst gap there, cells over 0.05 dB, mean passes / T per T."""
+    stops = [stop_pass(c["change"], form, r, tol, None if tol_upper is None else c["upper_residual"],
+                       math.inf if tol_upper is None else tol_upper) or len(c["change"]) for c in cells]
+    gaps = [c["gap"][s - 1] for c, s in zip(cells, stops)]
+    frac = {T: [s / c["T"] for c, s in zip(cells, stops) if c["T"] == T] for T in sorted({c["T"] for c in cells})}
+    row = dict(form=form, r=r, tol=tol, stops=stops, worst_gap=max(gaps), over=sum(g >= 0.05 for g in gaps),
+               mean_fraction={T: sum(v) / len(v) for T, v in frac.items()}, worst_cell=cells[gaps.index(max(gaps))])
+    return row if tol_upper is None else {**row, "tol_upper": tol_upper}
+
+
 def sweep(cells: list[dict]) -> tuple[list[dict], str]:
-    """Every rule of FAMILY on every cell: mean passes / T per T, worst gap, cells over 0.05 dB."""
-    rules, lines = [], []
-    for form, r, tol in itertools.product(*FAMILY.values()):
-        stops = [stop_pass(c["change"], form, r, tol) or len(c["change"]) for c in cells]
-        gaps = [c["gap"][s - 1] for c, s in zip(cells, stops)]
-        frac = {T: [s / c["T"] for c, s in zip(cells, stops) if c["T"] == T] for T in sorted({c["T"] for c in cells})}
-        row = dict(form=form, r=r, tol=tol, stops=stops, worst_gap=max(gaps), over=sum(g >= 0.05 for g in gaps),
-                   mean_fraction={T: sum(v) / len(v) for T, v in frac.items()})
-        rules.append(row)
-        worst_cell = cells[gaps.index(max(gaps))]
-        lines.append([form, r, tol, *[row["mean_fraction"][T] for T in frac], row["worst_gap"], row["over"],
-                      f"{worst_cell['model']} {worst_cell['task']} T={worst_cell['T']} eta={worst_cell['eta']}",
-                      "current (AUTO)" if (form, r, tol) == CURRENT else ""])
+    """Every rule of FAMILY on every cell, then the x_0 test with the states above it (c/(1-rate), r = 3)."""
+    rules, lines, both = [], [], []
     Ts = sorted({c["T"] for c in cells})
-    both = []  # the x_0 test and the states above it: c/(1-rate), r = 3
+    for form, r, tol in itertools.product(*FAMILY.values()):
+        row = evaluate(cells, form, r, tol)
+        w = row.pop("worst_cell")
+        rules.append(row)
+        lines.append([form, r, tol, *[row["mean_fraction"][T] for T in Ts], row["worst_gap"], row["over"],
+                      f"{w['model']} {w['task']} T={w['T']} eta={w['eta']}",
+                      "current (AUTO)" if (form, r, tol) == CURRENT else ""])
     for tol, tol_upper in itertools.product([3e-3, 5e-3, 1e-2, 2e-2], [1e-2, 3e-2, 1e-1]):
-        stops = [stop_pass(c["change"], "c/(1-rate)", 3, tol, c["upper_residual"], tol_upper) or len(c["change"])
-                 for c in cells]
-        gaps = [c["gap"][s - 1] for c, s in zip(cells, stops)]
-        frac = [sum(s / c["T"] for c, s in zip(cells, stops) if c["T"] == T) / sum(c["T"] == T for c in cells)
-                for T in Ts]
-        rules.append(dict(form="c/(1-rate)", r=3, tol=tol, tol_upper=tol_upper, stops=stops, worst_gap=max(gaps),
-                          over=sum(g >= 0.05 for g in gaps), mean_fraction=dict(zip(Ts, frac))))
-        both.append([tol, tol_upper, *frac, max(gaps), sum(g >= 0.05 for g in gaps)])
+        row = evaluate(cells, "c/(1-rate)", 3, tol, tol_upper)
+        row.pop("worst_cell")
+        rules.append(row)
+        both.append([tol, tol_upper, *[row["mean_fraction"][T] for T in Ts], row["worst_gap"], row["over"]])
     head = ["estimate", "r", "tol", *[f"mean passes / T, T = {T}" for T in Ts], "worst dB gap", "cells >= 0.05 dB",
             "worst cell", ""]
     per_cell = [[c["model"], c["task"], c["T"], c["eta"], len(c["change"]),
