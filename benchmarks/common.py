@@ -3,6 +3,7 @@
 Notation: T steps, B images, eta as in ``deqir_edu.diffusion``; "pass" = one batched network call
 (a sequential step of the parallel machine), "NFE" = network evaluations of single states.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(os.environ.get("DEQIR_BENCH_RESULTS", ROOT / "benchmarks" / "results"))  # tests point it elsewhere
 FASHION32 = ROOT / "data" / "models" / "fashion32.safetensors"
 LOADED: dict[str, Any] = {}  # what was loaded (e.g. the training step of fashion32), for the result files
-SOLVERS = ["picard", "anderson", "picard-freeze", "picard-window", "anderson-freeze", "taa",
-           "gauss-freeze", "gauss-window"]
+SOLVERS = [
+    "picard",
+    "anderson",
+    "picard-freeze",
+    "picard-window",
+    "anderson-freeze",
+    "taa",
+    "gauss-freeze",
+    "gauss-window",
+]
 
 
 def exact_problem(task: str = "sr4", batch: int = 2, shape: tuple[int, int, int] = (3, 8, 8)):
@@ -131,10 +140,16 @@ def first(values: list[float], threshold: float) -> int | None:
 
 
 def meta(command: str) -> dict[str, Any]:
-    return {"command": command, "python": sys.version.split()[0], "torch": torch.__version__,
-            "machine": platform.machine(), "processor": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-            "loaded": dict(LOADED)}
+    return {
+        "command": command,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "loaded": dict(LOADED),
+    }
 
 
 def write(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:

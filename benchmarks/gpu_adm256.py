@@ -14,6 +14,7 @@ Noises are drawn on the CPU (``draw_noises``) and moved to the GPU, so every run
 usage: python benchmarks/gpu_adm256.py [--steps 20 100] [--n 1 4] [--dtype bf16|fp16|fp32] [--chunk 50]
        python benchmarks/gpu_adm256.py --smoke        (CPU, fashion32 config, T = 4: checks the script runs)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,19 @@ def run(model, op, y, x, T: int, eta: float, solvers: list[str], tol: float | No
     t_ddnm = time.perf_counter() - t0
     ref_db = psnr(ref, x)
     B = y.shape[0]
-    rows = [{"T": T, "B": B, "method": "ddnm", "passes": T, "evaluations": T, "seconds": t_ddnm,
-             "net_seconds": timed.seconds, "overhead_share": 1 - timed.seconds / t_ddnm, "peak_gib": peak_gib(y.device)}]
+    rows = [
+        {
+            "T": T,
+            "B": B,
+            "method": "ddnm",
+            "passes": T,
+            "evaluations": T,
+            "seconds": t_ddnm,
+            "net_seconds": timed.seconds,
+            "overhead_share": 1 - timed.seconds / t_ddnm,
+            "peak_gib": peak_gib(y.device),
+        }
+    ]
     choice = predict_sampler(model, T, batch=B, max_batch=None if chunk is None else chunk * B, like=y)
     print(choice.describe(), flush=True)
     print(f"T={T} DDNM {t_ddnm:.2f} s", flush=True)
@@ -91,19 +103,45 @@ def run(model, op, y, x, T: int, eta: float, solvers: list[str], tol: float | No
         max_iter = 2 * T if solver == "anderson" else T
         model_calls = timed if chunk is None else ChunkedModel(timed, chunk * y.shape[0])  # chunk states per call
         peak_reset(y.device)
-        res = deqir_sample(model_calls, op, y, T, eta, noises=noises, solver=solver, max_iter=max_iter,
-                           callback=cb, **({} if tol is None else {"tol": tol}))
+        res = deqir_sample(
+            model_calls,
+            op,
+            y,
+            T,
+            eta,
+            noises=noises,
+            solver=solver,
+            max_iter=max_iter,
+            callback=cb,
+            **({} if tol is None else {"tol": tol}),
+        )
         sync(res.x0)
         total = time.perf_counter() - t0 - spent[0]
         k3, kdb = first([e for _, e, _ in log], 1e-3), first([d for _, _, d in log], 0.05)
         nfe = res.trace.evaluations
-        rows.append({"T": T, "B": B, "method": solver, "passes": res.trace.passes, "peak_gib": peak_gib(y.device),
-                     "predicted": choice.sampler, "predicted_parallel_s": choice.parallel,
-                     "predicted_sequential_s": choice.sequential, "dB_gap_end": log[-1][2] if log else None, "evaluations": res.evaluations, "seconds": total,
-                     "net_seconds": timed.seconds, "overhead_share": 1 - timed.seconds / total,
-                     "passes_1e3": k3, "nfe_1e3": nfe[k3 - 1] if k3 else None, "passes_db": kdb,
-                     "nfe_db": nfe[kdb - 1] if kdb else None, "t_db": log[kdb - 1][0] if kdb else None,
-                     "t_db_over_ddnm": log[kdb - 1][0] / t_ddnm if kdb else None})
+        rows.append(
+            {
+                "T": T,
+                "B": B,
+                "method": solver,
+                "passes": res.trace.passes,
+                "peak_gib": peak_gib(y.device),
+                "predicted": choice.sampler,
+                "predicted_parallel_s": choice.parallel,
+                "predicted_sequential_s": choice.sequential,
+                "dB_gap_end": log[-1][2] if log else None,
+                "evaluations": res.evaluations,
+                "seconds": total,
+                "net_seconds": timed.seconds,
+                "overhead_share": 1 - timed.seconds / total,
+                "passes_1e3": k3,
+                "nfe_1e3": nfe[k3 - 1] if k3 else None,
+                "passes_db": kdb,
+                "nfe_db": nfe[kdb - 1] if kdb else None,
+                "t_db": log[kdb - 1][0] if kdb else None,
+                "t_db_over_ddnm": log[kdb - 1][0] / t_ddnm if kdb else None,
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -131,8 +169,11 @@ def main() -> None:
         model.autocast_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float16
     op = make_operator("sr4", tuple(model.image_shape))
     name = torch.cuda.get_device_name() if device == "cuda" else "cpu"
-    print(f"{name}: ADM {model.image_shape}, {sum(p.numel() for p in model.network.parameters()) / 1e6:.0f} M params, "
-          f"{args.dtype}", flush=True)
+    print(
+        f"{name}: ADM {model.image_shape}, {sum(p.numel() for p in model.network.parameters()) / 1e6:.0f} M params, "
+        f"{args.dtype}",
+        flush=True,
+    )
     with torch.no_grad():
         batch_rows = batching(model, device, max(args.steps) * max(args.n))
         rows = []
@@ -140,21 +181,61 @@ def main() -> None:
             g = torch.Generator().manual_seed(0)
             x = (torch.rand(B, *model.image_shape, generator=g) * 2 - 1).to(device)
             y = op.A(x)
-            rows += [r for T in args.steps for r in run(model, op, y, x, T, args.eta, args.solvers, args.tol,
-                                                        args.chunk or None)]
+            rows += [
+                r
+                for T in args.steps
+                for r in run(model, op, y, x, T, args.eta, args.solvers, args.tol, args.chunk or None)
+            ]
     cmd = "python " + " ".join(sys.argv)
-    md = (f"# (a)-(c) on {name}: ADM {model.image_shape} random weights, {args.dtype}, sr4, eta = {args.eta}, "
-          f"B = {args.n}, tol = {args.tol or 'default'}\n\n`{cmd}`\n\n## batching\n\n")
-    md += table(["batch", "s per call", "s per image"], [[r["batch"], r["seconds"], r["seconds_per_image"]]
-                                                         for r in batch_rows])
+    md = (
+        f"# (a)-(c) on {name}: ADM {model.image_shape} random weights, {args.dtype}, sr4, eta = {args.eta}, "
+        f"B = {args.n}, tol = {args.tol or 'default'}\n\n`{cmd}`\n\n## batching\n\n"
+    )
+    md += table(
+        ["batch", "s per call", "s per image"], [[r["batch"], r["seconds"], r["seconds_per_image"]] for r in batch_rows]
+    )
     md += "\n## solvers\n\n" + table(
-        ["T", "B", "method", "passes", "NFE", "total s", "network s", "overhead share", "peak GiB", "passes to 1e-3",
-         "passes to 0.05 dB", "s to 0.05 dB", "/ DDNM", "auto predicted"],
-        [[r["T"], r["B"], r["method"], r["passes"], r["evaluations"], r["seconds"], r["net_seconds"], r["overhead_share"],
-          r["peak_gib"], r.get("passes_1e3"), r.get("passes_db"), r.get("t_db"), r.get("t_db_over_ddnm"),
-          r.get("predicted")] for r in rows])
-    js, mdp = write("gpu_adm256" + ("_smoke" if args.smoke else ""),
-                    {"meta": {**meta(cmd), "device": name}, "batching": batch_rows, "rows": rows}, md)
+        [
+            "T",
+            "B",
+            "method",
+            "passes",
+            "NFE",
+            "total s",
+            "network s",
+            "overhead share",
+            "peak GiB",
+            "passes to 1e-3",
+            "passes to 0.05 dB",
+            "s to 0.05 dB",
+            "/ DDNM",
+            "auto predicted",
+        ],
+        [
+            [
+                r["T"],
+                r["B"],
+                r["method"],
+                r["passes"],
+                r["evaluations"],
+                r["seconds"],
+                r["net_seconds"],
+                r["overhead_share"],
+                r["peak_gib"],
+                r.get("passes_1e3"),
+                r.get("passes_db"),
+                r.get("t_db"),
+                r.get("t_db_over_ddnm"),
+                r.get("predicted"),
+            ]
+            for r in rows
+        ],
+    )
+    js, mdp = write(
+        "gpu_adm256" + ("_smoke" if args.smoke else ""),
+        {"meta": {**meta(cmd), "device": name}, "batching": batch_rows, "rows": rows},
+        md,
+    )
     print(md)
     print(f"wrote {js} and {mdp}")
 

@@ -10,6 +10,7 @@ Losses: the default chain-consistency loss (uses x_{0|k} of every state) and a l
 
 usage: python benchmarks/inversion_memory.py [--steps 20] [--n 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,12 @@ def one(kind: str, loss_name: str, steps: int, n: int) -> dict:
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS counter (Linux)
     fn()  # first call: the allocator has to grow to the peak
     hwm = status("VmHWM")
-    return {"kind": kind, "loss": loss_name, "peak_tensor_mib": peak_tensor_bytes(fn) / 2**20,
-            "peak_rss_growth_mib": (hwm - rss0) / 1024}
+    return {
+        "kind": kind,
+        "loss": loss_name,
+        "peak_tensor_mib": peak_tensor_bytes(fn) / 2**20,
+        "peak_rss_growth_mib": (hwm - rss0) / 1024,
+    }
 
 
 def main() -> None:
@@ -80,14 +85,22 @@ def main() -> None:
         r["tensor_ratio_to_exact"] = r["peak_tensor_mib"] / ex["peak_tensor_mib"]
     net = "fashion32 (embedded weights)" if FASHION32.is_file() else "fashion32 ADM config, random weights"
     cmd = "python " + " ".join(sys.argv)
-    md = (f"# (d) Peak memory: phantom gradient vs backprop through the chain\n\n{net}, 1x32x32, float32, "
-          f"inpaint-box, T = {args.steps}, B = {args.n}, eta = 0.15, k = 1 phantom step, tau = 0.1\n\n`{cmd}`\n\n")
-    md += table(["loss", "gradient", "peak tensor MiB", "/ exact", "peak RSS growth MiB"],
-                [[r["loss"], r["kind"], r["peak_tensor_mib"], r["tensor_ratio_to_exact"], r["peak_rss_growth_mib"]]
-                 for r in rows])
-    md += ("\nchain: the default chain-consistency loss of `deqir_edu.inversion` (x_{0|k} of every state, so the "
-           "phantom step keeps a graph through all T network evaluations); x0: a loss of x_0 only (the graph "
-           "holds one network evaluation).\n")
+    md = (
+        f"# (d) Peak memory: phantom gradient vs backprop through the chain\n\n{net}, 1x32x32, float32, "
+        f"inpaint-box, T = {args.steps}, B = {args.n}, eta = 0.15, k = 1 phantom step, tau = 0.1\n\n`{cmd}`\n\n"
+    )
+    md += table(
+        ["loss", "gradient", "peak tensor MiB", "/ exact", "peak RSS growth MiB"],
+        [
+            [r["loss"], r["kind"], r["peak_tensor_mib"], r["tensor_ratio_to_exact"], r["peak_rss_growth_mib"]]
+            for r in rows
+        ],
+    )
+    md += (
+        "\nchain: the default chain-consistency loss of `deqir_edu.inversion` (x_{0|k} of every state, so the "
+        "phantom step keeps a graph through all T network evaluations); x0: a loss of x_0 only (the graph "
+        "holds one network evaluation).\n"
+    )
     js, mdp = write("inversion_memory", {"meta": meta(cmd), "rows": rows}, md)
     print(md)
     print(f"wrote {js} and {mdp}")

@@ -20,6 +20,7 @@ PSNR is that of the image clamped to [-1, 1], as the official code saves it; dis
 
 usage: python benchmarks/official_settings.py [--n 4] [--steps 20] [--tasks sr4 inpaint-text] [--seeds 0 1 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,13 +63,20 @@ def one_noise(model: Any, op: Any, y: torch.Tensor, x: torch.Tensor, T: int, see
     a = ddnm_sample(model, op, y, chain=paper, noises=fresh)
     b = ddnm_sample(model, op, y, chain=flags, noises=reused)
     pa, pb = psnr(a, x), psnr(b, x)
-    return {"seed": seed, "psnr_fresh": per_image(pa), "psnr_one_noise": per_image(pb),
-            "db_loss": per_image(pa - pb), "mean_db_loss": float((pa - pb).mean()), "chains": dist(a, b),
-            "one_noise_range": [float(b.min()), float(b.max())]}
+    return {
+        "seed": seed,
+        "psnr_fresh": per_image(pa),
+        "psnr_one_noise": per_image(pb),
+        "db_loss": per_image(pa - pb),
+        "mean_db_loss": float((pa - pb).mean()),
+        "chains": dist(a, b),
+        "one_noise_range": [float(b.min()), float(b.max())],
+    }
 
 
-def readme(model: Any, op: Any, y: torch.Tensor, x: torch.Tensor, T: int,
-           seed: int) -> tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+def readme(
+    model: Any, op: Any, y: torch.Tensor, x: torch.Tensor, T: int, seed: int
+) -> tuple[dict[str, Any], tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """(b) the README chain, its eta form (eta = 0.1, zero noises), and eta = 0 / 0.15 beside it."""
     noises = draw_noises(tuple(x.shape), T, torch.Generator().manual_seed(seed), dtype=x.dtype)
     zero = (noises[0], torch.zeros_like(noises[1]))
@@ -76,50 +84,139 @@ def readme(model: Any, op: Any, y: torch.Tensor, x: torch.Tensor, T: int,
     as_eta = ddnm_sample(model, op, y, T, README_ETW, noises=zero)
     ddim = ddnm_sample(model, op, y, T, 0.0, noises=noises)
     paper = ddnm_sample(model, op, y, T, PAPER_ETA, noises=noises)
-    row = {"seed": seed, "readme_vs_eta01_zero_noise": dist(ref, as_eta)["max"],
-           "psnr_readme": float(psnr(ref, x).mean()), "psnr_eta0": float(psnr(ddim, x).mean()),
-           "psnr_eta015": float(psnr(paper, x).mean()), "readme_vs_eta0": dist(ref, ddim)}
+    row = {
+        "seed": seed,
+        "readme_vs_eta01_zero_noise": dist(ref, as_eta)["max"],
+        "psnr_readme": float(psnr(ref, x).mean()),
+        "psnr_eta0": float(psnr(ddim, x).mean()),
+        "psnr_eta015": float(psnr(paper, x).mean()),
+        "readme_vs_eta0": dist(ref, ddim),
+    }
     return row, noises, ref
 
 
-def mixing(model: Any, op: Any, y: torch.Tensor, x: torch.Tensor, T: int, noises: tuple, ref: torch.Tensor,
-           mix: str) -> dict[str, Any]:
+def mixing(
+    model: Any, op: Any, y: torch.Tensor, x: torch.Tensor, T: int, noises: tuple, ref: torch.Tensor, mix: str
+) -> dict[str, Any]:
     """(c) ITERS Anderson iterations on the README chain, mixing per image or per state."""
     errs: list[float] = []
     t0 = time.perf_counter()
-    res = deqir_sample(model, op, y, chain=official_chain(T, etw=README_ETW, nw=0.0), noises=noises,
-                       solver="anderson", max_iter=ITERS, tol=0.0, mix=mix,
-                       callback=lambda d: errs.append(float((d["states"][0] - ref).abs().max())))
+    res = deqir_sample(
+        model,
+        op,
+        y,
+        chain=official_chain(T, etw=README_ETW, nw=0.0),
+        noises=noises,
+        solver="anderson",
+        max_iter=ITERS,
+        tol=0.0,
+        mix=mix,
+        callback=lambda d: errs.append(float((d["states"][0] - ref).abs().max())),
+    )
     seconds = time.perf_counter() - t0
     stop = next((i + 1 for i, r in enumerate(res.trace.residual) if r < 1e-3), None)  # official rule, tol 1e-3
-    return {"mix": mix, "to_chain": dist(res.x0, ref), "x0_max_per_pass": [round(e, 5) for e in errs],
-            "db_gap": per_image(psnr(res.x0, x) - psnr(ref, x)), "official_stop_pass": stop,
-            "seconds": seconds, "passes": res.passes}
+    return {
+        "mix": mix,
+        "to_chain": dist(res.x0, ref),
+        "x0_max_per_pass": [round(e, 5) for e in errs],
+        "db_gap": per_image(psnr(res.x0, x) - psnr(ref, x)),
+        "official_stop_pass": stop,
+        "seconds": seconds,
+        "passes": res.passes,
+    }
 
 
 def markdown(args: argparse.Namespace, rows: dict[str, list[dict]], wall: float) -> str:
-    noise = [[r["task"], r["seed"], sum(r["psnr_fresh"]) / len(r["psnr_fresh"]),
-              sum(r["psnr_one_noise"]) / len(r["psnr_one_noise"]), r["mean_db_loss"], min(r["db_loss"]),
-              max(r["db_loss"]), r["chains"]["max"], r["chains"]["rms"]] for r in rows["one_noise"]]
-    rd = [[r["task"], r["seed"], r["psnr_eta015"], r["psnr_eta0"], r["psnr_readme"], r["readme_vs_eta0"]["max"],
-           r["readme_vs_eta01_zero_noise"]] for r in rows["readme"]]
+    noise = [
+        [
+            r["task"],
+            r["seed"],
+            sum(r["psnr_fresh"]) / len(r["psnr_fresh"]),
+            sum(r["psnr_one_noise"]) / len(r["psnr_one_noise"]),
+            r["mean_db_loss"],
+            min(r["db_loss"]),
+            max(r["db_loss"]),
+            r["chains"]["max"],
+            r["chains"]["rms"],
+        ]
+        for r in rows["one_noise"]
+    ]
+    rd = [
+        [
+            r["task"],
+            r["seed"],
+            r["psnr_eta015"],
+            r["psnr_eta0"],
+            r["psnr_readme"],
+            r["readme_vs_eta0"]["max"],
+            r["readme_vs_eta01_zero_noise"],
+        ]
+        for r in rows["readme"]
+    ]
     an = rows["anderson"]
     pairs = [(a, b) for a in an for b in an if a["task"] == b["task"] and a["mix"] == "image" and b["mix"] == "state"]
-    mx = [[a["task"], a["to_chain"]["max"], b["to_chain"]["max"], b["to_chain"]["max"] / a["to_chain"]["max"],
-           a["to_chain"]["rms"], b["to_chain"]["rms"], b["to_chain"]["rms"] / a["to_chain"]["rms"],
-           max(map(abs, a["db_gap"])), max(map(abs, b["db_gap"]))] for a, b in pairs]
-    return (f"# The official code's settings, with the package's samplers\n\n`python {' '.join(sys.argv)}` "
-            f"({wall:.0f} s, {args.threads} thread(s)); fashion32, {args.n} frozen test images, T = {args.steps}, "
-            f"float32\n\n## (a) eta = 0.15: fresh noise at every step vs ONE noise image reused (official)\n\n"
-            + table(["task", "seed", "PSNR fresh", "PSNR one noise", "dB lost (mean)", "min", "max",
-                     "chains max abs", "chains RMS"], noise)
-            + "\n## (b) README setting (etw 0.1, nw 0 = eta 0.1 with zero noises)\n\n"
-            + table(["task", "seed", "PSNR eta 0.15", "PSNR eta 0", "PSNR README", "README vs eta 0 (max abs)",
-                     "README vs eta-0.1-zero-noise (max abs)"], rd)
-            + f"\n## (c) Anderson after {ITERS} iterations on the README setting: x_0 to the sequential chain\n\n"
-            + table(["task", "per image: max abs", "per state: max abs", "ratio", "per image: RMS", "per state: RMS",
-                     "ratio", "worst dB gap (image)", "worst dB gap (state)"], mx)
-            + "\nm = 5, lam = 1e-3, beta = 1 as the official code; the result is F of the last iterate.\n")
+    mx = [
+        [
+            a["task"],
+            a["to_chain"]["max"],
+            b["to_chain"]["max"],
+            b["to_chain"]["max"] / a["to_chain"]["max"],
+            a["to_chain"]["rms"],
+            b["to_chain"]["rms"],
+            b["to_chain"]["rms"] / a["to_chain"]["rms"],
+            max(map(abs, a["db_gap"])),
+            max(map(abs, b["db_gap"])),
+        ]
+        for a, b in pairs
+    ]
+    return (
+        f"# The official code's settings, with the package's samplers\n\n`python {' '.join(sys.argv)}` "
+        f"({wall:.0f} s, {args.threads} thread(s)); fashion32, {args.n} frozen test images, T = {args.steps}, "
+        f"float32\n\n## (a) eta = 0.15: fresh noise at every step vs ONE noise image reused (official)\n\n"
+        + table(
+            [
+                "task",
+                "seed",
+                "PSNR fresh",
+                "PSNR one noise",
+                "dB lost (mean)",
+                "min",
+                "max",
+                "chains max abs",
+                "chains RMS",
+            ],
+            noise,
+        )
+        + "\n## (b) README setting (etw 0.1, nw 0 = eta 0.1 with zero noises)\n\n"
+        + table(
+            [
+                "task",
+                "seed",
+                "PSNR eta 0.15",
+                "PSNR eta 0",
+                "PSNR README",
+                "README vs eta 0 (max abs)",
+                "README vs eta-0.1-zero-noise (max abs)",
+            ],
+            rd,
+        )
+        + f"\n## (c) Anderson after {ITERS} iterations on the README setting: x_0 to the sequential chain\n\n"
+        + table(
+            [
+                "task",
+                "per image: max abs",
+                "per state: max abs",
+                "ratio",
+                "per image: RMS",
+                "per state: RMS",
+                "ratio",
+                "worst dB gap (image)",
+                "worst dB gap (state)",
+            ],
+            mx,
+        )
+        + "\nm = 5, lam = 1e-3, beta = 1 as the official code; the result is F of the last iterate.\n"
+    )
 
 
 def main() -> None:
@@ -141,26 +238,45 @@ def main() -> None:
         for seed in args.seeds:
             rows["one_noise"].append({"task": task, **one_noise(model, op, y, x, args.steps, seed)})
             r = rows["one_noise"][-1]
-            print(f"(a) {task} seed {seed}: fresh {sum(r['psnr_fresh']) / args.n:.2f} dB, one noise "
-                  f"{sum(r['psnr_one_noise']) / args.n:.2f} dB, lost {r['mean_db_loss']:.2f} dB", flush=True)
+            print(
+                f"(a) {task} seed {seed}: fresh {sum(r['psnr_fresh']) / args.n:.2f} dB, one noise "
+                f"{sum(r['psnr_one_noise']) / args.n:.2f} dB, lost {r['mean_db_loss']:.2f} dB",
+                flush=True,
+            )
             row, noises, ref = readme(model, op, y, x, args.steps, seed)
             rows["readme"].append({"task": task, **row})
-            print(f"(b) {task} seed {seed}: README {row['psnr_readme']:.2f} dB (eta 0: {row['psnr_eta0']:.2f}, "
-                  f"eta 0.15: {row['psnr_eta015']:.2f}); README = eta 0.1 with zero noise to "
-                  f"{row['readme_vs_eta01_zero_noise']:.1e}", flush=True)
+            print(
+                f"(b) {task} seed {seed}: README {row['psnr_readme']:.2f} dB (eta 0: {row['psnr_eta0']:.2f}, "
+                f"eta 0.15: {row['psnr_eta015']:.2f}); README = eta 0.1 with zero noise to "
+                f"{row['readme_vs_eta01_zero_noise']:.1e}",
+                flush=True,
+            )
             if seed != args.seeds[0]:
                 continue
             for mix in ("image", "state"):
                 rows["anderson"].append({"task": task, **mixing(model, op, y, x, args.steps, noises, ref, mix)})
                 r = rows["anderson"][-1]
-                print(f"(c) {task} mix={mix}: x_0 to chain {r['to_chain']['max']:.3g} max abs, "
-                      f"{r['to_chain']['rms']:.3g} RMS ({r['seconds']:.1f} s)", flush=True)
+                print(
+                    f"(c) {task} mix={mix}: x_0 to chain {r['to_chain']['max']:.3g} max abs, "
+                    f"{r['to_chain']['rms']:.3g} RMS ({r['seconds']:.1f} s)",
+                    flush=True,
+                )
     wall = time.perf_counter() - start
-    data = {"meta": {**meta("python " + " ".join(sys.argv)), "wall_s": wall},
-            "settings": {"model": "fashion32", "n": args.n, "steps": args.steps, "tasks": args.tasks,
-                         "seeds": args.seeds, "paper_eta": PAPER_ETA, "readme_etw": README_ETW, "iters": ITERS,
-                         "anderson": {"m": 5, "lam": 1e-3, "beta": 1.0}},
-            **rows}
+    data = {
+        "meta": {**meta("python " + " ".join(sys.argv)), "wall_s": wall},
+        "settings": {
+            "model": "fashion32",
+            "n": args.n,
+            "steps": args.steps,
+            "tasks": args.tasks,
+            "seeds": args.seeds,
+            "paper_eta": PAPER_ETA,
+            "readme_etw": README_ETW,
+            "iters": ITERS,
+            "anderson": {"m": 5, "lam": 1e-3, "beta": 1.0},
+        },
+        **rows,
+    }
     js, md = RESULTS / "official_settings.json", RESULTS / "official_settings.md"
     write_json(js, data, indent=1)  # atomic: a temporary file renamed into place
     write_text(md, markdown(args, rows, wall))

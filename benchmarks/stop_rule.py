@@ -16,6 +16,7 @@ in the solver; on the current rule this reproduces the solver's own stops of the
 usage: python benchmarks/stop_rule.py [--steps 20 100] [--n 8]
        python benchmarks/stop_rule.py --from benchmarks/results/stop_rule.json   (the sweep only)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,9 @@ def record(model, op, y, x, T: int, eta: float, seed: int = 1) -> dict:
     return dict(change=change, gap=gap, upper_residual=upper)
 
 
-def stop_pass(change: list[float], form: str, r: int, tol: float, upper: list[float] | None = None,
-              tol_upper: float = math.inf) -> int | None:
+def stop_pass(
+    change: list[float], form: str, r: int, tol: float, upper: list[float] | None = None, tol_upper: float = math.inf
+) -> int | None:
     """1-based pass at which the rule stops on the recorded changes, or None (it did not within them).
 
     ``upper``, ``tol_upper``: also require the largest relative residual of the unfrozen states x_1..x_{T-1}
@@ -76,7 +78,7 @@ def stop_pass(change: list[float], form: str, r: int, tol: float, upper: list[fl
     for k in range(len(change)):
         if upper is not None and not upper[k] < tol_upper:
             continue
-        h = change[max(0, k - r):k + 1]
+        h = change[max(0, k - r) : k + 1]
         ratios = [b / a for a, b in zip(h, h[1:]) if math.isfinite(a) and math.isfinite(b) and a > 0]
         if len(ratios) < min(r, 2):
             continue
@@ -89,12 +91,30 @@ def stop_pass(change: list[float], form: str, r: int, tol: float, upper: list[fl
 
 def evaluate(cells: list[dict], form: str, r: int, tol: float, tol_upper: float | None = None) -> dict:
     """One rule on every cell: where it stops, the worst gap there, cells over 0.05 dB, mean passes / T per T."""
-    stops = [stop_pass(c["change"], form, r, tol, None if tol_upper is None else c["upper_residual"],
-                       math.inf if tol_upper is None else tol_upper) or len(c["change"]) for c in cells]
+    stops = [
+        stop_pass(
+            c["change"],
+            form,
+            r,
+            tol,
+            None if tol_upper is None else c["upper_residual"],
+            math.inf if tol_upper is None else tol_upper,
+        )
+        or len(c["change"])
+        for c in cells
+    ]
     gaps = [c["gap"][s - 1] for c, s in zip(cells, stops)]
     frac = {T: [s / c["T"] for c, s in zip(cells, stops) if c["T"] == T] for T in sorted({c["T"] for c in cells})}
-    row = dict(form=form, r=r, tol=tol, stops=stops, worst_gap=max(gaps), over=sum(g >= 0.05 for g in gaps),
-               mean_fraction={T: sum(v) / len(v) for T, v in frac.items()}, worst_cell=cells[gaps.index(max(gaps))])
+    row = dict(
+        form=form,
+        r=r,
+        tol=tol,
+        stops=stops,
+        worst_gap=max(gaps),
+        over=sum(g >= 0.05 for g in gaps),
+        mean_fraction={T: sum(v) / len(v) for T, v in frac.items()},
+        worst_cell=cells[gaps.index(max(gaps))],
+    )
     return row if tol_upper is None else {**row, "tol_upper": tol_upper}
 
 
@@ -106,26 +126,65 @@ def sweep(cells: list[dict]) -> tuple[list[dict], str]:
         row = evaluate(cells, form, r, tol)
         w = row.pop("worst_cell")
         rules.append(row)
-        lines.append([form, r, tol, *[row["mean_fraction"][T] for T in Ts], row["worst_gap"], row["over"],
-                      f"{w['model']} {w['task']} T={w['T']} eta={w['eta']}",
-                      "current (AUTO)" if (form, r, tol) == CURRENT else ""])
+        lines.append(
+            [
+                form,
+                r,
+                tol,
+                *[row["mean_fraction"][T] for T in Ts],
+                row["worst_gap"],
+                row["over"],
+                f"{w['model']} {w['task']} T={w['T']} eta={w['eta']}",
+                "current (AUTO)" if (form, r, tol) == CURRENT else "",
+            ]
+        )
     for tol, tol_upper in itertools.product([3e-3, 5e-3, 1e-2, 2e-2], [1e-2, 3e-2, 1e-1]):
         row = evaluate(cells, "c/(1-rate)", 3, tol, tol_upper)
         row.pop("worst_cell")
         rules.append(row)
         both.append([tol, tol_upper, *[row["mean_fraction"][T] for T in Ts], row["worst_gap"], row["over"]])
-    head = ["estimate", "r", "tol", *[f"mean passes / T, T = {T}" for T in Ts], "worst dB gap", "cells >= 0.05 dB",
-            "worst cell", ""]
-    per_cell = [[c["model"], c["task"], c["T"], c["eta"], len(c["change"]),
-                 next((k + 1 for k, g in enumerate(c["gap"]) if g < 0.05), None),
-                 stop_pass(c["change"], *CURRENT)] for c in cells]
-    md = (table(head, lines) + "\n## With the states above x_0: also the largest relative residual of x_1..x_{T-1} "
-          "below tol_upper (c/(1-rate), r = 3)\n\n"
-          + table(["tol", "tol_upper", *[f"mean passes / T, T = {T}" for T in Ts], "worst dB gap", "cells >= 0.05 dB"],
-                  both)
-          + "\n## Per cell: the current rule against the first pass within 0.05 dB\n\n"
-          + table(["model", "task", "T", "eta", "passes recorded (per-state stop)", "first pass within 0.05 dB",
-                   "current rule stops at"], per_cell))
+    head = [
+        "estimate",
+        "r",
+        "tol",
+        *[f"mean passes / T, T = {T}" for T in Ts],
+        "worst dB gap",
+        "cells >= 0.05 dB",
+        "worst cell",
+        "",
+    ]
+    per_cell = [
+        [
+            c["model"],
+            c["task"],
+            c["T"],
+            c["eta"],
+            len(c["change"]),
+            next((k + 1 for k, g in enumerate(c["gap"]) if g < 0.05), None),
+            stop_pass(c["change"], *CURRENT),
+        ]
+        for c in cells
+    ]
+    md = (
+        table(head, lines) + "\n## With the states above x_0: also the largest relative residual of x_1..x_{T-1} "
+        "below tol_upper (c/(1-rate), r = 3)\n\n"
+        + table(
+            ["tol", "tol_upper", *[f"mean passes / T, T = {T}" for T in Ts], "worst dB gap", "cells >= 0.05 dB"], both
+        )
+        + "\n## Per cell: the current rule against the first pass within 0.05 dB\n\n"
+        + table(
+            [
+                "model",
+                "task",
+                "T",
+                "eta",
+                "passes recorded (per-state stop)",
+                "first pass within 0.05 dB",
+                "current rule stops at",
+            ],
+            per_cell,
+        )
+    )
     return rules, md
 
 
@@ -152,12 +211,16 @@ def main() -> None:
                         c = record(model, op, op.A(x), x, T, eta)
                         c.update(model=name, task=task, T=T, eta=eta, seconds=time.perf_counter() - t0)
                         cells.append(c)
-                        print(f"{name} {task} T={T} eta={eta}: {len(c['change'])} passes "
-                              f"({c['seconds']:.0f} s)", flush=True)
+                        print(
+                            f"{name} {task} T={T} eta={eta}: {len(c['change'])} passes ({c['seconds']:.0f} s)",
+                            flush=True,
+                        )
     rules, md = sweep(cells)
-    text = (f"# auto's stopping rule: the family evaluated on recorded passes\n\n{args.n} frozen test images per "
-            f"cell, same noises as the chain (seed 1), recorded by `{command}`; see the script's docstring for the "
-            "rule and why one run per cell suffices.  A rule over 0.05 dB in any cell is not safe.\n\n" + md)
+    text = (
+        f"# auto's stopping rule: the family evaluated on recorded passes\n\n{args.n} frozen test images per "
+        f"cell, same noises as the chain (seed 1), recorded by `{command}`; see the script's docstring for the "
+        "rule and why one run per cell suffices.  A rule over 0.05 dB in any cell is not safe.\n\n" + md
+    )
     info = meta(command)
     if args.source:  # the recording's meta stays; the replay adds its date
         info = {**data["meta"], "replayed_utc": info["date_utc"]}

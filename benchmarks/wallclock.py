@@ -8,6 +8,7 @@ outside the network (solver step, projections, bookkeeping) as a share of the to
 
 usage: python benchmarks/wallclock.py [--model exact|gmm-fashion|fashion32|random-adm] [--dtypes fp32 bf16] [--steps 20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,10 +56,23 @@ def run_dtype(model, op, y, x, args, dtype: str) -> list[dict]:
     ref = ddnm_sample(timed, op, y, args.steps, args.eta, gen())
     t_ddnm = time.perf_counter() - t0
     ref_db = psnr(ref, x)
-    rows = [{"dtype": dtype, "method": "ddnm (sequential)", "passes": args.steps, "evaluations": timed.images // y.shape[0],
-             "seconds": t_ddnm, "net_seconds": timed.seconds, "overhead_share": 1 - timed.seconds / t_ddnm,
-             "psnr": float(ref_db.mean()), "t_equal": t_ddnm, "passes_equal": args.steps}]
-    print(f"[{dtype}] DDNM: {t_ddnm:.2f} s, network {timed.seconds:.2f} s, PSNR {float(ref_db.mean()):.2f} dB", flush=True)
+    rows = [
+        {
+            "dtype": dtype,
+            "method": "ddnm (sequential)",
+            "passes": args.steps,
+            "evaluations": timed.images // y.shape[0],
+            "seconds": t_ddnm,
+            "net_seconds": timed.seconds,
+            "overhead_share": 1 - timed.seconds / t_ddnm,
+            "psnr": float(ref_db.mean()),
+            "t_equal": t_ddnm,
+            "passes_equal": args.steps,
+        }
+    ]
+    print(
+        f"[{dtype}] DDNM: {t_ddnm:.2f} s, network {timed.seconds:.2f} s, PSNR {float(ref_db.mean()):.2f} dB", flush=True
+    )
     for solver in args.solvers:
         timed = Timed(model)
         stamps: list[tuple[float, float, float]] = []  # (elapsed, network seconds, dB gap) per pass
@@ -71,19 +85,31 @@ def run_dtype(model, op, y, x, args, dtype: str) -> list[dict]:
             stamps.append((c0 - t0 - spent[0], timed.seconds, gap))
             spent[0] += time.perf_counter() - c0
 
-        res = deqir_sample(timed, op, y, args.steps, args.eta, gen(), solver=solver, max_iter=args.steps,
-                           tol=args.tol, callback=cb)
+        res = deqir_sample(
+            timed, op, y, args.steps, args.eta, gen(), solver=solver, max_iter=args.steps, tol=args.tol, callback=cb
+        )
         total = time.perf_counter() - t0 - spent[0]
         k = next((i for i, s in enumerate(stamps) if s[2] < args.db), None)
-        row = {"dtype": dtype, "method": f"deqir {solver}", "passes": res.trace.passes,
-               "evaluations": res.evaluations, "seconds": total, "net_seconds": timed.seconds,
-               "overhead_share": 1 - timed.seconds / total, "psnr": float(psnr(res.x0, x).mean()),
-               "db_gap_end": stamps[-1][2], "passes_equal": None if k is None else k + 1,
-               "t_equal": None if k is None else stamps[k][0]}
+        row = {
+            "dtype": dtype,
+            "method": f"deqir {solver}",
+            "passes": res.trace.passes,
+            "evaluations": res.evaluations,
+            "seconds": total,
+            "net_seconds": timed.seconds,
+            "overhead_share": 1 - timed.seconds / total,
+            "psnr": float(psnr(res.x0, x).mean()),
+            "db_gap_end": stamps[-1][2],
+            "passes_equal": None if k is None else k + 1,
+            "t_equal": None if k is None else stamps[k][0],
+        }
         row["ratio_equal_vs_ddnm"] = None if k is None else row["t_equal"] / t_ddnm
         rows.append(row)
-        print(f"[{dtype}] {solver}: {total:.2f} s ({row['passes']} passes, {row['evaluations']} NFE), within {args.db} dB "
-              f"after {row['passes_equal']} passes = {row['t_equal']} s; overhead {row['overhead_share']:.1%}", flush=True)
+        print(
+            f"[{dtype}] {solver}: {total:.2f} s ({row['passes']} passes, {row['evaluations']} NFE), within {args.db} dB "
+            f"after {row['passes_equal']} passes = {row['t_equal']} s; overhead {row['overhead_share']:.1%}",
+            flush=True,
+        )
     return rows
 
 
@@ -110,15 +136,45 @@ def main() -> None:
         rows += run_dtype(model, op, y, x, args, dtype)
     cmd = "python " + " ".join(sys.argv)
     step = f" (training step {LOADED['fashion32']['step']})" if "fashion32" in LOADED else ""
-    md = (f"# (b) DeqIR vs DDNM wall-clock at equal quality, (c) solver overhead\n\nmodel {args.model}{step}, task "
-          f"{args.task}, T = {args.steps}, eta = {args.eta}, B = {args.n}, {args.threads} CPU thread(s), tol = "
-          f"{args.tol}; equal quality = within {args.db} dB of DDNM (same noises, worst image)\n\n`{cmd}`\n\n")
-    md += table(["dtype", "method", "passes", "NFE/image", "total s", "network s", "overhead share",
-                 "passes to equal quality", "s to equal quality", "time / DDNM", "PSNR dB"],
-                [[r["dtype"], r["method"], r["passes"], r["evaluations"], r["seconds"], r["net_seconds"], r["overhead_share"],
-                  r["passes_equal"], r["t_equal"], r.get("ratio_equal_vs_ddnm", 1.0), r["psnr"]] for r in rows])
-    js, mdp = write(f"wallclock_{args.model}" + (f"_{args.tag}" if args.tag else ""),
-                    {"meta": meta(cmd), "rows": rows}, md)
+    md = (
+        f"# (b) DeqIR vs DDNM wall-clock at equal quality, (c) solver overhead\n\nmodel {args.model}{step}, task "
+        f"{args.task}, T = {args.steps}, eta = {args.eta}, B = {args.n}, {args.threads} CPU thread(s), tol = "
+        f"{args.tol}; equal quality = within {args.db} dB of DDNM (same noises, worst image)\n\n`{cmd}`\n\n"
+    )
+    md += table(
+        [
+            "dtype",
+            "method",
+            "passes",
+            "NFE/image",
+            "total s",
+            "network s",
+            "overhead share",
+            "passes to equal quality",
+            "s to equal quality",
+            "time / DDNM",
+            "PSNR dB",
+        ],
+        [
+            [
+                r["dtype"],
+                r["method"],
+                r["passes"],
+                r["evaluations"],
+                r["seconds"],
+                r["net_seconds"],
+                r["overhead_share"],
+                r["passes_equal"],
+                r["t_equal"],
+                r.get("ratio_equal_vs_ddnm", 1.0),
+                r["psnr"],
+            ]
+            for r in rows
+        ],
+    )
+    js, mdp = write(
+        f"wallclock_{args.model}" + (f"_{args.tag}" if args.tag else ""), {"meta": meta(cmd), "rows": rows}, md
+    )
     print(md)
     print(f"wrote {js} and {mdp}")
 

@@ -19,6 +19,7 @@ names a reader of the book uses; everything else is reached through its subpacka
 
 Public names are imported lazily so that ``import deqir_edu`` stays fast and never imports optional libraries.
 """
+
 from __future__ import annotations
 
 import importlib

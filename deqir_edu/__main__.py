@@ -1,4 +1,5 @@
 """``python -m deqir_edu``: the ``deqir-edu`` command line (``apps/cli.py``)."""
+
 import sys
 
 from .apps.cli import main

@@ -1,4 +1,5 @@
 """What the model-card scripts share: DDNM over T x eta x clipping with the same noises per T."""
+
 from __future__ import annotations
 
 import time
@@ -10,8 +11,14 @@ import torch
 import deqir_edu as dq
 
 
-def ddnm_grid(model: Any, op: Any, y: torch.Tensor, shape: tuple[int, ...], steps: Sequence[int],
-              etas: Sequence[float] = (0.15, 0.85)) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
+def ddnm_grid(
+    model: Any,
+    op: Any,
+    y: torch.Tensor,
+    shape: tuple[int, ...],
+    steps: Sequence[int],
+    etas: Sequence[float] = (0.15, 0.85),
+) -> Iterator[tuple[dict[str, Any], torch.Tensor]]:
     """Sequential DDNM for every T in ``steps``, eta in ``etas``, without and with clipping.
 
     All rows of one T share the noises (seed 0, float64).  Yields ``({"T", "eta", "clip", "seconds"}, x0)``.

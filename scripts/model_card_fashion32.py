@@ -9,6 +9,7 @@
    four tasks, T in {20, 100}, eta in {0.15, 0.85}, with and without clipping; same noises per row.
 Writes fashion32_card.json and prints Markdown tables.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,14 +47,20 @@ def main() -> None:
     # 1. unconditional samples
     print("sampling 64 images", flush=True)
     t0 = time.perf_counter()
-    samples = dq.ddim_sample(model, (64, 1, 32, 32), steps=50, eta=0.0,
-                             generator=torch.Generator().manual_seed(0)).float().clamp(-1, 1)
+    samples = (
+        dq.ddim_sample(model, (64, 1, 32, 32), steps=50, eta=0.0, generator=torch.Generator().manual_seed(0))
+        .float()
+        .clamp(-1, 1)
+    )
     card["sample_seconds"] = round(time.perf_counter() - t0, 1)
     train, _ = fashion_mnist("train")
     train_imgs = pad_to_32(to_tensor_images(train[:64])).float()
     noise = torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
-    card["nn_distance_to_test"] = {"samples": nn_distance(samples, test), "training_images": nn_distance(train_imgs, test),
-                                   "noise": nn_distance(noise, test)}
+    card["nn_distance_to_test"] = {
+        "samples": nn_distance(samples, test),
+        "training_images": nn_distance(train_imgs, test),
+        "noise": nn_distance(noise, test),
+    }
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,15 +78,27 @@ def main() -> None:
         base = float(dq.psnr(op.A_pinv(y), x).mean())
         for setting, out_x in ddnm_grid(model, op, y, x.shape, args.steps):
             p = float(dq.psnr(out_x, x).mean())
-            rows.append({"task": label, "T": setting["T"], "eta": setting["eta"], "clip": setting["clip"],
-                         "pinv_psnr": base, "ddnm_psnr": p, "gain_db": p - base, "seconds": setting["seconds"]})
+            rows.append(
+                {
+                    "task": label,
+                    "T": setting["T"],
+                    "eta": setting["eta"],
+                    "clip": setting["clip"],
+                    "pinv_psnr": base,
+                    "ddnm_psnr": p,
+                    "gain_db": p - base,
+                    "seconds": setting["seconds"],
+                }
+            )
             print(rows[-1], flush=True)
     card["ddnm_vs_pinv"] = rows
     (out / "fashion32_card.json").write_text(json.dumps(card, indent=1) + "\n")
     print("\n| task | A+y PSNR | T | eta | clip | DDNM PSNR | gain (dB) |\n|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['task']} | {r['pinv_psnr']:.2f} | {r['T']} | {r['eta']} | {'yes' if r['clip'] else 'no'} | "
-              f"{r['ddnm_psnr']:.2f} | {r['gain_db']:+.2f} |")
+        print(
+            f"| {r['task']} | {r['pinv_psnr']:.2f} | {r['T']} | {r['eta']} | {'yes' if r['clip'] else 'no'} | "
+            f"{r['ddnm_psnr']:.2f} | {r['gain_db']:+.2f} |"
+        )
     print(card["nn_distance_to_test"])
 
 

@@ -22,6 +22,7 @@ numbers beside the paper's.  Note: the paper's SR "Baseline" is bicubic upscalin
 says A^+ y, but DDNM's code saves the blurred y under that name.  Ours is A^+ y (nearly an inverse for
 noise-free blur), and the row ``y`` scores the blurred image as is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,20 +43,44 @@ LABEL = {"pinv": "Baseline", "y": "Baseline", "ddnm-t100": "DDNM", "deqir-k15": 
 # Table 1 of Cao et al. (CVPR 2024): (PSNR, SSIM, LPIPS) per dataset, method and task
 PAPER = {
     "imagenet": {
-        "Baseline": {"sr2-bicubic": (29.63, 0.875, 0.165), "sr4-bicubic": (25.15, 0.699, 0.351),
-                     "deblur-gauss": (18.22, 0.529, 0.433), "deblur-aniso": (20.86, 0.544, 0.480)},
-        "DDNM": {"sr2-bicubic": (31.81, 0.908, 0.097), "sr4-bicubic": (26.49, 0.753, 0.266),
-                 "deblur-gauss": (43.83, 0.989, 0.018), "deblur-aniso": (38.40, 0.970, 0.038)},
-        "DeqIR": {"sr2-bicubic": (32.35, 0.913, 0.082), "sr4-bicubic": (27.47, 0.781, 0.230),
-                  "deblur-gauss": (43.42, 0.987, 0.021), "deblur-aniso": (39.47, 0.973, 0.036)},
+        "Baseline": {
+            "sr2-bicubic": (29.63, 0.875, 0.165),
+            "sr4-bicubic": (25.15, 0.699, 0.351),
+            "deblur-gauss": (18.22, 0.529, 0.433),
+            "deblur-aniso": (20.86, 0.544, 0.480),
+        },
+        "DDNM": {
+            "sr2-bicubic": (31.81, 0.908, 0.097),
+            "sr4-bicubic": (26.49, 0.753, 0.266),
+            "deblur-gauss": (43.83, 0.989, 0.018),
+            "deblur-aniso": (38.40, 0.970, 0.038),
+        },
+        "DeqIR": {
+            "sr2-bicubic": (32.35, 0.913, 0.082),
+            "sr4-bicubic": (27.47, 0.781, 0.230),
+            "deblur-gauss": (43.42, 0.987, 0.021),
+            "deblur-aniso": (39.47, 0.973, 0.036),
+        },
     },
     "celebahq": {
-        "Baseline": {"sr2-bicubic": (35.87, 0.953, 0.099), "sr4-bicubic": (30.12, 0.857, 0.240),
-                     "deblur-gauss": (18.94, 0.704, 0.337), "deblur-aniso": (23.16, 0.727, 0.354)},
-        "DDNM": {"sr2-bicubic": (36.37, 0.950, 0.065), "sr4-bicubic": (31.86, 0.876, 0.136),
-                 "deblur-gauss": (46.99, 0.991, 0.021), "deblur-aniso": (43.43, 0.983, 0.037)},
-        "DeqIR": {"sr2-bicubic": (36.63, 0.954, 0.062), "sr4-bicubic": (32.22, 0.889, 0.155),
-                  "deblur-gauss": (47.18, 0.992, 0.019), "deblur-aniso": (43.57, 0.984, 0.036)},
+        "Baseline": {
+            "sr2-bicubic": (35.87, 0.953, 0.099),
+            "sr4-bicubic": (30.12, 0.857, 0.240),
+            "deblur-gauss": (18.94, 0.704, 0.337),
+            "deblur-aniso": (23.16, 0.727, 0.354),
+        },
+        "DDNM": {
+            "sr2-bicubic": (36.37, 0.950, 0.065),
+            "sr4-bicubic": (31.86, 0.876, 0.136),
+            "deblur-gauss": (46.99, 0.991, 0.021),
+            "deblur-aniso": (43.43, 0.983, 0.037),
+        },
+        "DeqIR": {
+            "sr2-bicubic": (36.63, 0.954, 0.062),
+            "sr4-bicubic": (32.22, 0.889, 0.155),
+            "deblur-gauss": (47.18, 0.992, 0.019),
+            "deblur-aniso": (43.57, 0.984, 0.036),
+        },
     },
 }
 DEFAULT_MODEL = {"imagenet": "adm-imagenet256", "celebahq": "ddpm-celebahq256"}
@@ -79,20 +104,33 @@ def blurred_rows(x: torch.Tensor, tasks: list[str]) -> list[dict]:
     rows = []
     for task in tasks:
         y = make_operator(task, tuple(x.shape[1:])).A(x)
-        rows.append(dict(task=task, method="y", psnr=float(psnr(y, x).mean()), ssim=float(ssim(y, x).mean()),
-                         lpips="-", evaluations=0, passes=0))
+        rows.append(
+            dict(
+                task=task,
+                method="y",
+                psnr=float(psnr(y, x).mean()),
+                ssim=float(ssim(y, x).mean()),
+                lpips="-",
+                evaluations=0,
+                passes=0,
+            )
+        )
     return rows
 
 
 def comparison(rows: list[dict], dataset: str) -> str:
     """Markdown: our PSNR / SSIM / LPIPS beside the paper's, one line per task and method."""
-    lines = ["| task | method | ours PSNR | paper | ours SSIM | paper | ours LPIPS | paper | evaluations | passes |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| task | method | ours PSNR | paper | ours SSIM | paper | ours LPIPS | paper | evaluations | passes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
         p = PAPER[dataset][LABEL.get(r["method"], "DeqIR")].get(r["task"], (float("nan"),) * 3)
         lp = r["lpips"] if isinstance(r["lpips"], str) else f"{r['lpips']:.3f}"
-        lines.append(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {p[0]:.2f} | {r['ssim']:.3f} | {p[1]:.3f} | "
-                     f"{lp} | {p[2]:.3f} | {r['evaluations']} | {r['passes']} |")
+        lines.append(
+            f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {p[0]:.2f} | {r['ssim']:.3f} | {p[1]:.3f} | "
+            f"{lp} | {p[2]:.3f} | {r['evaluations']} | {r['passes']} |"
+        )
     return "\n".join(lines)
 
 
@@ -108,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eta", type=float, default=0.15)
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--chunk-size", type=int, default=10, help="images per network call (GPU memory; batch 1: DeqIR states)")
+    ap.add_argument(
+        "--chunk-size", type=int, default=10, help="images per network call (GPU memory; batch 1: DeqIR states)"
+    )
     ap.add_argument("--fp16", action="store_true", help="network under float16 autocast (GPU)")
     ap.add_argument("--baseline-only", action="store_true", help="stop before the weights (offline check)")
     ap.add_argument("--out", default=None)
@@ -133,17 +173,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(name, device=args.device)
     except (DownloadError, FileNotFoundError, OSError) as err:
-        print(f"\nthe weights of {name} are needed for the DDNM and DeqIR rows and are not available here:\n  {err}\n"
-              f"run `deqir-edu download {name}` on a machine with internet (or put the file in the cache), "
-              "then run this script again.", file=sys.stderr)
+        print(
+            f"\nthe weights of {name} are needed for the DDNM and DeqIR rows and are not available here:\n  {err}\n"
+            f"run `deqir-edu download {name}` on a machine with internet (or put the file in the cache), "
+            "then run this script again.",
+            file=sys.stderr,
+        )
         return 3
     if args.fp16:
         model.autocast_dtype = torch.float16
     model = ChunkedModel(model, args.chunk_size)  # bounds the memory of DeqIR's batched passes
     rows += evaluate(model, x, methods=[m for m in methods if m != "pinv"], **common)
-    meta = dict(command="python scripts/reproduce_table1.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                model=name, images=source, n=x.shape[0], eta=args.eta, seed=args.seed, steps=args.steps,
-                device=args.device, torch=torch.__version__)
+    meta = dict(
+        command="python scripts/reproduce_table1.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        model=name,
+        images=source,
+        n=x.shape[0],
+        eta=args.eta,
+        seed=args.seed,
+        steps=args.steps,
+        device=args.device,
+        torch=torch.__version__,
+    )
     write_results([r for r in rows if r["method"] != "y"], out, meta)
     print(format_markdown(rows, meta))
     print("ours beside the paper's Table 1:\n" + comparison(rows, args.dataset))

@@ -1,4 +1,5 @@
 """Shared test settings."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """The default solver ``auto`` on the embedded models: it stops by itself within 0.05 dB of the
 sequential chain (every image), never later than Picard with freezing, and says when it ran out."""
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,14 @@ from deqir_edu.operators import make_operator
 from deqir_edu.sampling import ddnm_sample, default_passes, deqir_sample
 from deqir_edu.solvers import ConvergenceWarning
 
-CELLS = [("fashion32", "sr4"), ("fashion32", "deblur-gauss"), ("fashion32", "inpaint-box"),
-         ("photo32", "sr4"), ("photo32", "colorize"), ("photo32", "inpaint-box")]
+CELLS = [
+    ("fashion32", "sr4"),
+    ("fashion32", "deblur-gauss"),
+    ("fashion32", "inpaint-box"),
+    ("photo32", "sr4"),
+    ("photo32", "colorize"),
+    ("photo32", "inpaint-box"),
+]
 T = 20
 
 
@@ -108,8 +115,14 @@ def test_gpu_benchmark_script_runs_on_the_cpu(tmp_path):
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "DEQIR_BENCH_RESULTS": str(tmp_path)}
-    out = subprocess.run([sys.executable, "benchmarks/gpu_adm256.py", "--smoke"], cwd=root, env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "benchmarks/gpu_adm256.py", "--smoke"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads((tmp_path / "gpu_adm256_smoke.json").read_text())["rows"]
     assert {(r["B"], r["method"]) for r in rows} == {(1, "ddnm"), (1, "auto"), (2, "ddnm"), (2, "auto")}

@@ -12,6 +12,7 @@ here we check what is committed and what the site build makes of it:
   server with every other host unreachable, and finds all math typeset and every figure decoded.
   Without Chromium this test skips, unless ``DEQIR_EDU_REQUIRE_BROWSER=1`` (CI) makes it fail.
 """
+
 from __future__ import annotations
 
 import functools
@@ -123,7 +124,7 @@ def test_citations_resolve() -> None:
 # ------------------------------------------------------------------------------------------------
 # (b) both site builds, with -W --keep-going
 # ------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(variant: str, out: str) -> tuple[int, str, float]:
     cmd = ["bash", str(ROOT / "book" / "build.sh"), variant, "--out", out, "-W", "--keep-going", "-q"]
     start = time.perf_counter()
@@ -154,8 +155,10 @@ def test_both_builds_succeed(sites: dict[str, Path]) -> None:
             assert page.is_file(), f"{variant}: {page.name} was not built"
 
 
-_LITERAL_MYST = re.compile(r"(?<![A-Za-z\\])\{(prf:[a-z]+|exercise|solution[-a-z]*|cite:[a-z]+|cite|eq|numref|ref|doc|math|admonition|"
-                           r"note|warning|tip|figure|glue(?::[a-z]+)?|toggle|dropdown|code-cell|bibliography)\}")
+_LITERAL_MYST = re.compile(
+    r"(?<![A-Za-z\\])\{(prf:[a-z]+|exercise|solution[-a-z]*|cite:[a-z]+|cite|eq|numref|ref|doc|math|admonition|"
+    r"note|warning|tip|figure|glue(?::[a-z]+)?|toggle|dropdown|code-cell|bibliography)\}"
+)
 
 
 def test_no_literal_myst_on_rendered_pages(sites: dict[str, Path]) -> None:
@@ -184,7 +187,7 @@ def test_no_literal_dollar_math_on_rendered_pages(sites: dict[str, Path]) -> Non
         for page in sorted(site.rglob("*.html")):
             raw = re.sub(drop, " ", page.read_text(encoding="utf8"), flags=re.S)
             text = html_module.unescape(re.sub(r"<[^>]+>", " ", raw))
-            hits = [text[max(0, m.start() - 40):m.end() + 40] for m in _LITERAL_MATH.finditer(text)]
+            hits = [text[max(0, m.start() - 40) : m.end() + 40] for m in _LITERAL_MATH.finditer(text)]
             assert not hits, f"{variant}: {page.relative_to(site)} shows unrendered math: {hits[:3]}"
 
 
@@ -231,9 +234,12 @@ function decoded(root) {
   })));
 }
 """
-CHECK_PAGE = """<!doctype html><html><body><pre id="result">pending</pre>
+CHECK_PAGE = (
+    """<!doctype html><html><body><pre id="result">pending</pre>
 <iframe id="f" src="%s" style="width:1280px;height:1000px"></iframe>
-<script>""" + _JS_DECODED + """
+<script>"""
+    + _JS_DECODED
+    + """
 const frame = document.getElementById("f");
 frame.addEventListener("load", async () => {
   const w = frame.contentWindow, d = frame.contentDocument, out = {};
@@ -251,6 +257,7 @@ frame.addEventListener("load", async () => {
 });
 </script></body></html>
 """
+)
 
 
 def _chromium() -> str | None:
@@ -267,11 +274,21 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 def _dump_dom(browser: str, url: str, profile: Path, budget_ms: int = 10000) -> str:
     cmd = [
-        browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}",
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # nothing but the local server
-        f"--virtual-time-budget={budget_ms}", "--dump-dom", url,
+        f"--virtual-time-budget={budget_ms}",
+        "--dump-dom",
+        url,
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120 + budget_ms // 1000)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
@@ -385,15 +402,22 @@ def _phantom(make_map, star, x_T, loss, tau, k):  # type: ignore[no-untyped-def]
 
 
 CHECKS = {  # check name -> (reference answer, a typical wrong answer)
-    "check_null_space_projection": (lambda op, x0, y: op.A_pinv(y) + x0 - op.A_pinv(op.A(x0)),
-                                    lambda op, x0, y: x0 - op.A_pinv(op.A(x0))),
+    "check_null_space_projection": (
+        lambda op, x0, y: op.A_pinv(y) + x0 - op.A_pinv(op.A(x0)),
+        lambda op, x0, y: x0 - op.A_pinv(op.A(x0)),
+    ),
     "check_ddim_step": (_ddim, lambda x_t, eps, a_t, a_prev, eta, noise: _ddim(x_t, eps, a_t, a_prev, 0.0, noise)),
     "check_ddpm_posterior": (_posterior, lambda x_t, x0, a_t, a_prev: (_posterior(x_t, x0, a_t, a_prev)[0], 0.0)),
-    "check_ddnm_step": (_ddnm, lambda x_t, eps, a_t, a_prev, eta, noise, op, y: _ddim(x_t, eps, a_t, a_prev, eta, noise)),
+    "check_ddnm_step": (
+        _ddnm,
+        lambda x_t, eps, a_t, a_prev, eta, noise, op, y: _ddim(x_t, eps, a_t, a_prev, eta, noise),
+    ),
     "check_F": (_F, lambda z, x_T, abar, Q: _F(z, x_T, abar, Q) + Q(z)),
     "check_anderson_weights": (_weights, lambda G, lam: _weights(G, lam).flip(1)),
-    "check_phantom_gradient": (_phantom, lambda make_map, star, x_T, loss, tau, k: _phantom(make_map, star, x_T,
-                                                                                            loss, 1.0, 1)),
+    "check_phantom_gradient": (
+        _phantom,
+        lambda make_map, star, x_T, loss, tau, k: _phantom(make_map, star, x_T, loss, 1.0, 1),
+    ),
 }
 
 
@@ -426,8 +450,11 @@ def test_visible_code_lines_fit_the_page(path: Path) -> None:
     assert not long, f"{path.name}: code lines over 88 characters (ruff format, then wrap): {long[:3]}"
 
 
-_STRAY = re.compile(r"^(True|False|None|<[\w.]+ (object )?at 0x[0-9a-f]+>|<matplotlib\.\S+ at 0x[0-9a-f]+>|"
-                    r"(Text|Line2D|\[<matplotlib)\(.*)$", re.S)
+_STRAY = re.compile(
+    r"^(True|False|None|<[\w.]+ (object )?at 0x[0-9a-f]+>|<matplotlib\.\S+ at 0x[0-9a-f]+>|"
+    r"(Text|Line2D|\[<matplotlib)\(.*)$",
+    re.S,
+)
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=_ids(CHAPTERS))
@@ -459,16 +486,20 @@ def test_figures_fit_the_page_width(path: Path) -> None:
                 width = Image.open(io.BytesIO(base64.b64decode(png))).size[0]
                 assert width <= PAGE_WIDTH_PX + 10, (
                     f"{path.name}, cell {i}: a figure {width} px wide is shrunk on the page (at most "
-                    f"{PAGE_WIDTH_PX} px: draw it with deqir_edu.apps.figures at PAGE_WIDTH_IN)")
+                    f"{PAGE_WIDTH_PX} px: draw it with deqir_edu.apps.figures at PAGE_WIDTH_IN)"
+                )
 
 
 # ------------------------------------------------------------------------------------------------
 # (f) every page of both editions in headless Chromium: math typeset without errors, no literal MyST,
 #     no traceback or object repr in the text, every image decodes
 # ------------------------------------------------------------------------------------------------
-ALL_PAGES_CHECK = """<!doctype html><html><body><pre id="result">pending</pre>
+ALL_PAGES_CHECK = (
+    """<!doctype html><html><body><pre id="result">pending</pre>
 <iframe id="f" style="width:1280px;height:1000px"></iframe>
-<script>""" + _JS_DECODED + """
+<script>"""
+    + _JS_DECODED
+    + """
 const pages = %s, frame = document.getElementById("f"), results = [];
 function load(src) { return new Promise(res => { frame.onload = res; frame.src = src; }); }
 (async () => {
@@ -491,6 +522,7 @@ function load(src) { return new Promise(res => { frame.onload = res; frame.src =
 })();
 </script></body></html>
 """
+)
 _REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>|<matplotlib\.[\w.]+ at 0x|Traceback \(most recent call last\)")
 
 
@@ -504,16 +536,23 @@ def test_every_page_in_chromium(sites: dict[str, Path], tmp_path: Path, variant:
             pytest.fail("DEQIR_EDU_REQUIRE_BROWSER=1 but no chromium: apt-get install -y chromium")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
     site = sites[variant]
-    pages = [p.relative_to(site).as_posix() for p in sorted(site.rglob("*.html"))
-             if not p.name.startswith(("genindex", "search", "__")) and "_sources" not in p.parts]
+    pages = [
+        p.relative_to(site).as_posix()
+        for p in sorted(site.rglob("*.html"))
+        if not p.name.startswith(("genindex", "search", "__")) and "_sources" not in p.parts
+    ]
     assert len(pages) >= 14, pages
     (site / "__all_pages.html").write_text(ALL_PAGES_CHECK % json.dumps(pages), encoding="utf8")
     handler = functools.partial(_QuietHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        dom = _dump_dom(browser, f"http://127.0.0.1:{server.server_address[1]}/__all_pages.html",
-                        tmp_path / "profile", budget_ms=8000 * len(pages))
+        dom = _dump_dom(
+            browser,
+            f"http://127.0.0.1:{server.server_address[1]}/__all_pages.html",
+            tmp_path / "profile",
+            budget_ms=8000 * len(pages),
+        )
     finally:
         server.shutdown()
         server.server_close()

@@ -1,4 +1,5 @@
 """The `deqir-edu` command: demo and restore end to end on a tiny embedded model (random weights)."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,17 @@ from deqir_edu.apps.cli import main
 from deqir_edu.models.networks import ADMUNet
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
-TINY = {"image_size": 32, "in_channels": 1, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
-        "attention_resolutions": "", "learn_sigma": False, "resblock_updown": True, "use_scale_shift_norm": True}
+TINY = {
+    "image_size": 32,
+    "in_channels": 1,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,2",
+    "attention_resolutions": "",
+    "learn_sigma": False,
+    "resblock_updown": True,
+    "use_scale_shift_norm": True,
+}
 
 
 @pytest.fixture()
@@ -70,8 +80,10 @@ def test_restore_simulated_large_image_by_tiles(data_dir, tmp_path, capsys):
 def test_restore_observation_is_upscaled(data_dir, tmp_path):
     src = _write_grey(tmp_path / "small.png", 8)  # an x4 observation of a 32 x 32 image
     out = tmp_path / "big.png"
-    assert main(["restore", str(src), "--task", "sr4", "--sampler", "ddnm", "--steps", "3", "--clip",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["restore", str(src), "--task", "sr4", "--sampler", "ddnm", "--steps", "3", "--clip", "--out", str(out)])
+        == 0
+    )
     big = np.asarray(Image.open(out), dtype=np.float64)
     small = np.asarray(Image.open(src), dtype=np.float64)
     assert big.shape == (32, 32)
@@ -84,8 +96,26 @@ def test_restore_observation_is_upscaled(data_dir, tmp_path):
 def test_restore_mean_of_samples(data_dir, tmp_path, capsys):
     src = _write_grey(tmp_path / "clean.png", 32)
     out = tmp_path / "out.png"
-    assert main(["restore", str(src), "--task", "sr4", "--simulate", "--sampler", "ddnm", "--steps", "3",
-                 "--samples", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                str(src),
+                "--task",
+                "sr4",
+                "--simulate",
+                "--sampler",
+                "ddnm",
+                "--steps",
+                "3",
+                "--samples",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "PSNR" in capsys.readouterr().out and Image.open(out).size == (32, 32)
     assert main(["restore", str(src), "--task", "sr4", "--samples", "0", "--out", str(out)]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Data readers, patch samplers and the frozen test sets (deqir_edu.datasets)."""
+
 from __future__ import annotations
 
 import gzip
@@ -91,7 +92,7 @@ def test_patch_without_rescaling_is_an_exact_crop():
     sampler = ds.PatchSampler([photo], size=8, scale=(1.0, 1.0), flips=False, rotations=False)
     patch = sampler.sample(1, torch.Generator().manual_seed(0))[0]
     top, left = int(patch[0, 0, 0]) // 40, int(patch[0, 0, 0]) % 40
-    assert torch.equal(patch, photo[:, top:top + 8, left:left + 8])
+    assert torch.equal(patch, photo[:, top : top + 8, left : left + 8])
 
 
 def test_shrink_limits_the_longer_side():
@@ -122,8 +123,10 @@ def test_image_folder_crops(tmp_path):
 def test_skimage_photos_are_free_and_held_out_ones_not_trained_on():
     pytest.importorskip("skimage")
     assert set(ds.PHOTO_TEST).isdisjoint(ds.PHOTO_TRAIN) and len(ds.PHOTO_TEST) >= 2
-    assert all(("CC0" in lic) or ("public domain" in lic) or ("no known copyright" in lic)
-               for lic in ds.PHOTO_LICENCES.values())
+    assert all(
+        ("CC0" in lic) or ("public domain" in lic) or ("no known copyright" in lic)
+        for lic in ds.PHOTO_LICENCES.values()
+    )
     photos = ds.skimage_photos(["chelsea"])
     assert photos[0].shape == (3, 300, 451) and photos[0].min() >= -1 and photos[0].max() <= 1
     with pytest.raises(ValueError, match="non-free"):
@@ -144,8 +147,9 @@ def test_make_sampler_unknown_kind():
         ds.make_sampler({"kind": "imagenet"})
 
 
-@pytest.mark.parametrize("name, shape", [("fashion32", (100, 1, 32, 32)), ("photo32", (64, 3, 32, 32)),
-                                         ("photo256", (1, 3, 256, 256))])
+@pytest.mark.parametrize(
+    "name, shape", [("fashion32", (100, 1, 32, 32)), ("photo32", (64, 3, 32, 32)), ("photo256", (1, 3, 256, 256))]
+)
 def test_load_testset_shapes_and_range(name, shape):
     x = ds.load_testset(name)
     assert x.shape == shape and x.dtype == torch.float32
@@ -164,8 +168,10 @@ def test_load_testset_errors(tmp_path, monkeypatch):
         ds.load_testset("fashion32")
 
 
-@pytest.mark.skipif(not (ds.FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-                    reason="system Fashion-MNIST (dataset-fashion-mnist) not installed")
+@pytest.mark.skipif(
+    not (ds.FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+    reason="system Fashion-MNIST (dataset-fashion-mnist) not installed",
+)
 def test_frozen_fashion_testset_is_the_official_test_split():
     images, labels = ds.fashion_mnist("test")
     with np.load(ds.data_dir() / "testsets" / "fashion_mnist_test100.npz") as z:
@@ -175,8 +181,9 @@ def test_frozen_fashion_testset_is_the_official_test_split():
     assert torch.equal(x[:, :, 2:30, 2:30], ds.to_tensor_images(images[:3]))
 
 
-def test_fashion_mnist_downloads_into_the_cache_when_the_debian_folder_is_missing(tiny_fashion, tmp_path,
-                                                                                 monkeypatch, server):
+def test_fashion_mnist_downloads_into_the_cache_when_the_debian_folder_is_missing(
+    tiny_fashion, tmp_path, monkeypatch, server
+):
     """Without the Debian package the files come from the official URL (here a local server), once, and
     are checked against the published MD5s (here those of the served test files)."""
     import hashlib

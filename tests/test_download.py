@@ -1,4 +1,5 @@
 """Tests of deqir_edu.core.download against a local HTTP server on 127.0.0.1 (never the internet)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -12,6 +12,7 @@
 and printed output of every instructor-check cell, cut into runs of ``RUN`` words; a run that also occurs
 in what a student may see (the rest of the chapter) is not distinctive and is ignored.
 """
+
 from __future__ import annotations
 
 import html as html_module
@@ -34,15 +35,19 @@ CHAPTERS = setup_cell.notebooks()
 RUN = 6  # words per run
 STUB = "raise NotImplementedError  # your code here"
 SOLUTION_OPEN = re.compile(r"^[ \t]*(`{3,}|:{3,})\{solution\}")
-LITERAL_MYST = re.compile(r"(?<![A-Za-z\\])\{(?:prf:[a-z]+|exercise|solution[-a-z]*|cite(?::[a-z]+)?|eq|numref|ref|"
-                          r"doc|math|admonition|note|warning|tip|important|dropdown|figure|glue(?::[a-z]+)?|bibliography)\}"
-                          r"|^[ \t]*(?:`{3,}|:{3,})\{|^\([^()\s]+\)=\s*$|\$\$[ \t]*\([^()\s]+\)[ \t]*$", re.MULTILINE)
+LITERAL_MYST = re.compile(
+    r"(?<![A-Za-z\\])\{(?:prf:[a-z]+|exercise|solution[-a-z]*|cite(?::[a-z]+)?|eq|numref|ref|"
+    r"doc|math|admonition|note|warning|tip|important|dropdown|figure|glue(?::[a-z]+)?|bibliography)\}"
+    r"|^[ \t]*(?:`{3,}|:{3,})\{|^\([^()\s]+\)=\s*$|\$\$[ \t]*\([^()\s]+\)[ \t]*$",
+    re.MULTILINE,
+)
 
 
 def _is_check(cell: nbformat.NotebookNode) -> bool:
     tags = set(cell.metadata.get("tags", []))
-    return cell.cell_type == "code" and (cell.source.lstrip().startswith("# Instructor check")
-                                         or {"remove-cell", "nbval-check-output"} <= tags)
+    return cell.cell_type == "code" and (
+        cell.source.lstrip().startswith("# Instructor check") or {"remove-cell", "nbval-check-output"} <= tags
+    )
 
 
 def _outputs(cell: nbformat.NotebookNode) -> str:
@@ -209,9 +214,17 @@ def test_converter_renders_each_construct() -> None:
     refs = editions.Refs(bib=editions.read_bib(ROOT / "references.bib"))
     editions.Converter(refs, 3, student=False, collect=True).cell(CONSTRUCTS)
     instructor = editions.Converter(refs, 3, student=False).cell(CONSTRUCTS)
-    for part in ["## 3.2. A section", "**Note**", "See Walker and Ni (2011), (Ho et al., 2020; Sohl-Dickstein et al.,",
-                 "A section, Theorem 3.1, (3.1).", "**Theorem 3.1 (Big)**", "$$ a = b \\tag{3.1}\n$$",
-                 "#### Exercise 3.1 (Ex)", "#### Solution to Exercise 3.1 (Ex)\n\nSecret.", "- **term**: definition"]:
+    for part in [
+        "## 3.2. A section",
+        "**Note**",
+        "See Walker and Ni (2011), (Ho et al., 2020; Sohl-Dickstein et al.,",
+        "A section, Theorem 3.1, (3.1).",
+        "**Theorem 3.1 (Big)**",
+        "$$ a = b \\tag{3.1}\n$$",
+        "#### Exercise 3.1 (Ex)",
+        "#### Solution to Exercise 3.1 (Ex)\n\nSecret.",
+        "- **term**: definition",
+    ]:
         assert part in instructor, f"{part!r} not in\n{instructor}"
     student = editions.Converter(refs, 3, student=True).cell(CONSTRUCTS)
     assert "Secret" not in student and "Solution" not in student and "#### Exercise 3.1 (Ex)" in student

@@ -3,6 +3,7 @@
 These tests run the real embedded networks on a few frozen test images (a few seconds each); the
 full quality figures are in data/models/README.md (scripts/model_card_*.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -79,7 +80,23 @@ def test_photo32_sr4_mean_of_16_runs_beats_bicubic() -> None:
     op = dq.make_operator("sr4", (3, 32, 32))
     y = op.A(x)
     bicubic = float(dq.psnr(bicubic_upsample(y, 4), x).mean())
-    one, mean16 = (float(dq.psnr(restore(model, op, y, sampler="ddnm", steps=20, eta=0.85, samples=k,
-                                         generator=torch.Generator().manual_seed(0)), x).mean()) for k in (1, 16))
+    one, mean16 = (
+        float(
+            dq.psnr(
+                restore(
+                    model,
+                    op,
+                    y,
+                    sampler="ddnm",
+                    steps=20,
+                    eta=0.85,
+                    samples=k,
+                    generator=torch.Generator().manual_seed(0),
+                ),
+                x,
+            ).mean()
+        )
+        for k in (1, 16)
+    )
     print(f"bicubic {bicubic:.3f}  one run {one:.3f}  mean of 16 {mean16:.3f}")
     assert mean16 > bicubic + 0.3 and mean16 > one + 1.5

@@ -1,4 +1,5 @@
 """`deqir-edu eval`, the ablations and the official-code coefficients, on exact priors and a tiny network."""
+
 from __future__ import annotations
 
 import json
@@ -53,8 +54,7 @@ def colour() -> tuple[dq.GaussianMixturePrior, torch.Tensor]:
 def test_picard_at_k_equals_t_matches_ddnm_on_every_task(grey, colour) -> None:
     rows = []
     for (prior, x), tasks in ((grey, TASKS_GREY), (colour, ("colorize",))):
-        rows += evaluate(prior, x, tasks=tasks, methods=["ddnm", "deqir-picard"], steps=20, batch_size=2,
-                         lpips_fn=None)
+        rows += evaluate(prior, x, tasks=tasks, methods=["ddnm", "deqir-picard"], steps=20, batch_size=2, lpips_fn=None)
     assert {r["task"] for r in rows} == set(TASKS_COLOUR)
     for task in TASKS_COLOUR:
         ddnm, pic = (next(r for r in rows if r["task"] == task and r["method"] == m) for m in ("ddnm", "deqir-picard"))
@@ -70,8 +70,7 @@ def test_picard_at_k_equals_t_matches_ddnm_on_every_task(grey, colour) -> None:
 
 def test_unconverged_anderson_differs_and_columns_are_sane(grey) -> None:
     prior, x = grey
-    rows = evaluate(prior, x, tasks=["sr4"], methods=["pinv", "ddnm", "deqir-k2", "ddnm-t5"], steps=10,
-                    lpips_fn=None)
+    rows = evaluate(prior, x, tasks=["sr4"], methods=["pinv", "ddnm", "deqir-k2", "ddnm-t5"], steps=10, lpips_fn=None)
     by = {r["method"]: r for r in rows}
     assert by["pinv"]["evaluations"] == 0 and by["pinv"]["passes"] == 0
     assert by["deqir-k2"]["passes"] == 2 and by["deqir-k2"]["evaluations"] == 20 and not by["deqir-k2"]["converged"]
@@ -160,27 +159,49 @@ def test_cli_eval_end_to_end_on_a_tiny_checkpoint(tmp_path, capsys) -> None:
     for i in range(3):
         Image.fromarray((np.random.default_rng(i).random((20, 24)) * 255).astype(np.uint8)).save(pics / f"{i}.png")
     out = tmp_path / "res"
-    rc = main(["eval", "--model", str(tmp_path / "tiny.safetensors"), "--n", "2", "--images", str(pics),
-               "--tasks", "sr2,inpaint-stripes", "--methods", "pinv,ddnm,deqir-k2,deqir-picard", "--steps", "3",
-               "--out", str(out)])
+    rc = main(
+        [
+            "eval",
+            "--model",
+            str(tmp_path / "tiny.safetensors"),
+            "--n",
+            "2",
+            "--images",
+            str(pics),
+            "--tasks",
+            "sr2,inpaint-stripes",
+            "--methods",
+            "pinv,ddnm,deqir-k2,deqir-picard",
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     meta, rows = read_results(out)
     assert len(rows) == 8 and meta["n"] == 2 and meta["command"].startswith("deqir-edu eval --model")
     assert "folder" in meta["images"] and (out / "results.md").is_file()
     for task in ("sr2", "inpaint-stripes"):
         by = {r["method"]: r for r in rows if r["task"] == task}
-        assert (by["ddnm"]["evaluations"], by["deqir-picard"]["evaluations"], by["deqir-k2"]["evaluations"]) == (3, 9, 6)
+        assert (by["ddnm"]["evaluations"], by["deqir-picard"]["evaluations"], by["deqir-k2"]["evaluations"]) == (
+            3,
+            9,
+            6,
+        )
     assert set(per_image_gap(rows)) == {"sr2", "inpaint-stripes"} and max(per_image_gap(rows).values()) < 0.01
     assert "wrote" in capsys.readouterr().out
     assert main(["eval", "--model", str(tmp_path / "tiny.safetensors"), "--n", "0", "--images", str(pics)]) == 2
 
 
 def test_per_image_gap_is_the_largest_difference_per_task() -> None:
-    rows = [{"task": "sr4", "method": "ddnm", "psnr_per_image": [20.0, 30.0]},
-            {"task": "sr4", "method": "deqir-picard", "psnr_per_image": [20.5, 29.0]},
-            {"task": "colorize", "method": "ddnm", "psnr_per_image": [18.0]},
-            {"task": "colorize", "method": "deqir-picard", "psnr_per_image": [18.25]},
-            {"task": "deblur-gauss", "method": "ddnm", "psnr_per_image": [40.0]}]  # no Picard row: left out
+    rows = [
+        {"task": "sr4", "method": "ddnm", "psnr_per_image": [20.0, 30.0]},
+        {"task": "sr4", "method": "deqir-picard", "psnr_per_image": [20.5, 29.0]},
+        {"task": "colorize", "method": "ddnm", "psnr_per_image": [18.0]},
+        {"task": "colorize", "method": "deqir-picard", "psnr_per_image": [18.25]},
+        {"task": "deblur-gauss", "method": "ddnm", "psnr_per_image": [40.0]},
+    ]  # no Picard row: left out
     assert per_image_gap(rows) == {"sr4": 1.0, "colorize": 0.25}
     assert per_image_gap(rows, "ddnm", "pinv") == {}
 
@@ -230,8 +251,9 @@ def test_official_cumulative_formula_is_our_fixed_point_map(grey, svd) -> None:
         e2 = (1 - a_n).sqrt() * math.sqrt(1 - etw**2) * sig / a_n.sqrt()
         nc = (1 - a_n).sqrt() * nw * sig / a_n.sqrt()
         cum = cum + (e2 - e1) * Q(et) + nc * Q(noises[i])
-        want[k - 1] = ((a_n / abar[T]).sqrt() * Q(x_T)
-                       + a_n.sqrt() * (cum + e2 * P(et) + nc * P(noises[i]) + op.A_pinv(y)))
+        want[k - 1] = (a_n / abar[T]).sqrt() * Q(x_T) + a_n.sqrt() * (
+            cum + e2 * P(et) + nc * P(noises[i]) + op.A_pinv(y)
+        )
     f = FixedPointMap(prior, op, y, x_T, noises, official_chain(T, etw, nw, svd))
     assert (f(states) - want).abs().max() < 1e-10
 

@@ -1,5 +1,6 @@
 """The book's figure helpers (deqir_edu.apps.figures): readable on the site, integer index axes,
 no overlapping labels, HTML tables."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -28,21 +29,50 @@ def _grid() -> object:
 
 
 def _wide_grid() -> object:
-    tasks = ["sr2", "sr4", "sr4-bicubic", "deblur-gauss", "deblur-aniso", "inpaint-box", "inpaint-random",
-             "inpaint-stripes", "inpaint-text"]
+    tasks = [
+        "sr2",
+        "sr4",
+        "sr4-bicubic",
+        "deblur-gauss",
+        "deblur-aniso",
+        "inpaint-box",
+        "inpaint-random",
+        "inpaint-stripes",
+        "inpaint-text",
+    ]
     img = torch.zeros(1, 32, 32)
     return figures.image_grid([[img] * 9] * 3, ["x", "A+ y", "DDNM"], tasks, max_cell=0.8)
 
 
 def _flat() -> object:
     imgs = [torch.zeros(3, 32, 32)] * 9
-    titles = ["x (clean)"] + [f"y: {t}" for t in ("sr4", "sr4-bicubic", "deblur-gauss", "deblur-aniso",
-                                                   "inpaint-box", "inpaint-text", "colorize", "old-photo")]
+    titles = ["x (clean)"] + [
+        f"y: {t}"
+        for t in (
+            "sr4",
+            "sr4-bicubic",
+            "deblur-gauss",
+            "deblur-aniso",
+            "inpaint-box",
+            "inpaint-text",
+            "colorize",
+            "old-photo",
+        )
+    ]
     return figures.show_images(imgs, titles, ncols=9)
 
 
-@pytest.mark.parametrize("make", [_grid, _wide_grid, _flat, figures.chain_diagram, figures.dependency_diagram,
-                                  lambda: figures.curves({"Picard": [1, 0.1, 0.01], "Anderson": [1, 1e-2, 1e-5]})])
+@pytest.mark.parametrize(
+    "make",
+    [
+        _grid,
+        _wide_grid,
+        _flat,
+        figures.chain_diagram,
+        figures.dependency_diagram,
+        lambda: figures.curves({"Picard": [1, 0.1, 0.01], "Anderson": [1, 1e-2, 1e-5]}),
+    ],
+)
 def test_figures_are_readable_on_the_page(make) -> None:
     fig = make()
     assert fig.get_figwidth() * fig.dpi <= figures.PAGE_WIDTH_PX + 1  # shown 1:1, never shrunk

@@ -1,4 +1,5 @@
 """The fixed-point map F of Eq. (9): lower triangular (Eq. (10)), exact after T Picard steps."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,9 @@ def setup_chain(task: str, eta: float, steps: int = T):
     y = op.A(x)
     x_T, noises = draw_noises(x.shape, steps, torch.Generator().manual_seed(1))
     seen: dict[int, torch.Tensor] = {}
-    ddnm_sample(prior, op, y, steps, eta, noises=(x_T, noises),
-                callback=lambda d: seen.update({d["k"] - 1: d["x_next"]}))
+    ddnm_sample(
+        prior, op, y, steps, eta, noises=(x_T, noises), callback=lambda d: seen.update({d["k"] - 1: d["x_next"]})
+    )
     ref = torch.stack([seen[k] for k in range(steps)])  # sequential x_0..x_{T-1}
     f = FixedPointMap(prior, op, y, x_T, noises, chain_config(steps, eta))
     return f, ref, op, y
@@ -54,12 +56,14 @@ def test_lower_triangular_structure() -> None:
 def test_picard_leading_states_exact_then_residual_zero() -> None:
     f, ref, _, _ = setup_chain("inpaint-box", 0.15)
     init = f.x_T.expand(T, *f.x_T.shape).clone()  # Algorithm 1, line 1
+
     def err(s):
         return (s - ref).flatten(1).abs().amax(1)  # (T,) per state
+
     for n in (1, 7, 15):
         sol, _ = picard(f, init, max_iter=n, tol=0.0)
         e = err(sol)
-        assert float(e[T - n:].max()) < 1e-9, f"after {n} iterations x_{{T-1}}..x_{{T-{n}}} are exact"
+        assert float(e[T - n :].max()) < 1e-9, f"after {n} iterations x_{{T-1}}..x_{{T-{n}}} are exact"
         assert float(e[: T - n].min()) > 1e-4, "the states below are not yet"
     sol, trace = picard(f, init, max_iter=T + 1, tol=0.0)
     assert float(err(sol).max()) < 1e-9
@@ -69,7 +73,7 @@ def test_picard_leading_states_exact_then_residual_zero() -> None:
     # per-state residuals at x^(n-1) vanish on the n-1 leading states
     for n in (3, 10):
         r = trace.state_residual[n - 1]
-        assert float(r[T - n + 1:].max()) < 1e-12 and float(r[T - n]) > 1e-8
+        assert float(r[T - n + 1 :].max()) < 1e-12 and float(r[T - n]) > 1e-8
     assert torch.equal(torch.tensor(trace.evaluations).diff(), torch.full((T,), T))  # T evaluations per F
 
 
@@ -85,8 +89,10 @@ def test_chunks_give_the_same_map_and_gradients_flow_to_x_T() -> None:
     f, ref, _, _ = setup_chain("colorize", 0.0, steps=8)
     chunked = ChunkedModel(f.model, max_batch=3)  # bounds the images per network call
     calls = []
+
     def counted(x, t):
         return calls.append(x.shape[0]) or chunked(x, t)
+
     counted.image_shape, counted.alphas_cumprod = chunked.image_shape, chunked.alphas_cumprod
     g = FixedPointMap(counted, f.op, f.y, f.x_T, f.step_noise.flip(0), f.chain)
     junk = ref + 0.1
@@ -120,8 +126,17 @@ def test_float32_fixed_point_stays_on_the_sequential_chain(task: str) -> None:
     op = make_operator(task, x.shape[1:])
     y = op.A(x)
     seq = ddnm_sample(model, op, y, steps=10, eta=0.15, generator=torch.Generator().manual_seed(0))
-    par = deqir_sample(model, op, y, steps=10, eta=0.15, generator=torch.Generator().manual_seed(0),
-                       solver="picard", max_iter=10, tol=0.0)
+    par = deqir_sample(
+        model,
+        op,
+        y,
+        steps=10,
+        eta=0.15,
+        generator=torch.Generator().manual_seed(0),
+        solver="picard",
+        max_iter=10,
+        tol=0.0,
+    )
     assert seq.dtype == par.x0.dtype == torch.float32
     assert (seq - par.x0).abs().max().item() < 2e-4
     assert (op.A(par.x0) - y).flatten(1).norm(dim=1).max().item() < 5e-5

@@ -1,4 +1,5 @@
 """DEQ inversion (Algorithm 2): phantom vs exact gradients, the zero measurement loss, and a restoration gain."""
+
 from __future__ import annotations
 
 import pytest
@@ -59,8 +60,10 @@ def test_phantom_gradient_matches_exact_chain_gradient(task: str) -> None:
 
     ex = exact_chain_gradient(prior, op, y, x_T, noises, 10, 0.15)
     ph = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15)
+
     def q(v):
         return v - op.A_pinv(op.A(v))
+
     assert cos(q(ex.grad), q(ph.grad)) >= 0.9  # measured 0.989 / 0.986
     assert cos(ex.grad, ph.grad) > 0.3  # still a descent direction; measured 0.52 / 0.80
     full = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, phantom_steps=10, tau=1.0)
@@ -71,10 +74,11 @@ def test_inversion_lowers_loss_and_raises_psnr_on_inpainting() -> None:
     """Random-pixel inpainting, 8 images.  With this noise, DDNM commits image 0 to the wrong
     mixture component (PSNR ~11 dB); no-ground-truth inversion repairs it."""
     prior, op, x, y, _, _ = problem("inpaint-random", n=8)
+
     def psnr(z):
         return 10 * torch.log10(4.0 / (z - x).flatten(1).pow(2).mean(1))  # range [-1, 1]
-    res = deq_invert(prior, op, y, steps=10, eta=0.15, generator=torch.Generator().manual_seed(3),
-                     n_steps=20, lr=0.1)
+
+    res = deq_invert(prior, op, y, steps=10, eta=0.15, generator=torch.Generator().manual_seed(3), n_steps=20, lr=0.1)
     before, after = psnr(res.x0_initial), psnr(res.x0)
     assert float(before.min()) < 15.0  # the failure the example is about
     assert float(after.min()) > 20.0 and float(after.mean()) > float(before.mean()) + 1.0
@@ -83,8 +87,9 @@ def test_inversion_lowers_loss_and_raises_psnr_on_inpainting() -> None:
     assert bool((losses[-1] < losses[0]).all()) and float(losses[-1].mean()) < 0.5 * float(losses[0].mean())
     # the returned x0 is the restoration of the returned x_T, and it is measurement-consistent
     torch.testing.assert_close(op.A(res.x0), y, rtol=0, atol=1e-12)
-    again = phantom_gradient(prior, op, y, res.x_T, draw_noises(x.shape, 10, torch.Generator().manual_seed(3))[1],
-                             10, 0.15)
+    again = phantom_gradient(
+        prior, op, y, res.x_T, draw_noises(x.shape, 10, torch.Generator().manual_seed(3))[1], 10, 0.15
+    )
     torch.testing.assert_close(again.states[0], res.x0, rtol=0, atol=1e-12)
     torch.testing.assert_close(again.loss, res.loss_history[-1], rtol=1e-10, atol=0)
 
@@ -92,8 +97,19 @@ def test_inversion_lowers_loss_and_raises_psnr_on_inpainting() -> None:
 def test_anderson_warm_started_inversion_runs() -> None:
     prior, op, x, y, x_T, noises = problem("colorize", n=2)
     seen = []
-    res = deq_invert(prior, op, y, steps=10, eta=0.0, noises=(x_T, noises), n_steps=3, solver="anderson",
-                     max_iter=15, tol=1e-4, callback=seen.append)
+    res = deq_invert(
+        prior,
+        op,
+        y,
+        steps=10,
+        eta=0.0,
+        noises=(x_T, noises),
+        n_steps=3,
+        solver="anderson",
+        max_iter=15,
+        tol=1e-4,
+        callback=seen.append,
+    )
     assert [d["step"] for d in seen] == [1, 2, 3] and res.loss_history.shape == (4, 2)
     seq = ddnm_sample(prior, op, y, 10, 0.0, noises=(x_T, noises))  # restoration of the initial x_T
     assert float((res.x0_initial - seq).abs().max()) < 1e-2

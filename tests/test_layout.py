@@ -7,6 +7,7 @@
   book's notebooks, the benchmarks or the scripts.
 * No public function or method takes more than 12 parameters; the top level exports at most 20 names.
 """
+
 from __future__ import annotations
 
 import ast
@@ -85,8 +86,9 @@ def upward_imports(modules: dict[str, Path]) -> list[str]:
             if dst is None:
                 bad.append(f"{name}:{line} imports the top level {target}")
             elif dst != src and LAYERS.get(dst, 99) >= LAYERS.get(src, -1):
-                bad.append(f"{name}:{line} ({src}, layer {LAYERS.get(src)}) imports {target} "
-                           f"({dst}, layer {LAYERS.get(dst)})")
+                bad.append(
+                    f"{name}:{line} ({src}, layer {LAYERS.get(src)}) imports {target} ({dst}, layer {LAYERS.get(dst)})"
+                )
     return bad
 
 
@@ -105,7 +107,7 @@ def import_cycles(modules: dict[str, Path]) -> list[str]:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+                cycles.append(" -> ".join(stack[stack.index(nxt) :] + [nxt]))
             elif nxt not in state:
                 visit(nxt, stack + [nxt])
         state[node] = 2
@@ -143,6 +145,7 @@ def private_imports(source: str, where: str, own: str | None = None) -> list[str
 
 def long_signatures(modules: dict[str, Path]) -> list[str]:
     """Public functions and methods (``self`` not counted) with more than ``MAX_PARAMS`` parameters."""
+
     def n_params(fn: ast.FunctionDef) -> int:
         a = fn.args
         return len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs) + (a.vararg is not None) + (a.kwarg is not None)
@@ -214,8 +217,11 @@ def test_no_public_function_takes_more_than_12_parameters():
 
 def test_small_top_level_api():
     tree = ast.parse((PKG / "__init__.py").read_text())
-    exports = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.AnnAssign)
-                   and getattr(n.target, "id", None) == "_EXPORTS")
+    exports = next(
+        ast.literal_eval(n.value)
+        for n in tree.body
+        if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", None) == "_EXPORTS"
+    )
     assert len(exports) <= MAX_EXPORTS, f"{len(exports)} top-level names; keep at most {MAX_EXPORTS}"
     assert set(exports.values()) <= set(LAYERS), "every top-level name comes from a subpackage"
 

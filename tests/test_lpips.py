@@ -1,5 +1,6 @@
 """Tests of deqir_edu.metrics.lpips, all offline: random backbones, the heads of the installed lpips wheel (read as
 data), weight files written to tmp dirs, and a local HTTP server on 127.0.0.1 for the download path."""
+
 from __future__ import annotations
 
 import functools
@@ -22,11 +23,16 @@ needs_wheel = pytest.mark.skipif(not HAS_WHEEL, reason="lpips wheel not installe
 
 # torchvision's alexnet().features, written out here independently of the module under test
 TV_SHAPES = {
-    "features.0.weight": (64, 3, 11, 11), "features.0.bias": (64,),
-    "features.3.weight": (192, 64, 5, 5), "features.3.bias": (192,),
-    "features.6.weight": (384, 192, 3, 3), "features.6.bias": (384,),
-    "features.8.weight": (256, 384, 3, 3), "features.8.bias": (256,),
-    "features.10.weight": (256, 256, 3, 3), "features.10.bias": (256,),
+    "features.0.weight": (64, 3, 11, 11),
+    "features.0.bias": (64,),
+    "features.3.weight": (192, 64, 5, 5),
+    "features.3.bias": (192,),
+    "features.6.weight": (384, 192, 3, 3),
+    "features.6.bias": (384,),
+    "features.8.weight": (256, 384, 3, 3),
+    "features.8.bias": (256,),
+    "features.10.weight": (256, 256, 3, 3),
+    "features.10.bias": (256,),
 }
 
 
@@ -139,9 +145,11 @@ def test_heads_load_from_installed_wheel():
 
 def test_no_torchvision_or_lpips_import():
     heads = "'auto'" if HAS_WHEEL else "None"
-    code = ("import sys, torch, deqir_edu; from deqir_edu.metrics.lpips import LPIPS; "
-            f"LPIPS.random(heads={heads})(*[torch.zeros(1, 3, 32, 32)] * 2); deqir_edu.metrics.lpips_available(); "
-            "bad = [m for m in ('torchvision', 'lpips') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys, torch, deqir_edu; from deqir_edu.metrics.lpips import LPIPS; "
+        f"LPIPS.random(heads={heads})(*[torch.zeros(1, 3, 32, 32)] * 2); deqir_edu.metrics.lpips_available(); "
+        "bad = [m for m in ('torchvision', 'lpips') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -236,13 +244,16 @@ def test_wrong_files_are_rejected(tmp_path):
         LPIPS.random(heads=bad)
 
 
-@pytest.mark.parametrize("pair, match", [
-    ((torch.zeros(1, 3, 32, 32), torch.zeros(2, 3, 32, 32)), "same shape"),
-    ((torch.zeros(1, 2, 32, 32), torch.zeros(1, 2, 32, 32)), "channels"),
-    ((torch.zeros(3, 32, 32), torch.zeros(3, 32, 32)), "batch dimension"),
-    ((torch.full((1, 3, 32, 32), float("nan")), torch.zeros(1, 3, 32, 32)), "NaN"),
-    ((torch.zeros(1, 3, 30, 32), torch.zeros(1, 3, 30, 32)), "H, W >= 31"),
-])
+@pytest.mark.parametrize(
+    "pair, match",
+    [
+        ((torch.zeros(1, 3, 32, 32), torch.zeros(2, 3, 32, 32)), "same shape"),
+        ((torch.zeros(1, 2, 32, 32), torch.zeros(1, 2, 32, 32)), "channels"),
+        ((torch.zeros(3, 32, 32), torch.zeros(3, 32, 32)), "batch dimension"),
+        ((torch.full((1, 3, 32, 32), float("nan")), torch.zeros(1, 3, 32, 32)), "NaN"),
+        ((torch.zeros(1, 3, 30, 32), torch.zeros(1, 3, 30, 32)), "H, W >= 31"),
+    ],
+)
 def test_bad_inputs(pair, match):
     with pytest.raises(ValueError, match=match):
         LPIPS.random()(*pair)

@@ -1,4 +1,5 @@
 """Tests for deqir_edu.metrics: PSNR known values, SSIM against scikit-image, consistency."""
+
 from __future__ import annotations
 
 import math
@@ -21,9 +22,17 @@ def sk_ssim(x: torch.Tensor, ref: torch.Tensor) -> list[float]:
     u = ((x.double() + 1) / 2).clamp(0, 1).numpy()
     v = ((ref.double() + 1) / 2).clamp(0, 1).numpy()
     return [
-        float(skmetrics.structural_similarity(
-            u[i], v[i], gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-            data_range=1.0, channel_axis=0))
+        float(
+            skmetrics.structural_similarity(
+                u[i],
+                v[i],
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+                data_range=1.0,
+                channel_axis=0,
+            )
+        )
         for i in range(u.shape[0])
     ]
 
@@ -60,8 +69,13 @@ def test_psnr_clamps_to_valid_range() -> None:
 
 # ---------------------------------------------------------------- SSIM
 @settings(max_examples=6, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), c=st.sampled_from([1, 3]), h=st.integers(11, 24),
-       w=st.integers(11, 24), noise=st.floats(0.01, 1.0))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    c=st.sampled_from([1, 3]),
+    h=st.integers(11, 24),
+    w=st.integers(11, 24),
+    noise=st.floats(0.01, 1.0),
+)
 def test_ssim_matches_skimage_random(seed: int, c: int, h: int, w: int, noise: float) -> None:
     g = torch.Generator().manual_seed(seed)
     ref = torch.rand(2, c, h, w, generator=g, dtype=torch.float64) * 2 - 1

@@ -1,4 +1,5 @@
 """Tests of deqir_edu.models.networks (ADM and "simple" DDPM UNets) and deqir_edu.models.DiffusionModel."""
+
 from __future__ import annotations
 
 import copy
@@ -106,9 +107,20 @@ def test_wrong_input_raises(reference: dict, key: str) -> None:
 
 def test_adm_small_grey_config_any_channel_mult() -> None:
     torch.manual_seed(0)
-    cfg = dict(image_size=32, in_channels=1, num_channels=32, num_res_blocks=1, channel_mult=(1, 2),
-               attention_resolutions="16", num_head_channels=32, learn_sigma=True, resblock_updown=False,
-               use_scale_shift_norm=False, dropout=0.1, diffusion_steps=1000)
+    cfg = dict(
+        image_size=32,
+        in_channels=1,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult=(1, 2),
+        attention_resolutions="16",
+        num_head_channels=32,
+        learn_sigma=True,
+        resblock_updown=False,
+        use_scale_shift_norm=False,
+        dropout=0.1,
+        diffusion_steps=1000,
+    )
     net = ADMUNet.from_config(cfg).eval()
     attn = [m for m in net.modules() if isinstance(m, AttentionBlock)]
     # attention at resolution 16 = rate 2: one encoder block, the middle, two decoder blocks
@@ -136,9 +148,13 @@ def test_adm_new_attention_order_is_a_permutation_of_legacy(reference: dict) -> 
 
 @pytest.mark.parametrize(
     "bad, match",
-    [({"class_cond": True}, "class_cond"), ({"num_chanels": 64}, "unknown ADM config"),
-     ({"image_size": 48, "channel_mult": ""}, "no default channel_mult"),
-     ({"attention_resolutions": "7"}, "does not divide"), ({"num_channels": 48}, "multiple of 32")],
+    [
+        ({"class_cond": True}, "class_cond"),
+        ({"num_chanels": 64}, "unknown ADM config"),
+        ({"image_size": 48, "channel_mult": ""}, "no default channel_mult"),
+        ({"attention_resolutions": "7"}, "does not divide"),
+        ({"num_channels": 48}, "multiple of 32"),
+    ],
 )
 def test_adm_bad_config_raises(reference: dict, bad: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -149,8 +165,16 @@ def test_adm_norm_groups_same_parameters_and_keeps_the_channel_means() -> None:
     """``norm_groups`` (our flag, 32 in ADM) changes no parameter; with one channel per group the last
     GroupNorm's per-channel spatial means are its bias beta whatever the input, with 8 groups they are not."""
     torch.manual_seed(0)
-    cfg = dict(image_size=32, in_channels=3, num_channels=32, num_res_blocks=1, channel_mult="1,2",
-               attention_resolutions="16", num_head_channels=32, resblock_updown=True)
+    cfg = dict(
+        image_size=32,
+        in_channels=3,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult="1,2",
+        attention_resolutions="16",
+        num_head_channels=32,
+        resblock_updown=True,
+    )
     ref, g8 = ADMUNet.from_config(cfg).eval(), ADMUNet.from_config({**cfg, "norm_groups": 8}).eval()
     g8.load_state_dict(ref.state_dict(), strict=True)
     assert {m.num_groups for m in g8.modules() if isinstance(m, torch.nn.GroupNorm)} == {8}

@@ -1,5 +1,6 @@
 """Tests for deqir_edu.operators / operators_svd / masks: Penrose identities on random inputs for
 every task, exactness against dense pseudo-inverses, independent references, dtype/device, errors."""
+
 from __future__ import annotations
 
 import doctest
@@ -35,7 +36,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 FEW = settings(max_examples=8, deadline=None)  # the CPU is shared: keep example counts modest
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def op_for(task: str, shape: tuple[int, int, int]) -> Operator:
     return make_operator(task, shape)
 
@@ -56,8 +57,20 @@ def dense(f, n_in: int, shape_in: tuple[int, ...]) -> torch.Tensor:
 
 def test_tasks_list_and_public_api() -> None:
     assert set(TASKS) == {
-        "identity", "sr2", "sr4", "sr8", "sr2-bicubic", "sr4-bicubic", "deblur-gauss", "deblur-aniso",
-        "inpaint-box", "inpaint-random", "inpaint-stripes", "inpaint-text", "colorize", "old-photo",
+        "identity",
+        "sr2",
+        "sr4",
+        "sr8",
+        "sr2-bicubic",
+        "sr4-bicubic",
+        "deblur-gauss",
+        "deblur-aniso",
+        "inpaint-box",
+        "inpaint-random",
+        "inpaint-stripes",
+        "inpaint-text",
+        "colorize",
+        "old-photo",
     }
     assert deqir_edu.make_operator is make_operator and deqir_edu.operators.Operator is Operator
 
@@ -192,8 +205,11 @@ def test_deblur_uses_full_centred_kernel(task: str) -> None:
     """full_h x full_w^T = 2-D convolution with every tap (DDRM's loop drops the last one)."""
     n = 24
     op = make_operator(task, (1, n, n))
-    k_h, k_w = (gaussian_kernel(10.0, 5),) * 2 if task == "deblur-gauss" else (
-        gaussian_kernel(1.0, 9), gaussian_kernel(20.0, 9))
+    k_h, k_w = (
+        (gaussian_kernel(10.0, 5),) * 2
+        if task == "deblur-gauss"
+        else (gaussian_kernel(1.0, 9), gaussian_kernel(20.0, 9))
+    )
     x = randn((1, 1, n, n), 11)
     ref = F.conv2d(x, torch.outer(k_h, k_w)[None, None], padding=(k_h.numel() // 2, k_w.numel() // 2))
     assert torch.allclose(op.full_h @ x @ op.full_w.T, ref, atol=1e-14)
@@ -254,8 +270,10 @@ def test_penrose_residuals_detects_a_wrong_composition() -> None:
     wrong = ComposedOperator(blur, op_for("inpaint-box", shape))
     x, y = randn((2, *shape), 1), randn((2, *shape), 2)
     assert max(penrose_residuals(wrong, x, y).values()) > 1e-3
-    assert max(penrose_residuals(op_for("old-photo", (3, 8, 8)), randn((2, 3, 8, 8), 1),
-                                 randn((2, 1, 8, 8), 2)).values()) < 1e-12
+    assert (
+        max(penrose_residuals(op_for("old-photo", (3, 8, 8)), randn((2, 3, 8, 8), 1), randn((2, 1, 8, 8), 2)).values())
+        < 1e-12
+    )
 
 
 def test_docstring_example_user_operator() -> None:

@@ -4,6 +4,7 @@ Exact prior, float64, tiny images: every solver must reach the sequential chain,
 must need fewer passes / network evaluations (measured counts in the comments), and two CPU ranks
 over gloo must give the single-process result.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -79,7 +80,9 @@ def test_faster_solvers_need_fewer_passes_or_evaluations() -> None:
     assert 2 * gauss.passes <= picard.passes
     assert gauss.passes < taa.passes < anderson.passes
     assert 2 * gauss.evaluations[-1] < picard.evaluations[-1]
-    assert 3 * window.evaluations[-1] < picard.evaluations[-1] and max(hi - lo + 1 for lo, hi in window.window) == T // 4
+    assert (
+        3 * window.evaluations[-1] < picard.evaluations[-1] and max(hi - lo + 1 for lo, hi in window.window) == T // 4
+    )
 
 
 def test_secant_gains_need_fewer_passes_and_keep_finite_termination() -> None:
@@ -89,7 +92,10 @@ def test_secant_gains_need_fewer_passes_and_keep_finite_termination() -> None:
         ref = reference(prior, op, y, eta)
         plain = run(prior, op, y, eta, "gauss-freeze", max_iter=T, tol=1e-4, reference=ref).trace
         sec = run(prior, op, y, eta, "gauss-freeze", max_iter=T, tol=1e-4, reference=ref, secant=True).trace
-        assert sec.converged and sec.x0_error[-1] < 1e-6 and sec.passes <= fewer < plain.passes, (sec.passes, plain.passes)
+        assert sec.converged and sec.x0_error[-1] < 1e-6 and sec.passes <= fewer < plain.passes, (
+            sec.passes,
+            plain.passes,
+        )
         exact = run(prior, op, y, eta, "gauss-freeze", max_iter=T, tol=0.0, secant=True)
         assert exact.trace.passes == T and float((exact.x0 - ref).abs().max()) < 1e-12  # the chain after T passes
     with pytest.raises(ValueError, match="x0_scale"):
@@ -125,8 +131,14 @@ def test_ddim_start_keeps_the_first_iterate_in_range() -> None:
     for start in ("given", "ddim"):
         f = FixedPointMap(prior, op, y, x_T, noises, coeffs)
         first[start] = []
-        window_solve(f, x_T.expand(T, *x_T.shape).clone(), max_iter=1, tol=0.0, start=start,
-                     callback=lambda d, s=start: first[s].append(float(d["states"].abs().max())))
+        window_solve(
+            f,
+            x_T.expand(T, *x_T.shape).clone(),
+            max_iter=1,
+            tol=0.0,
+            start=start,
+            callback=lambda d, s=start: first[s].append(float(d["states"].abs().max())),
+        )
     assert first["ddim"][0] < 20 and 10 * first["ddim"][0] < first["given"][0], first  # measured 8.5, 334
 
 
@@ -189,8 +201,15 @@ def test_cli_restore_on_two_devices_matches_one(tmp_path) -> None:
     from deqir_edu.apps.cli import main
     from deqir_edu.models.networks import ADMUNet
 
-    cfg = {"image_size": 16, "in_channels": 1, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,1",
-           "attention_resolutions": "", "learn_sigma": False}
+    cfg = {
+        "image_size": 16,
+        "in_channels": 1,
+        "num_channels": 32,
+        "num_res_blocks": 1,
+        "channel_mult": "1,1",
+        "attention_resolutions": "",
+        "learn_sigma": False,
+    }
     torch.manual_seed(0)
     net = ADMUNet.from_config(cfg)
     with torch.no_grad():
@@ -203,8 +222,22 @@ def test_cli_restore_on_two_devices_matches_one(tmp_path) -> None:
     outs = []
     for devices in ([], ["--devices", "cpu,cpu"]):
         outs.append(tmp_path / f"out{len(devices)}.png")
-        argv = ["restore", str(src), "--task", "sr4", "--simulate", "--steps", "4", "--iters", "3",
-                "--model", str(tmp_path / "tiny.safetensors"), "--out", str(outs[-1]), *devices]
+        argv = [
+            "restore",
+            str(src),
+            "--task",
+            "sr4",
+            "--simulate",
+            "--steps",
+            "4",
+            "--iters",
+            "3",
+            "--model",
+            str(tmp_path / "tiny.safetensors"),
+            "--out",
+            str(outs[-1]),
+            *devices,
+        ]
         assert main(argv) == 0
     assert np.array_equal(np.asarray(Image.open(outs[0])), np.asarray(Image.open(outs[1])))
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["clean.png", "out0.png", "out2.png"]  # rank 1 wrote none
@@ -216,8 +249,16 @@ def _eval_rank(rank: int, world: int, device: torch.device) -> list:
     g = torch.Generator().manual_seed(0)
     prior = GaussianMixturePrior((torch.rand(4, 1, 16, 16, generator=g, dtype=torch.float64) * 2 - 1) * 0.8, 0.1)
     images = prior.sample(5, g)  # SSIM needs 11 x 11 pixels at least
-    return evaluate(prior, images, tasks=["sr4", "inpaint-box"], methods=["ddnm", "deqir-auto", "deqir-k3"],
-                    steps=8, eta=0.85, batch_size=2, lpips_fn=None)
+    return evaluate(
+        prior,
+        images,
+        tasks=["sr4", "inpaint-box"],
+        methods=["ddnm", "deqir-auto", "deqir-k3"],
+        steps=8,
+        eta=0.85,
+        batch_size=2,
+        lpips_fn=None,
+    )
 
 
 def test_evaluate_spreads_images_over_ranks_with_the_rows_of_one_process() -> None:

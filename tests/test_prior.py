@@ -1,4 +1,5 @@
 """The exact Gaussian-mixture prior: its noise predictor is E[eps | x_t] (Tweedie), checked two ways."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,7 +24,7 @@ def test_eps_is_scaled_score(t: int) -> None:
     g = torch.Generator().manual_seed(1)
     a = prior.alphas_cumprod[t]
     x0 = prior.sample(5, g)
-    x_t = (a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=g, dtype=torch.float64))
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=g, dtype=torch.float64)
     x_t.requires_grad_(True)
     tt = torch.full((5,), t, dtype=torch.long)
     (score,) = torch.autograd.grad(prior.log_prob(x_t, tt).sum(), x_t)

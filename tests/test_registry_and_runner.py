@@ -2,6 +2,7 @@
 
 Exact prior, float64, tiny images: the sequential chain is the reference every path must reach.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -70,8 +71,9 @@ def test_a_registered_solver_is_found_by_every_entry_point(problem):
     register("counting-picard", counting_picard)
     try:
         deqir_sample(prior, op, y, T, 0.15, noises=noises, solver="counting-picard", max_iter=T)
-        assert parse_method("deqir-counting-picard-k8") == Method("deqir-counting-picard-k8", "deqir", 20, 8,
-                                                                  "counting-picard")
+        assert parse_method("deqir-counting-picard-k8") == Method(
+            "deqir-counting-picard-k8", "deqir", 20, 8, "counting-picard"
+        )
         rows = evaluate(prior, x, tasks=["sr2"], methods=["deqir-counting-picard-k8"], steps=T, lpips_fn=None)
         assert rows[0]["passes"] <= 8 and calls == [T, 8]
     finally:
@@ -82,8 +84,9 @@ def test_method_names_cover_every_solver():
     assert parse_method("deqir-picard") == Method("deqir-picard", "deqir", 20, 20, "picard", tol=0.0)
     assert parse_method("deqir-k15") == Method("deqir-k15", "deqir", 20, 15, "anderson")
     assert parse_method("deqir-t35-taa-k8").solver == "taa"
-    assert parse_method("deqir-gauss-freeze-k20", steps=40) == Method("deqir-gauss-freeze-k20", "deqir", 40, 20,
-                                                                       "gauss-freeze")
+    assert parse_method("deqir-gauss-freeze-k20", steps=40) == Method(
+        "deqir-gauss-freeze-k20", "deqir", 40, 20, "gauss-freeze"
+    )
     with pytest.raises(ValueError, match="deqir-SOLVER-kK"):
         parse_method("deqir-newton-k5")
 
@@ -99,8 +102,9 @@ def test_the_runner_is_the_samplers(problem):
     assert torch.equal(run.x, deqir_sample(prior, op, y, T, 0.15, noises=noises, solver="taa", max_iter=5).x0)
     clipped = run_method(prior, op, y, Method("ddnm", "ddnm", T), 0.15, noises, clip=True).x
     assert torch.equal(clipped, ddnm_sample(ClippedModel(prior), op, y, T, 0.15, noises=noises))
-    mean = run_method(prior, op, y, Method("ddnm", "ddnm", T), 0.15, generator=torch.Generator().manual_seed(4),
-                      samples=3).x
+    mean = run_method(
+        prior, op, y, Method("ddnm", "ddnm", T), 0.15, generator=torch.Generator().manual_seed(4), samples=3
+    ).x
     runs = ddnm_sample(prior, op, y.repeat(3, 1, 1, 1), T, 0.15, generator=torch.Generator().manual_seed(4))
     assert torch.allclose(mean, runs.reshape(3, *y.shape[:1], *runs.shape[1:]).mean(0), atol=1e-12)
     with pytest.raises(ValueError, match="generator, not noises"):
@@ -150,7 +154,24 @@ def test_cli_restore_takes_a_solver(tmp_path):
 
     Image.new("L", (8, 8), 128).save(tmp_path / "small.png")  # fashion32 is 32 x 32: x4 SR of 8 x 8
     out = tmp_path / "out.png"
-    assert main(["restore", str(tmp_path / "small.png"), "--task", "sr4", "--out", str(out), "--steps", "4",
-                 "--iters", "4", "--solver", "taa"]) == 0
+    assert (
+        main(
+            [
+                "restore",
+                str(tmp_path / "small.png"),
+                "--task",
+                "sr4",
+                "--out",
+                str(out),
+                "--steps",
+                "4",
+                "--iters",
+                "4",
+                "--solver",
+                "taa",
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).size == (32, 32)
     assert main(["restore", str(tmp_path / "small.png"), "--task", "sr4", "--out", str(out), "--solver", "nope"]) == 2

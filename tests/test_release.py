@@ -7,6 +7,7 @@
 * a wheel built from the repository and installed into a fresh virtual environment outside it loads
   both embedded models and every test set, and ``deqir-edu demo --n 1`` runs there.
 """
+
 from __future__ import annotations
 
 import json
@@ -129,9 +130,14 @@ def test_wheel_outside_the_repository(tmp_path):
     wheel = _wheel(tmp_path)
     assert wheel.name == f"deqir_edu-{VERSION}-py3-none-any.whl"
     names = set(zipfile.ZipFile(wheel).namelist())
-    for f in ("deqir_edu/_data/models/fashion32.safetensors", "deqir_edu/_data/models/photo32.safetensors",
-              "deqir_edu/_data/testsets/fashion_mnist_train4000.npz", "deqir_edu/py.typed",
-              "deqir_edu/models/configs/adm_imagenet256.json", "deqir_edu/training/configs/fashion32.json"):
+    for f in (
+        "deqir_edu/_data/models/fashion32.safetensors",
+        "deqir_edu/_data/models/photo32.safetensors",
+        "deqir_edu/_data/testsets/fashion_mnist_train4000.npz",
+        "deqir_edu/py.typed",
+        "deqir_edu/models/configs/adm_imagenet256.json",
+        "deqir_edu/training/configs/fashion32.json",
+    ):
         assert f in names, f
     size_mb = wheel.stat().st_size / 2**20
     assert size_mb < 40, f"wheel is {size_mb:.1f} MB"
@@ -139,12 +145,17 @@ def test_wheel_outside_the_repository(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     bindir = venv / ("Scripts" if os.name == "nt" else "bin")
     python = bindir / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # torch, numpy, ... from this environment (a .pth adds its site-packages, not its editable install)
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True,
-                   timeout=300)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True, timeout=300
+    )
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEQIR_EDU_")}
@@ -161,8 +172,14 @@ def test_wheel_outside_the_repository(tmp_path):
     out = subprocess.run([str(python), "-c", check], cwd=home, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "(100, 1, 32, 32)" in out.stdout and out.stdout.strip().endswith("256")
-    demo = subprocess.run([str(bindir / "deqir-edu"), "demo", "--n", "1", "--out", str(home / "demo.png")],
-                          cwd=home, env=env, capture_output=True, text=True, timeout=900)
+    demo = subprocess.run(
+        [str(bindir / "deqir-edu"), "demo", "--n", "1", "--out", str(home / "demo.png")],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert demo.returncode == 0, demo.stderr
     assert "model: fashion32" in demo.stdout and (home / "demo.png").is_file()
     assert torch.__version__  # the venv used this environment's torch

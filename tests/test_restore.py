@@ -1,4 +1,5 @@
 """Restoration of image files and of images larger than the model (tiles)."""
+
 from __future__ import annotations
 
 import pytest
@@ -54,8 +55,9 @@ def test_tiled_restoration_is_consistent(prior, task):
     big = torch.rand(1, 1, 40, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
     op = dq.make_operator(task, (1, 40, 40))
     y = op.A(big)
-    out = restore_tiled(prior, task, y, (40, 40), sampler="ddnm", steps=8, eta=0.0,
-                        generator=torch.Generator().manual_seed(0))
+    out = restore_tiled(
+        prior, task, y, (40, 40), sampler="ddnm", steps=8, eta=0.0, generator=torch.Generator().manual_seed(0)
+    )
     assert out.shape == (1, 1, 40, 40)
     assert torch.isfinite(out).all()
     assert (op.A(out) - y).abs().max() < 1e-10
@@ -66,8 +68,9 @@ def test_single_tile_equals_plain_restore(prior):
     x = prior.sample(1, generator=torch.Generator().manual_seed(2))
     op = dq.make_operator("sr4", (1, 16, 16))
     y = op.A(x)
-    a = restore_tiled(prior, "sr4", y, (16, 16), sampler="ddnm", steps=8, eta=0.0,
-                      generator=torch.Generator().manual_seed(0))
+    a = restore_tiled(
+        prior, "sr4", y, (16, 16), sampler="ddnm", steps=8, eta=0.0, generator=torch.Generator().manual_seed(0)
+    )
     b = restore(prior, op, y, sampler="ddnm", steps=8, eta=0.0, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(a, b, atol=1e-10)
 
@@ -81,8 +84,17 @@ def test_tiled_restoration_beats_baseline():
     big = patterns[2:3].repeat(1, 1, 8, 8)  # (1, 1, 32, 32)
     op = dq.make_operator("sr2", (1, 32, 32))
     y = op.A(big)
-    out = restore_tiled(tiled_prior, "sr2", y, (32, 32), overlap=4, sampler="ddnm", steps=10, eta=0.0,
-                        generator=torch.Generator().manual_seed(0))
+    out = restore_tiled(
+        tiled_prior,
+        "sr2",
+        y,
+        (32, 32),
+        overlap=4,
+        sampler="ddnm",
+        steps=10,
+        eta=0.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert dq.psnr(out, big).item() > dq.psnr(op.A_pinv(y), big).item() + 3.0
 
 
@@ -93,12 +105,14 @@ def test_mean_of_k_runs_is_consistent_and_closer_to_the_truth(prior):
     op = dq.make_operator("sr4", (1, 16, 16))
     y = op.A(x)
     one = restore(prior, op, y, sampler="ddnm", steps=10, eta=0.85, generator=torch.Generator().manual_seed(0))
-    mean = restore(prior, op, y, sampler="ddnm", steps=10, eta=0.85, samples=16,
-                   generator=torch.Generator().manual_seed(0))
+    mean = restore(
+        prior, op, y, sampler="ddnm", steps=10, eta=0.85, samples=16, generator=torch.Generator().manual_seed(0)
+    )
     assert mean.shape == x.shape and (op.A(mean) - y).abs().max() < 1e-10
     assert (mean - x).square().mean() < 0.8 * (one - x).square().mean()
-    runs = restore(prior, op, y.repeat(16, 1, 1, 1), sampler="ddnm", steps=10, eta=0.85,
-                   generator=torch.Generator().manual_seed(0))
+    runs = restore(
+        prior, op, y.repeat(16, 1, 1, 1), sampler="ddnm", steps=10, eta=0.85, generator=torch.Generator().manual_seed(0)
+    )
     assert torch.allclose(mean, runs.reshape(16, 8, 1, 16, 16).mean(0), atol=1e-12)
     with pytest.raises(ValueError, match="samples must be a positive integer"):
         restore(prior, op, y, sampler="ddnm", samples=0)
@@ -115,5 +129,6 @@ def test_bad_inputs(prior):
     with pytest.raises(ValueError, match="NaN"):
         restore_tiled(prior, "sr4", torch.full((1, 1, 10, 10), float("nan"), dtype=torch.float64), (40, 40))
     with pytest.raises(ValueError, match="unknown sampler"):
-        restore(prior, dq.make_operator("sr4", (1, 16, 16)), torch.zeros(1, 1, 4, 4, dtype=torch.float64),
-                sampler="magic")
+        restore(
+            prior, dq.make_operator("sr4", (1, 16, 16)), torch.zeros(1, 1, 4, 4, dtype=torch.float64), sampler="magic"
+        )

@@ -1,5 +1,6 @@
 """Users' files are safe: atomic writes, no overwritten inputs or runs, images as people have them,
 bounded memory, checked downloads and weights, and one clear line (exit 2) for every bad input."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,11 @@ from deqir_edu.training import check_run_folder, load_config, read_checkpoint
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _grey(path: Path, size: int = 8, seed: int = 0) -> Path:
@@ -47,6 +51,7 @@ def _cli(argv: list[str]) -> tuple[int, str, str]:
 
 
 # --- files are written atomically, inputs and runs are never overwritten ---------------------------------
+
 
 def test_atomic_path_keeps_the_old_file_on_failure(tmp_path) -> None:
     dest = tmp_path / "a.txt"
@@ -67,6 +72,7 @@ def test_interrupted_image_save_leaves_the_previous_file(tmp_path, monkeypatch) 
     def broken_save(self, fp, *args, **kwargs):
         Path(fp).write_bytes(b"\x89PNG half")
         raise OSError("disk full")
+
     monkeypatch.setattr(Image.Image, "save", broken_save)
     with pytest.raises(OSError):
         save_image(torch.zeros(1, 1, 8, 8), dest)
@@ -124,6 +130,7 @@ def test_config_names_cannot_leave_the_output_folder(tmp_path, name) -> None:
 
 # --- images as people have them -------------------------------------------------------------------------
 
+
 def test_16bit_palette_alpha_and_exif(tmp_path) -> None:
     ramp = np.linspace(0, 65535, 64).reshape(8, 8).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
@@ -177,8 +184,22 @@ def test_user_mask_is_used_for_inpainting(tmp_path, monkeypatch) -> None:
     mask[8:20, 10:24] = 0  # black = the damaged region
     Image.fromarray(mask).save(tmp_path / "mask.png")
     assert float(load_mask(tmp_path / "mask.png", (32, 32)).sum()) == 32 * 32 - 12 * 14
-    code, out, err = _cli(["restore", "photo.png", "--task", "inpaint-box", "--mask", "mask.png", "--out", "o.png",
-                           "--sampler", "ddnm", "--steps", "3"])
+    code, out, err = _cli(
+        [
+            "restore",
+            "photo.png",
+            "--task",
+            "inpaint-box",
+            "--mask",
+            "mask.png",
+            "--out",
+            "o.png",
+            "--sampler",
+            "ddnm",
+            "--steps",
+            "3",
+        ]
+    )
     assert code == 0, err
     a = np.asarray(Image.open("photo.png"), np.int16)
     b = np.asarray(Image.open("o.png"), np.int16)
@@ -203,6 +224,7 @@ def test_nan_from_the_model_is_named_and_nothing_written(tmp_path) -> None:
 
 # --- the chain starts at pure noise for every T ---------------------------------------------------------
 
+
 def test_top_timestep_matches_pure_noise_for_every_T() -> None:
     for T in range(1, 1001):
         ts = ddim_timesteps(T)
@@ -214,6 +236,7 @@ def test_top_timestep_matches_pure_noise_for_every_T() -> None:
 
 
 # --- downloads and embedded weights are checked ---------------------------------------------------------
+
 
 def test_html_page_with_status_200_is_not_saved(server, tmp_path) -> None:
     server.files["/login.pt"] = b"<!DOCTYPE html><html><body>Sign in</body></html>"
@@ -240,8 +263,18 @@ def test_damaged_embedded_weights_are_refused(tmp_path, monkeypatch) -> None:
 def test_corrupt_safetensors_and_cache_that_is_a_file(tmp_path, monkeypatch) -> None:
     bad = tmp_path / "m.safetensors"
     bad.write_bytes(os.urandom(256))
-    code, _, err = _cli(["restore", str(_grey(tmp_path / "x.png", 8)), "--task", "sr4", "--model", str(bad),
-                         "--out", str(tmp_path / "o.png")])
+    code, _, err = _cli(
+        [
+            "restore",
+            str(_grey(tmp_path / "x.png", 8)),
+            "--task",
+            "sr4",
+            "--model",
+            str(bad),
+            "--out",
+            str(tmp_path / "o.png"),
+        ]
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     (tmp_path / "cachefile").write_text("x")
     monkeypatch.setenv("DEQIR_EDU_CACHE", str(tmp_path / "cachefile"))
@@ -250,6 +283,7 @@ def test_corrupt_safetensors_and_cache_that_is_a_file(tmp_path, monkeypatch) -> 
 
 
 # --- bounded memory, the plan of the work, half precision -----------------------------------------------
+
 
 class _Counting:
     """An eps-model that records the batch size of every call."""
@@ -270,8 +304,18 @@ def test_network_calls_stay_within_the_memory_budget() -> None:
     assert plan.tiles == 4 and plan.per_call == 2 and plan.evaluations == 4 * 4 * 3 * 2
     model.sizes.clear()
     report: dict = {}
-    x = restore_tiled(model, "sr4", y, (48, 48), steps=3, iters=2, samples=4, memory=60 << 20, report=report,
-                      generator=torch.Generator().manual_seed(0))
+    x = restore_tiled(
+        model,
+        "sr4",
+        y,
+        (48, 48),
+        steps=3,
+        iters=2,
+        samples=4,
+        memory=60 << 20,
+        report=report,
+        generator=torch.Generator().manual_seed(0),
+    )
     calls = [s for s in model.sizes if s != 8]  # the probe's calls have 8 images
     assert x.shape == (1, 1, 48, 48) and max(calls) <= plan.per_call
     assert report["not_converged"] == 4  # tiles whose solve stopped at K = 2 < T: said, not hidden
@@ -284,7 +328,9 @@ def test_deqir_sample_in_half_precision() -> None:
     op = make_operator("sr4", model.image_shape)
     for dtype in (torch.bfloat16, torch.float16):
         y = torch.zeros(1, 1, 8, 8, dtype=dtype)
-        res = deqir_sample(model.to(dtype=dtype), op, y, steps=3, max_iter=3, generator=torch.Generator().manual_seed(0))
+        res = deqir_sample(
+            model.to(dtype=dtype), op, y, steps=3, max_iter=3, generator=torch.Generator().manual_seed(0)
+        )
         assert res.x0.dtype == dtype and bool(torch.isfinite(res.x0).all())
 
 
@@ -300,19 +346,42 @@ def test_errors_of_worker_processes_come_back_as_one_error(tmp_path) -> None:
 # --- the property: any bad argument or file -> exit 2, one short line, nothing changed ------------------
 
 _BAD_OPTIONS = [
-    ["--task", "srx"], ["--task", "sr0"], ["--task", ""], ["--steps", "0"], ["--steps", "-1"], ["--steps", "1001"],
-    ["--steps", "abc"], ["--iters", "0"], ["--eta", "-1"], ["--eta", "1"], ["--eta", "nan"], ["--eta", "x"],
-    ["--seed", "99999999999999999999999"], ["--seed", "-1"], ["--samples", "0"], ["--samples", "-3"],
-    ["--solver", "nosuch"], ["--sampler", "nosuch"], ["--memory", "lots"], ["--memory", "1KB"],
-    ["--model", "nosuch-model"], ["--devices", "nonsense"], ["--devices", "cuda:7"], ["--task", "colorize"],
-    ["--mask", "MISSING.png"], ["--nosuch-flag"],
+    ["--task", "srx"],
+    ["--task", "sr0"],
+    ["--task", ""],
+    ["--steps", "0"],
+    ["--steps", "-1"],
+    ["--steps", "1001"],
+    ["--steps", "abc"],
+    ["--iters", "0"],
+    ["--eta", "-1"],
+    ["--eta", "1"],
+    ["--eta", "nan"],
+    ["--eta", "x"],
+    ["--seed", "99999999999999999999999"],
+    ["--seed", "-1"],
+    ["--samples", "0"],
+    ["--samples", "-3"],
+    ["--solver", "nosuch"],
+    ["--sampler", "nosuch"],
+    ["--memory", "lots"],
+    ["--memory", "1KB"],
+    ["--model", "nosuch-model"],
+    ["--devices", "nonsense"],
+    ["--devices", "cuda:7"],
+    ["--task", "colorize"],
+    ["--mask", "MISSING.png"],
+    ["--nosuch-flag"],
 ]
 _BAD_FILES = ["empty", "text", "truncated", "folder", "missing", "same-as-out"]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(option=st.sampled_from(_BAD_OPTIONS), bad_file=st.one_of(st.none(), st.sampled_from(_BAD_FILES)),
-       out_name=st.sampled_from(["o.png", "sub/o.png"]))
+@given(
+    option=st.sampled_from(_BAD_OPTIONS),
+    bad_file=st.one_of(st.none(), st.sampled_from(_BAD_FILES)),
+    out_name=st.sampled_from(["o.png", "sub/o.png"]),
+)
 def test_cli_bad_input_property(tmp_path_factory, option, bad_file, out_name) -> None:
     work = tmp_path_factory.mktemp("bad")
     _grey(work / "x.png", 8)
@@ -320,8 +389,15 @@ def test_cli_bad_input_property(tmp_path_factory, option, bad_file, out_name) ->
     (work / "text.png").write_text("hello")
     (work / "truncated.png").write_bytes((work / "x.png").read_bytes()[:40])
     (work / "folder.png").mkdir()
-    src = {"empty": "empty.png", "text": "text.png", "truncated": "truncated.png", "folder": "folder.png",
-           "missing": "missing.png", "same-as-out": "x.png", None: "x.png"}[bad_file]
+    src = {
+        "empty": "empty.png",
+        "text": "text.png",
+        "truncated": "truncated.png",
+        "folder": "folder.png",
+        "missing": "missing.png",
+        "same-as-out": "x.png",
+        None: "x.png",
+    }[bad_file]
     out = "x.png" if bad_file == "same-as-out" else out_name
     before = _digests(work)
     old = os.getcwd()

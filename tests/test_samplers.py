@@ -1,4 +1,5 @@
 """Samplers: Proposition 1 (parallel == sequential) for every task, noise order, clipping, bad inputs."""
+
 from __future__ import annotations
 
 import pytest
@@ -116,8 +117,9 @@ def test_chunked_network_calls_and_float32() -> None:
 def test_parallel_callback_sees_every_iterate() -> None:
     op = make_operator("inpaint-box", SHAPE)
     seen = []
-    res = deqir_sample(PRIOR, op, op.A(X), 6, 0.0, gen(), solver="picard", max_iter=4, tol=0.0,
-                       callback=lambda d: seen.append(d))
+    res = deqir_sample(
+        PRIOR, op, op.A(X), 6, 0.0, gen(), solver="picard", max_iter=4, tol=0.0, callback=lambda d: seen.append(d)
+    )
     assert [d["iteration"] for d in seen] == [1, 2, 3, 4]
     assert seen[-1]["states"].shape == (6, *X.shape) and torch.equal(seen[-1]["states"][0], res.x0)
     assert [d["residual"] for d in seen] == res.trace.residual

@@ -1,4 +1,5 @@
 """Picard and Anderson (Algorithm 1): convergence, traces, and why the stopping rule matters."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,10 @@ def linear_problem(n: int = 50):
     m = u @ torch.diag(torch.linspace(0, 0.98, n, dtype=torch.float64)) @ u.T
     b = torch.randn(n, generator=g, dtype=torch.float64)
     solution = torch.linalg.solve(torch.eye(n, dtype=torch.float64) - m, b)
+
     def f(x):
         return (m @ x.reshape(n) + b).reshape(x.shape)  # stack (5, 1, 10) <-> vector (50,)
+
     return f, torch.zeros(5, 1, 10, dtype=torch.float64), solution
 
 
@@ -46,8 +49,10 @@ def chain(scale: float = 0.8, std: float = 0.1, task: str = "sr4", eta: float = 
     op = make_operator(task, SHAPE)
     y = op.A(prior.sample(2, g))
     ref = ddnm_sample(prior, op, y, T, eta, torch.Generator().manual_seed(1))
+
     def run(**kw):
         return deqir_sample(prior, op, y, T, eta, torch.Generator().manual_seed(1), reference=ref, **kw)
+
     return run, ref
 
 
@@ -71,8 +76,10 @@ def test_global_rule_stops_early_with_x0_far_off() -> None:
     (relative L2: measured 0.19); stopping on x_0's own residual, at the same tolerance, gets within 1%.
     """
     run, ref = chain(scale=0.05, std=0.05 / 8, task="inpaint-box")
+
     def rel(r):
         return float((r.x0 - ref).norm() / ref.norm())
+
     glob = run(solver="anderson", max_iter=40, tol=1e-2, stop="global")
     on_x0 = run(solver="anderson", max_iter=40, tol=1e-2, stop="x0")
     assert glob.trace.converged and on_x0.trace.converged

@@ -1,4 +1,5 @@
 """The training recipe (deqir_edu.training): a tiny run, checkpoints, resume, deadline, outputs."""
+
 from __future__ import annotations
 
 import csv
@@ -58,10 +59,9 @@ def test_stop_and_resume_equals_uninterrupted_run(full_run, tmp_path):
     assert not part["finished"] and part["step"] == 10 and not (tmp_path / "tiny.safetensors").exists()
     training.train(TINY, tmp_path, progress=False, resume=True)
     _assert_same(_weights(out), _weights(tmp_path))
-    assert (
-        [r[:2] for r in csv.reader(open(out / "loss_log.csv"))]
-        == [r[:2] for r in csv.reader(open(tmp_path / "loss_log.csv"))]
-    )
+    assert [r[:2] for r in csv.reader(open(out / "loss_log.csv"))] == [
+        r[:2] for r in csv.reader(open(tmp_path / "loss_log.csv"))
+    ]
 
 
 def test_deadline_writes_step_reached_and_resume_with_more_steps_continues(full_run, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 Downloads go to a local HTTP server on 127.0.0.1 serving a tiny ADM checkpoint; nothing touches the internet.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,13 +22,27 @@ from deqir_edu.models.networks import ADMUNet, DDPMUNet
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_ADM = {  # 8 x 8 images, two levels, attention at 4 x 4, learn_sigma: 6 output channels
-    "image_size": 8, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2", "attention_resolutions": "4",
-    "num_head_channels": 16, "learn_sigma": True, "resblock_updown": True, "use_scale_shift_norm": True,
+    "image_size": 8,
+    "num_channels": 32,
+    "num_res_blocks": 1,
+    "channel_mult": "1,2",
+    "attention_resolutions": "4",
+    "num_head_channels": 16,
+    "learn_sigma": True,
+    "resblock_updown": True,
+    "use_scale_shift_norm": True,
 }
-TINY_DDPM = {"type": "simple", "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "attn_resolutions": [4],
-             "image_size": 8, "in_channels": 3, "out_ch": 3, "resamp_with_conv": True}
-
-
+TINY_DDPM = {
+    "type": "simple",
+    "ch": 32,
+    "ch_mult": [1, 2],
+    "num_res_blocks": 1,
+    "attn_resolutions": [4],
+    "image_size": 8,
+    "in_channels": 3,
+    "out_ch": 3,
+    "resamp_with_conv": True,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -56,8 +71,9 @@ def _register(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, server, body: byt
     config = tmp_path / "tiny_config.json"
     config.write_text(json.dumps({"architecture": arch, "image_shape": [3, 8, 8], "config": cfg}))
     server.files["/tiny.pt"] = body
-    entry = zoo.ZooEntry("tiny-adm", "tiny test model", arch, "tiny.pt", str(config), url=server.url("/tiny.pt"),
-                         size=len(body))
+    entry = zoo.ZooEntry(
+        "tiny-adm", "tiny test model", arch, "tiny.pt", str(config), url=server.url("/tiny.pt"), size=len(body)
+    )
     monkeypatch.setitem(zoo.ZOO, entry.name, entry)
     return entry.name
 
@@ -148,8 +164,13 @@ def test_embedded_model_from_safetensors(tmp_path) -> None:
     net = _tiny(ADMUNet, cfg)
     models.mkdir(parents=True)
     save_file(net.state_dict(), str(models / "fashion32.safetensors"))
-    train_cfg = {"name": "fashion32", "model": cfg, "data": {"kind": "fashion_mnist"}, "steps": 3,
-                 "schedule": {"n_train": 1000, "beta_start": 1e-4, "beta_end": 0.02}}
+    train_cfg = {
+        "name": "fashion32",
+        "model": cfg,
+        "data": {"kind": "fashion_mnist"},
+        "steps": 3,
+        "schedule": {"n_train": 1000, "beta_start": 1e-4, "beta_end": 0.02},
+    }
     # the JSON deqir_edu.training writes next to the weights: {"config": training config, "run": summary}
     (models / "fashion32.json").write_text(json.dumps({"config": train_cfg, "run": {"loss": 0.1}}))
     model = zoo.load_model("fashion32")
@@ -220,8 +241,11 @@ def test_path_without_config_explains_the_json(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "manifest"),
-    [("adm-imagenet256", "adm_imagenet256_uncond.json"), ("adm-celebahq256", "adm_celebahq256_repaint.json"),
-     ("ddpm-celebahq256", "ddpm_celebahq256_sdedit.json")],
+    [
+        ("adm-imagenet256", "adm_imagenet256_uncond.json"),
+        ("adm-celebahq256", "adm_celebahq256_repaint.json"),
+        ("ddpm-celebahq256", "ddpm_celebahq256_sdedit.json"),
+    ],
 )
 def test_zoo_configs_build_the_manifest_networks(name: str, manifest: str) -> None:
     """The packaged configs give networks whose state dicts are exactly those of the real checkpoints."""

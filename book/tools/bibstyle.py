@@ -6,6 +6,7 @@ sphinxcontrib-bibtex formats citations with ``bibtex_reference_style: author_yea
 author, year and title, labelled ``Cao et al., 2024``.  ``_config.yml`` loads it as a local extension
 and sets ``bibtex_default_style: authoryear``.
 """
+
 from __future__ import annotations
 
 from typing import Any

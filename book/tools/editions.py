@@ -13,6 +13,7 @@ and every instructor-check code cell (``# Instructor check``, tagged ``remove-ce
 Colab buttons at its edition and copies it over the site's ``_sources`` (the download button).
 Run this after editing a chapter and commit the result; ``tests/test_editions.py`` checks it is in sync.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ from pathlib import Path
 import nbformat
 import setup_cell  # book/tools/setup_cell.py (the TOC and the setup cell); book/tools must be on sys.path
 import yaml
-from deqir_edu.core.files import write_text
 from myst_markdown import HEADING, Converter, Refs, read_bib  # book/tools/myst_markdown.py
+
+from deqir_edu.core.files import write_text
 
 ROOT = setup_cell.ROOT
 EDITIONS = ("instructor", "student")
@@ -63,8 +65,9 @@ def title(path: Path) -> str:
     return found[0] if found else path.stem
 
 
-def render(path: Path, chapter: int | None, refs: Refs, student: bool, collect: bool = False,
-           problems: list[str] | None = None) -> str:
+def render(
+    path: Path, chapter: int | None, refs: Refs, student: bool, collect: bool = False, problems: list[str] | None = None
+) -> str:
     """One chapter as one edition's notebook, serialised (nbformat's stable JSON); fence problems go to ``problems``."""
     nb = nbformat.read(path, as_version=4)
     conv = Converter(refs, chapter, student, collect)
@@ -87,8 +90,11 @@ def render(path: Path, chapter: int | None, refs: Refs, student: bool, collect: 
     if refs_cell := conv.references():
         cells.append(nbformat.v4.new_markdown_cell(refs_cell, id="references"))
     nb.cells = cells
-    nb.metadata["deqir_edu"] = {"edition": "student" if student else "instructor",
-                                "generated_from": str(path.relative_to(ROOT)), "by": "book/tools/editions.py"}
+    nb.metadata["deqir_edu"] = {
+        "edition": "student" if student else "instructor",
+        "generated_from": str(path.relative_to(ROOT)),
+        "by": "book/tools/editions.py",
+    }
     return nbformat.writes(nb) + "\n"
 
 
@@ -108,8 +114,11 @@ def editions(out: Path = OUT) -> tuple[dict[Path, str], list[str]]:
     problems: list[str] = []
     for path in chapters:  # first pass: numbers and labels of every chapter
         render(path, numbers[path], refs, student=False, collect=True, problems=problems)
-    texts = {out / edition / path.relative_to(ROOT): render(path, numbers[path], refs, edition == "student")
-             for edition in EDITIONS for path in chapters}
+    texts = {
+        out / edition / path.relative_to(ROOT): render(path, numbers[path], refs, edition == "student")
+        for edition in EDITIONS
+        for path in chapters
+    }
     return texts, problems
 
 

@@ -11,6 +11,7 @@ author-year from ``references.bib`` (``Wang et al. (2023)``, ``(Wang et al., 202
     term / : definition      ->  - **term**: definition          (label)= targets are dropped
     [text](notation.md)      ->  [text](https://github.com/<repository>/blob/<branch>/book/notation.md)
 """
+
 from __future__ import annotations
 
 import re
@@ -163,8 +164,10 @@ class Converter:
             head = b.arg or b.name.split(":")[-1].replace("-", " ").title()
         inner = parse(b.lines)
         if not b.closed or any(c.kind == "code" and not c.closed for c in inner):
-            self.problems.append(f"{{{b.name}}} {b.arg}: a fence inside closes it or it is never closed "
-                                 "(give the directive more backticks than the code blocks inside)")
+            self.problems.append(
+                f"{{{b.name}}} {b.arg}: a fence inside closes it or it is never closed "
+                "(give the directive more backticks than the code blocks inside)"
+            )
         body = self.blocks(inner, top=False)  # converted even when dropped: it may number things
         if b.name == "solution" and self.student:
             return []
@@ -257,8 +260,9 @@ def read_bib(path: Path) -> dict[str, dict[str, str]]:
         people = entry.persons.get("author") or entry.persons.get("editor") or []
         last = [plain(" ".join(p.prelast_names + p.last_names)) for p in people]
         label = last[0] if len(last) == 1 else " and ".join(last) if len(last) == 2 else f"{last[0]} et al."
-        full = ", ".join(plain(" ".join(p.first_names + p.middle_names + p.prelast_names + p.last_names))
-                         for p in people)
+        full = ", ".join(
+            plain(" ".join(p.first_names + p.middle_names + p.prelast_names + p.last_names)) for p in people
+        )
         f = entry.fields
         venue = f.get("booktitle") or f.get("journal") or f.get("publisher") or f.get("howpublished") or ""
         year = str(f.get("year", "n.d."))

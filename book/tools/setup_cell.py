@@ -12,6 +12,7 @@ It then enables the widget manager for the ipywidgets explorers and selects the 
 one.  Chapters in ``GPU_CHAPTERS`` declare a GPU runtime in their notebook metadata (Colab reads it).
 No other cell of the book installs anything.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,7 @@ TAGS = [TAG, "remove-cell"]  # the rendered site explains running in the introdu
 
 GPU_CHAPTERS = {"10_full_scale"}  # notebooks whose Colab metadata asks for a GPU runtime
 
-TEMPLATE = '''\
+TEMPLATE = """\
 # Setup: run this cell first. On Google Colab it installs deqir-edu {version}, the
 # release of this book (tag v{version} of {url})
 # and uses the GPU if the runtime has one; elsewhere install the package first with
@@ -53,7 +54,7 @@ import torch
 import deqir_edu
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-print(f"deqir_edu {{deqir_edu.__version__}} | torch {{torch.__version__}} | {{DEVICE}}")'''
+print(f"deqir_edu {{deqir_edu.__version__}} | torch {{torch.__version__}} | {{DEVICE}}")"""
 
 
 def repository() -> tuple[str, str]:
@@ -67,7 +68,7 @@ def version() -> str:
     """``version`` of ``pyproject.toml``: the release the setup cell installs."""
     found = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf8"), re.MULTILINE)
     if found is None:
-        raise SystemExit("pyproject.toml has no version = \"...\" line")
+        raise SystemExit('pyproject.toml has no version = "..." line')
     return found.group(1)
 
 

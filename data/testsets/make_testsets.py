@@ -10,6 +10,7 @@ photo_test_crops.npz       images uint8 (64, 32, 32, 3): 32 random crops each of
 photo_test_256.npz         images uint8 (1, 256, 256, 3): rows 22:278, cols 97:353 of 'chelsea'
                            (the cat's head), for restoration by overlapping tiles
 """
+
 from __future__ import annotations
 
 import sys
@@ -34,10 +35,16 @@ def main(root: str | Path = FASHION_MNIST_DIR) -> None:
         for _ in range(32):
             top = int(rng.integers(0, photo.shape[0] - 32 + 1))
             left = int(rng.integers(0, photo.shape[1] - 32 + 1))
-            crops.append(photo[top:top + 32, left:left + 32])
+            crops.append(photo[top : top + 32, left : left + 32])
             which.append(k), tops.append(top), lefts.append(left)
-    np.savez_compressed(HERE / "photo_test_crops.npz", images=np.stack(crops), photo=np.array(which, np.uint8),
-                        top=np.array(tops, np.int16), left=np.array(lefts, np.int16), names=np.array(PHOTO_TEST))
+    np.savez_compressed(
+        HERE / "photo_test_crops.npz",
+        images=np.stack(crops),
+        photo=np.array(which, np.uint8),
+        top=np.array(tops, np.int16),
+        left=np.array(lefts, np.int16),
+        names=np.array(PHOTO_TEST),
+    )
     big = skimage.data.chelsea()[22:278, 97:353, :3]
     np.savez_compressed(HERE / "photo_test_256.npz", images=big[None], names=np.array(["chelsea[22:278, 97:353]"]))
 

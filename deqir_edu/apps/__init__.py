@@ -1,5 +1,6 @@
 """Applications: image files, images of any size by tiles, the demo, multi-device launch and the
 ``deqir-edu`` command line.  Nothing below ``apps`` imports it."""
+
 from .images import load_image, save_image
 from .tiling import restore_tiled, tile_starts
 

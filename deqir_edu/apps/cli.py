@@ -5,6 +5,7 @@ that parses its arguments and calls the package; the real
 work lives in the layers below (sampling, models, experiments, training, ...).  ``deqir-edu --help``
 lists the commands.  Notation: none (no paper symbols; the options name them: T = --steps, K = --iters).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,14 @@ __all__ = ["main", "build_parser"]
 
 # Errors of the user (bad files, options, data): one line, exit code 2.  Anything else is a bug: one
 # line that says so, exit code 1; ``--debug`` shows the traceback of either.
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
-                                                 NotADirectoryError, FileExistsError)
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    FileExistsError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,9 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="restore frozen test images with A^+y, DDNM and DeqIR; print a PSNR table")
-    p.add_argument("--model", default="fashion32", choices=("fashion32", "photo32"), help="embedded model (default fashion32)")
-    p.add_argument("--n", type=int_in(1, 100, "a number of test images"), default=4,
-                   help="number of test images, 1-100 (default 4)")
+    p.add_argument(
+        "--model", default="fashion32", choices=("fashion32", "photo32"), help="embedded model (default fashion32)"
+    )
+    p.add_argument(
+        "--n",
+        type=int_in(1, 100, "a number of test images"),
+        default=4,
+        help="number of test images, 1-100 (default 4)",
+    )
     add_chain_options(p)
     p.add_argument("--out", default="deqir_demo.png", help="figure path (default deqir_demo.png)")
     add_debug(p)
@@ -57,11 +70,10 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 def _run_demo(args: argparse.Namespace) -> int:
     import torch
 
+    from ..core.files import check_writable
     from ..models import sampling_defaults
     from ..sampling import default_passes
     from .demo import default_model, format_table, run_demo, save_figure
-
-    from ..core.files import check_writable
 
     check_writable(args.out, "figure")  # before any work
     torch.manual_seed(args.seed)
@@ -70,10 +82,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     print(f"model: {desc}; {images.shape[0]} test images of shape {tuple(images.shape[1:])}")
     eta = sampling_defaults(model)[0] if args.eta is None else args.eta
     iters = default_passes(args.solver, args.steps) if args.iters is None else args.iters
-    print(f"chain: T = {args.steps}, eta = {eta:g}" + (" (the model's default; --eta to change)" if args.eta is None else "")
-          + f"; DeqIR: solver {args.solver}, at most {iters} passes")
-    rows, shown = run_demo(model, images, steps=args.steps, iters=iters, eta=eta, seed=args.seed,
-                           solver=args.solver)
+    print(
+        f"chain: T = {args.steps}, eta = {eta:g}"
+        + (" (the model's default; --eta to change)" if args.eta is None else "")
+        + f"; DeqIR: solver {args.solver}, at most {iters} passes"
+    )
+    rows, shown = run_demo(model, images, steps=args.steps, iters=iters, eta=eta, seed=args.seed, solver=args.solver)
     print(format_table(rows, args.steps, iters, args.solver))
     print(f"figure: {save_figure(shown, args.out, n=min(4, images.shape[0]))}")
     return 0
@@ -91,8 +105,14 @@ def _run_models(args: argparse.Namespace) -> int:
     rows = list_models()
     header = ("name", "arch", "status", "size", "description")
     table = [header] + [
-        (r["name"], r["architecture"], r["status"], "-" if r["size"] is None else f"{r['size'] / 2**20:.1f} MiB",
-         r["description"]) for r in rows
+        (
+            r["name"],
+            r["architecture"],
+            r["status"],
+            "-" if r["size"] is None else f"{r['size'] / 2**20:.1f} MiB",
+            r["description"],
+        )
+        for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
@@ -105,8 +125,11 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("download", help="download a zoo model (see `deqir-edu models`) or lpips-alex into the cache")
     p.add_argument("name", help="zoo model name, e.g. ddpm-celebahq256, or lpips-alex (LPIPS backbone)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--force", action="store_true",
-                   help="delete the cached file and its recorded sha256 first, then download again (the reset)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="delete the cached file and its recorded sha256 first, then download again (the reset)",
+    )
     add_debug(p)
     p.set_defaults(func=_run_download)
 
@@ -131,11 +154,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=POSITIVE, default=None, help="total steps (overrides the config)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run (replaces it)")
-    p.add_argument("--until", default=None, metavar="HH:MM",
-                   help="stop cleanly at this local time today and write the weights of the step reached")
+    p.add_argument(
+        "--until",
+        default=None,
+        metavar="HH:MM",
+        help="stop cleanly at this local time today and write the weights of the step reached",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--export", default=None, metavar="DIR",
-                   help="do not train: write the EMA weights of OUT/checkpoint.pt (step reached) into DIR")
+    p.add_argument(
+        "--export",
+        default=None,
+        metavar="DIR",
+        help="do not train: write the EMA weights of OUT/checkpoint.pt (step reached) into DIR",
+    )
     add_debug(p)
     p.set_defaults(func=_run_train)
 
@@ -158,8 +189,15 @@ def _run_train(args: argparse.Namespace) -> int:
             deadline = dt.datetime.now().replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
         except ValueError:
             raise ValueError(f"--until must be a time HH:MM like 12:20, got {args.until!r}") from None
-    summary = train(args.config, out, steps=args.steps, resume=args.resume, progress=not args.no_progress,
-                    deadline=deadline, overwrite=args.overwrite)
+    summary = train(
+        args.config,
+        out,
+        steps=args.steps,
+        resume=args.resume,
+        progress=not args.no_progress,
+        deadline=deadline,
+        overwrite=args.overwrite,
+    )
     print(describe(summary))
     return 0
 
@@ -175,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args, extra = parser.parse_known_args(argv)
         if extra:  # said by the subcommand's parser: "deqir-edu restore: error: unrecognized arguments: ..."
-            getattr(parser, "commands", {}).get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+            getattr(parser, "commands", {}).get(args.command, parser).error(
+                f"unrecognized arguments: {' '.join(extra)}"
+            )
     except SystemExit as done:  # --help, --version, or a bad argument (one line already printed, code 2)
         return int(done.code or 0) if not isinstance(done.code, str) else 2
     if getattr(args, "func", None) is None:
@@ -207,8 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(err, RuntimeError) and ("NaN" in text or "CUDA" in text or "out of memory" in text):
             print(f"{prog}: error: {text}", file=sys.stderr)
             return 2
-        print(f"{prog}: internal error ({type(err).__name__}: {text[:300]}); this is a bug: rerun with --debug "
-              "and report the traceback", file=sys.stderr)
+        print(
+            f"{prog}: internal error ({type(err).__name__}: {text[:300]}); this is a bug: rerun with --debug "
+            "and report the traceback",
+            file=sys.stderr,
+        )
         return 1
 
 

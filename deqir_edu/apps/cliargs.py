@@ -2,12 +2,25 @@
 
 Notation: none (no paper symbols; T = --steps, K = --iters, eta = --eta).
 """
+
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
 
-__all__ = ["Parser", "int_in", "eta", "task", "memory", "POSITIVE", "SEED", "STEPS", "add_solver", "add_debug", "add_chain_options"]
+__all__ = [
+    "Parser",
+    "int_in",
+    "eta",
+    "task",
+    "memory",
+    "POSITIVE",
+    "SEED",
+    "STEPS",
+    "add_solver",
+    "add_debug",
+    "add_chain_options",
+]
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,6 +40,7 @@ def int_in(lo: int, hi: int | None = None, what: str = "a whole number") -> Call
             bound = f">= {lo}" if hi is None else f"between {lo} and {hi}"
             raise argparse.ArgumentTypeError(f"{text} is out of range: give {what} {bound}")
         return value
+
     return parse
 
 
@@ -65,21 +79,36 @@ STEPS = int_in(1, 1000, what="a number of steps T")
 def add_solver(p: argparse.ArgumentParser) -> None:
     from ..solvers import solver_names
 
-    p.add_argument("--solver", default="auto", choices=solver_names(), metavar="NAME",
-                   help=f"parallel solver (default auto: stops by itself within 0.05 dB of the chain in the "
-                        f"benchmarks; anderson: the paper's Algorithm 1): one of {', '.join(solver_names())}")
+    p.add_argument(
+        "--solver",
+        default="auto",
+        choices=solver_names(),
+        metavar="NAME",
+        help=f"parallel solver (default auto: stops by itself within 0.05 dB of the chain in the "
+        f"benchmarks; anderson: the paper's Algorithm 1): one of {', '.join(solver_names())}",
+    )
 
 
 def add_debug(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
+    p.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error"
+    )
 
 
 def add_chain_options(p: argparse.ArgumentParser) -> None:
     """The options of the chain and its solve, shared by demo and restore: T, K, the solver, eta, the seed."""
     p.add_argument("--steps", type=STEPS, default=20, help="sampling steps T, 1-1000 (default 20)")
-    p.add_argument("--iters", type=POSITIVE, default=None,
-                   help="at most K solver passes of deqir (default T, exact; 15 for anderson as the paper)")
+    p.add_argument(
+        "--iters",
+        type=POSITIVE,
+        default=None,
+        help="at most K solver passes of deqir (default T, exact; 15 for anderson as the paper)",
+    )
     add_solver(p)
-    p.add_argument("--eta", type=eta, default=None,
-                   help="eta (default: the model's, 0.85 for the embedded models, 0.15 as the paper otherwise)")
+    p.add_argument(
+        "--eta",
+        type=eta,
+        default=None,
+        help="eta (default: the model's, 0.85 for the embedded models, 0.15 as the paper otherwise)",
+    )
     p.add_argument("--seed", type=SEED, default=0, help="seed of the noises (default 0)")

@@ -11,6 +11,7 @@ Notation (code name -> paper symbol)
 Every method of one task uses the same noises (``draw_noises`` with one seed), so DDNM and DeqIR
 differ only by how far the solver got, never by luck.
 """
+
 from __future__ import annotations
 
 import time
@@ -82,11 +83,15 @@ def run_demo(
     for task in tasks:
         op = make_operator(task, shape)
         y = op.A(images)
-        noises = draw_noises(tuple(images.shape), steps, torch.Generator().manual_seed(seed),
-                             dtype=images.dtype, device=images.device)
+        noises = draw_noises(
+            tuple(images.shape), steps, torch.Generator().manual_seed(seed), dtype=images.dtype, device=images.device
+        )
         outs: dict[str, torch.Tensor] = {"gt": images, "y": op.A_pinv(y)}
-        methods = {"pinv": Method("pinv", "pinv", 0), "ddnm": Method("ddnm", "ddnm", steps),
-                   "deqir": sampler_method("deqir", steps, iters, solver)}
+        methods = {
+            "pinv": Method("pinv", "pinv", 0),
+            "ddnm": Method("ddnm", "ddnm", steps),
+            "deqir": sampler_method("deqir", steps, iters, solver),
+        }
         for method, spec in methods.items():
             start = time.perf_counter()
             x = run_method(model, op, y, spec, eta, noises, clip=clip).x
@@ -118,8 +123,7 @@ def save_figure(shown: dict[str, dict[str, torch.Tensor]], path: str | Path, n: 
 
     cols = ("gt", "y", "ddnm", "deqir")
     titles = {"gt": "ground truth", "y": "A^+ y", "ddnm": "DDNM", "deqir": "DeqIR"}
-    fig, axes = plt.subplots(len(shown) * len(cols), n, figsize=(1.3 * n, 1.3 * len(shown) * len(cols)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(shown) * len(cols), n, figsize=(1.3 * n, 1.3 * len(shown) * len(cols)), squeeze=False)
     for ti, (task, outs) in enumerate(shown.items()):
         for ci, key in enumerate(cols):
             for j in range(n):

@@ -5,6 +5,7 @@ Checks the options before any work (the output folder, the tasks, the methods, t
 ``torchrun`` the images are spread over the processes (one per device) and rank 0 writes the results
 of all ranks.  Notation: none (T = --steps; a method ``deqir-SOLVER-kK`` runs K passes of SOLVER).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,18 +19,32 @@ __all__ = ["add_eval"]
 def add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="tasks x methods on a frozen test set; writes OUT/results.json and OUT/results.md")
     p.add_argument("--model", default="fashion32", help="zoo name, checkpoint path, or gmm-fashion32 (exact prior)")
-    p.add_argument("--n", "--num-images", dest="n", type=POSITIVE, default=16,
-                   help="number of test images (default 16; under torchrun write --num-images)")
+    p.add_argument(
+        "--n",
+        "--num-images",
+        dest="n",
+        type=POSITIVE,
+        default=16,
+        help="number of test images (default 16; under torchrun write --num-images)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", default=None, help="output folder (default results/eval-MODEL)")
     p.add_argument("--overwrite", action="store_true", help="replace the results already in OUT")
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all of the grid for the model)")
-    p.add_argument("--methods", default=None, help="comma-separated, e.g. pinv,ddnm,ddnm-t100,deqir-k15,deqir-picard,deqir-taa-k8 "
-                   "(deqir-SOLVER-kK: any registered solver)")
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated, e.g. pinv,ddnm,ddnm-t100,deqir-k15,deqir-picard,deqir-taa-k8 "
+        "(deqir-SOLVER-kK: any registered solver)",
+    )
     p.add_argument("--steps", type=STEPS, default=20, help="T of ddnm / deqir-kK (default 20)")
-    p.add_argument("--eta", type=eta, default=None,
-                   help="eta of every chain (default: the model's, 0.85 for the embedded models, else the paper's 0.15)")
+    p.add_argument(
+        "--eta",
+        type=eta,
+        default=None,
+        help="eta of every chain (default: the model's, 0.85 for the embedded models, else the paper's 0.15)",
+    )
     p.add_argument("--batch-size", type=POSITIVE, default=16)
     p.add_argument("--images", default=None, help="folder of PNG/JPEG test images instead of the frozen test set")
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
@@ -47,8 +62,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     split = lambda s: [v.strip() for v in s.split(",") if v.strip()] if s else None  # noqa: E731
     out = Path(args.out or f"results/eval-{Path(args.model).stem}")
     if (out / "results.json").exists() and not args.overwrite:
-        raise ValueError(f"{out} already holds results (results.json); add --overwrite to replace them "
-                         "or choose another --out")
+        raise ValueError(
+            f"{out} already holds results (results.json); add --overwrite to replace them or choose another --out"
+        )
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
     for task in split(args.tasks) or []:
@@ -67,9 +83,18 @@ def _run_eval(args: argparse.Namespace) -> int:
 
         args.eta = sampling_defaults(model)[0]
         print(f"eta = {args.eta:g} (the model's default; --eta to change)")
-    rows = evaluate(model, images, tasks=split(args.tasks), methods=split(args.methods) or DEFAULT_METHODS,
-                    steps=args.steps, eta=args.eta, seed=args.seed, device=args.device,
-                    batch_size=args.batch_size, clip=args.clip)
+    rows = evaluate(
+        model,
+        images,
+        tasks=split(args.tasks),
+        methods=split(args.methods) or DEFAULT_METHODS,
+        steps=args.steps,
+        eta=args.eta,
+        seed=args.seed,
+        device=args.device,
+        batch_size=args.batch_size,
+        clip=args.clip,
+    )
     if rank is not None:
         import torch.distributed as dist
 
@@ -112,11 +137,30 @@ def _meta_for(args: Any, images_source: str) -> dict[str, Any]:
 
     lpips_fn, why = lpips_status()
 
-    opts = [f"--model {args.model}", f"--n {args.n}", f"--seed {args.seed}", f"--steps {args.steps}",
-            f"--eta {args.eta}", f"--device {args.device}", f"--batch-size {args.batch_size}"]
+    opts = [
+        f"--model {args.model}",
+        f"--n {args.n}",
+        f"--seed {args.seed}",
+        f"--steps {args.steps}",
+        f"--eta {args.eta}",
+        f"--device {args.device}",
+        f"--batch-size {args.batch_size}",
+    ]
     opts += [f"--{k} {getattr(args, k)}" for k in ("tasks", "methods", "images", "out") if getattr(args, k)]
     opts += [f"--{k}" for k in ("clip", "bf16") if getattr(args, k)]
-    return dict(command="deqir-edu eval " + " ".join(opts), model=args.model, images=images_source, n=args.n,
-                eta=args.eta, seed=args.seed, steps=args.steps, device=args.device, clip=args.clip, bf16=args.bf16,
-                lpips="AlexNet-LPIPS v0.1" if lpips_fn else NA_WEIGHTS, lpips_reason=why,
-                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), torch=torch.__version__)
+    return dict(
+        command="deqir-edu eval " + " ".join(opts),
+        model=args.model,
+        images=images_source,
+        n=args.n,
+        eta=args.eta,
+        seed=args.seed,
+        steps=args.steps,
+        device=args.device,
+        clip=args.clip,
+        bf16=args.bf16,
+        lpips="AlexNet-LPIPS v0.1" if lpips_fn else NA_WEIGHTS,
+        lpips_reason=why,
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        torch=torch.__version__,
+    )

@@ -14,6 +14,7 @@ large its smallest text is on the page (the book asks for at least ``MIN_FONT_PX
 returns the matplotlib ``Figure``; nothing here is needed by the samplers (matplotlib is imported
 on first use).
 """
+
 from __future__ import annotations
 
 import html
@@ -22,8 +23,20 @@ from typing import Any
 
 import torch
 
-__all__ = ["PAGE_WIDTH_IN", "MIN_FONT_PX", "use_book_style", "image_grid", "show_images", "curves", "integer_axis",
-           "chain_diagram", "dependency_diagram", "min_font_px", "overlapping_texts", "Table"]
+__all__ = [
+    "PAGE_WIDTH_IN",
+    "MIN_FONT_PX",
+    "use_book_style",
+    "image_grid",
+    "show_images",
+    "curves",
+    "integer_axis",
+    "chain_diagram",
+    "dependency_diagram",
+    "min_font_px",
+    "overlapping_texts",
+    "Table",
+]
 
 DPI = 100
 PAGE_WIDTH_PX = 730  # the text column of the site (sphinx-book-theme, desktop)
@@ -35,12 +48,21 @@ def use_book_style() -> None:
     """Font sizes, dpi and layout of every figure of the book (call once per notebook)."""
     import matplotlib as mpl
 
-    mpl.rcParams.update({
-        "figure.dpi": DPI, "savefig.dpi": DPI, "figure.figsize": (PAGE_WIDTH_IN, 2.8),
-        "figure.constrained_layout.use": True, "font.size": 9, "axes.titlesize": 9,
-        "axes.labelsize": 9, "xtick.labelsize": 8, "ytick.labelsize": 8, "legend.fontsize": 8,
-        "image.cmap": "gray",
-    })
+    mpl.rcParams.update(
+        {
+            "figure.dpi": DPI,
+            "savefig.dpi": DPI,
+            "figure.figsize": (PAGE_WIDTH_IN, 2.8),
+            "figure.constrained_layout.use": True,
+            "font.size": 9,
+            "axes.titlesize": 9,
+            "axes.labelsize": 9,
+            "xtick.labelsize": 8,
+            "ytick.labelsize": 8,
+            "legend.fontsize": 8,
+            "image.cmap": "gray",
+        }
+    )
 
 
 def _as_image(img: torch.Tensor) -> Any:
@@ -88,8 +110,9 @@ def image_grid(
     n_rows, n_cols = len(rows), max(len(r) for r in rows)
     cell = min(max_cell, width / n_cols)
     lines = max((_wrap(t, cell).count("\n") + 1 for t in col_titles or []), default=0)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(cell * n_cols, cell * n_rows + 0.17 * lines),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(cell * n_cols, cell * n_rows + 0.17 * lines), squeeze=False, layout="constrained"
+    )
     for r, row in enumerate(rows):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -120,8 +143,9 @@ def show_images(
     cell = min(max_cell, width / ncols)
     wrapped = [_wrap(t, cell) for t in titles] if titles else []
     lines = max((t.count("\n") + 1 for t in wrapped), default=0)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols, (cell + 0.17 * lines) * nrows),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(cell * ncols, (cell + 0.17 * lines) * nrows), squeeze=False, layout="constrained"
+    )
     for k, ax in enumerate(axes.flat):
         ax.axis("off")
         if k < len(images):
@@ -186,11 +210,22 @@ def chain_diagram(T: int = 5) -> Any:
         y = -k
         for i, name in enumerate(names):
             label = name if i == 0 else name.replace("$", "").join(["$", f"^{{({k})}}$"])
-            b.text(i, y, label, ha="center", va="center", fontsize=9 if i else 10,
-                   bbox=box if i == 0 else {**box, "fc": "#fdf0e0", "ec": "#c17d11"})
+            b.text(
+                i,
+                y,
+                label,
+                ha="center",
+                va="center",
+                fontsize=9 if i else 10,
+                bbox=box if i == 0 else {**box, "fc": "#fdf0e0", "ec": "#c17d11"},
+            )
         if k + 1 < iters:
-            b.annotate("", (T / 2 + 0.5, y - 0.72), (T / 2 + 0.5, y - 0.28),
-                       arrowprops={"arrowstyle": "->", "color": "#c17d11", "lw": 1.5})
+            b.annotate(
+                "",
+                (T / 2 + 0.5, y - 0.72),
+                (T / 2 + 0.5, y - 0.28),
+                arrowprops={"arrowstyle": "->", "color": "#c17d11", "lw": 1.5},
+            )
             b.text(T / 2 + 0.7, y - 0.5, "F: one batch of T states", fontsize=9, va="center")
     b.set_title("(b) parallel: fixed point $x = F(x)$ (Prop. 1)")
     for ax, ylim in ((a, (-1.0, 0.7)), (b, (-iters + 0.5, 0.5))):
@@ -215,18 +250,35 @@ def dependency_diagram(T: int = 6) -> Any:
     ax.set_title("$\\partial F_j / \\partial x_i \\neq 0$ only for $i > j$")
     for r in range(T):
         for c in range(T):
-            ax.text(c, r, "*" if dep[r, c] else "0", ha="center", va="center", fontsize=9,
-                    color="white" if dep[r, c] else "#999")
+            ax.text(
+                c,
+                r,
+                "*" if dep[r, c] else "0",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if dep[r, c] else "#999",
+            )
     return fig
 
 
 def _drawn_texts(fig: Any) -> list[Any]:
     """The visible, non-empty texts of ``fig``, each once (ticks of an ``axis("off")`` are not drawn)."""
-    hidden = {id(t) for ax in fig.axes if not ax.axison for axis in (ax.xaxis, ax.yaxis)
-              for t in axis.findobj(lambda o: hasattr(o, "get_text"))}
+    hidden = {
+        id(t)
+        for ax in fig.axes
+        if not ax.axison
+        for axis in (ax.xaxis, ax.yaxis)
+        for t in axis.findobj(lambda o: hasattr(o, "get_text"))
+    }
     texts = fig.findobj(lambda o: hasattr(o, "get_text") and hasattr(o, "get_fontsize"))
-    return list({id(t): t for t in texts  # findobj may list one artist twice
-                 if t.get_visible() and str(t.get_text()).strip() and id(t) not in hidden}.values())
+    return list(
+        {
+            id(t): t
+            for t in texts  # findobj may list one artist twice
+            if t.get_visible() and str(t.get_text()).strip() and id(t) not in hidden
+        }.values()
+    )
 
 
 def min_font_px(fig: Any, page_width_px: float = PAGE_WIDTH_PX) -> float:
@@ -241,9 +293,15 @@ def overlapping_texts(fig: Any) -> list[tuple[str, str]]:
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     boxes = [(str(t.get_text()), t.get_window_extent(renderer)) for t in _drawn_texts(fig)]
-    return [(s1, s2) for i, (s1, b1) in enumerate(boxes) for s2, b2 in boxes[i + 1:]
-            if b1.overlaps(b2) and b1.width * b1.height > 0 and b2.width * b2.height > 0
-            and not (s1 == s2 and tuple(b1.bounds) == tuple(b2.bounds))]  # one text reached twice
+    return [
+        (s1, s2)
+        for i, (s1, b1) in enumerate(boxes)
+        for s2, b2 in boxes[i + 1 :]
+        if b1.overlaps(b2)
+        and b1.width * b1.height > 0
+        and b2.width * b2.height > 0
+        and not (s1 == s2 and tuple(b1.bounds) == tuple(b2.bounds))
+    ]  # one text reached twice
 
 
 class Table:
@@ -256,8 +314,13 @@ class Table:
         caption: shown above the table.
     """
 
-    def __init__(self, rows: Sequence[Sequence[Any]], columns: Sequence[str],
-                 fmt: str | Mapping[str, str] = "{:.2f}", caption: str = "") -> None:
+    def __init__(
+        self,
+        rows: Sequence[Sequence[Any]],
+        columns: Sequence[str],
+        fmt: str | Mapping[str, str] = "{:.2f}",
+        caption: str = "",
+    ) -> None:
         if any(len(r) != len(columns) for r in rows):
             raise ValueError(f"every row needs {len(columns)} cells ({', '.join(columns)})")
         self.rows, self.columns, self.fmt, self.caption = [list(r) for r in rows], list(columns), fmt, caption

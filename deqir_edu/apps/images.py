@@ -11,6 +11,7 @@ What ``load_image`` does with the files people have (each case is said in a note
     RGB for a grey model, grey for a colour model: converted (note)
     not an image, truncated, empty, a folder, too large (decompression bomb): ``ValueError``, one line
 """
+
 from __future__ import annotations
 
 import warnings
@@ -40,11 +41,17 @@ def _open(path: str | Path, what: str):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
             if img.width * img.height > MAX_PIXELS:
-                raise ValueError(f"{what} {path} is {img.width} x {img.height} pixels, more than "
-                                 f"{MAX_PIXELS:,}; crop or downscale it first")
+                raise ValueError(
+                    f"{what} {path} is {img.width} x {img.height} pixels, more than "
+                    f"{MAX_PIXELS:,}; crop or downscale it first"
+                )
             img.load()
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        kind = "too large (decompression bomb guard)" if "bomb" in type(err).__name__.lower() else "not an image Pillow can read"
+        kind = (
+            "too large (decompression bomb guard)"
+            if "bomb" in type(err).__name__.lower()
+            else "not an image Pillow can read"
+        )
         raise ValueError(f"{what} {path} is {kind}; give a PNG or JPEG file") from err
     except PermissionError as err:
         raise ValueError(f"cannot read {what} {path}: permission denied") from err
@@ -128,12 +135,16 @@ def load_mask(path: str | Path, hw: tuple[int, int]) -> torch.Tensor:
     else:
         value = _to_array(img, notes).mean(-1)
     if value.shape != tuple(hw):
-        raise ValueError(f"mask {path} is {value.shape[1]} x {value.shape[0]} but the image is {hw[1]} x {hw[0]}; "
-                         "draw the mask at the image's size (black = missing, white = kept)")
+        raise ValueError(
+            f"mask {path} is {value.shape[1]} x {value.shape[0]} but the image is {hw[1]} x {hw[0]}; "
+            "draw the mask at the image's size (black = missing, white = kept)"
+        )
     mask = torch.from_numpy((value > 0.5).astype(np.float32))
     if float(mask.mean()) in (0.0, 1.0):
-        raise ValueError(f"mask {path} is all {'white' if float(mask.mean()) else 'black'}: nothing to "
-                         f"{'fill in' if float(mask.mean()) else 'keep'}; black = missing, white = kept")
+        raise ValueError(
+            f"mask {path} is all {'white' if float(mask.mean()) else 'black'}: nothing to "
+            f"{'fill in' if float(mask.mean()) else 'keep'}; black = missing, white = kept"
+        )
     return mask
 
 

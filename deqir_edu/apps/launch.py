@@ -13,6 +13,7 @@ command line.  Launch: ``deqir-edu restore IN --task sr4 --out OUT --devices cud
 ``torchrun --nproc_per_node 2 -m deqir_edu.apps.cli restore ... --devices cuda:0,cuda:1`` (rank r uses
 ``devices[LOCAL_RANK]``).
 """
+
 from __future__ import annotations
 
 import os
@@ -56,8 +57,9 @@ def init_process(rank: int, world: int, init_method: str, device: torch.device) 
 _PASSED_ON = (ValueError, FileNotFoundError, PermissionError, KeyError, RuntimeError)  # re-raised as themselves
 
 
-def _spawned(rank: int, fn: Callable[..., Any], devices: list[torch.device], init_method: str,
-             result_path: str, args: tuple) -> None:
+def _spawned(
+    rank: int, fn: Callable[..., Any], devices: list[torch.device], init_method: str, result_path: str, args: tuple
+) -> None:
     try:
         init_process(rank, len(devices), init_method, devices[rank])
         try:
@@ -103,8 +105,9 @@ def spawn(fn: Callable[..., Any], devices: list[torch.device | str], *args: Any)
         return torch.load(result_path, weights_only=True) if os.path.exists(result_path) else None
 
 
-def _sample_rank(rank: int, world: int, device: torch.device, model: Any, op: Any, y: torch.Tensor,
-                 kwargs: dict[str, Any]) -> dict[str, Any]:
+def _sample_rank(
+    rank: int, world: int, device: torch.device, model: Any, op: Any, y: torch.Tensor, kwargs: dict[str, Any]
+) -> dict[str, Any]:
     sharded = ShardedModel(model.to(device) if hasattr(model, "to") else model, device)
     res = deqir_sample(sharded, op, y, **kwargs)
     counts = torch.zeros(world, dtype=torch.long, device=device if dist.get_backend() == "nccl" else "cpu")
@@ -113,8 +116,9 @@ def _sample_rank(rank: int, world: int, device: torch.device, model: Any, op: An
     return {"x0": res.x0.cpu(), "passes": res.passes, "evaluations": res.evaluations, "rank_images": counts.cpu()}
 
 
-def sample_on_devices(devices: list[torch.device | str], model: Any, op: Any, y: torch.Tensor,
-                      **kwargs: Any) -> dict[str, Any]:
+def sample_on_devices(
+    devices: list[torch.device | str], model: Any, op: Any, y: torch.Tensor, **kwargs: Any
+) -> dict[str, Any]:
     """``deqir_sample(model, op, y, **kwargs)`` with every network pass split over ``devices``.
 
     Spawns one process per device (gloo on CPU, NCCL on GPUs); ``kwargs`` must hold picklable values

@@ -5,6 +5,7 @@ the model; the image and the mask are readable), prints the work it will do (til
 evaluations, memory budget, estimated time) with a warning before a long job, and says when the
 parallel solver stopped before its tolerance.  Notation: none (T = --steps, K = --iters).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,38 +25,73 @@ def add_restore(sub: argparse._SubParsersAction) -> None:
     from ..operators import TASKS
 
     p = sub.add_parser("restore", help="restore one image file (PNG/JPEG in, PNG out)")
-    p.add_argument("input", help="the observation y as an image (SR: the small image; colorize: grey), or a folder "
-                   "of images (then --out is a folder; with --devices or under torchrun the images are spread "
-                   "over the processes)")
+    p.add_argument(
+        "input",
+        help="the observation y as an image (SR: the small image; colorize: grey), or a folder "
+        "of images (then --out is a folder; with --devices or under torchrun the images are spread "
+        "over the processes)",
+    )
     p.add_argument("--task", required=True, type=task, help=f"one of: {', '.join(TASKS)}")
-    p.add_argument("--out", required=True, help="output PNG path (never the input; replaced atomically if it exists); "
-                   "a folder for a folder of inputs")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output PNG path (never the input; replaced atomically if it exists); a folder for a folder of inputs",
+    )
     p.add_argument("--overwrite", action="store_true", help="a folder of inputs: replace outputs that exist")
-    p.add_argument("--mask", default=None, metavar="MASK.png",
-                   help="inpainting and old-photo: your damaged region, an image of the output's size, black = "
-                   "missing, white = kept (default: the package's mask of the task)")
+    p.add_argument(
+        "--mask",
+        default=None,
+        metavar="MASK.png",
+        help="inpainting and old-photo: your damaged region, an image of the output's size, black = "
+        "missing, white = kept (default: the package's mask of the task)",
+    )
     p.add_argument("--model", default="fashion32", help="zoo name or checkpoint path (default fashion32)")
-    p.add_argument("--sampler", choices=("auto", "deqir", "ddnm"), default="auto",
-                   help="auto (default): the parallel DeqIR where a measured call predicts it faster than the "
-                        "sequential DDNM on this device, else DDNM (same result within 0.05 dB); with --devices: deqir")
+    p.add_argument(
+        "--sampler",
+        choices=("auto", "deqir", "ddnm"),
+        default="auto",
+        help="auto (default): the parallel DeqIR where a measured call predicts it faster than the "
+        "sequential DDNM on this device, else DDNM (same result within 0.05 dB); with --devices: deqir",
+    )
     add_chain_options(p)
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
-    p.add_argument("--samples", type=int_in(1, 1024, "a number of runs"), default=1, metavar="K",
-                   help="average K runs: an estimate of the posterior mean, higher PSNR but blurrier (default 1)")
-    p.add_argument("--memory", type=memory, default=None, metavar="SIZE",
-                   help="memory budget of the network calls, e.g. 2GB (default: a quarter of the free memory, "
-                   "at most 1 GiB on a CPU)")
+    p.add_argument(
+        "--samples",
+        type=int_in(1, 1024, "a number of runs"),
+        default=1,
+        metavar="K",
+        help="average K runs: an estimate of the posterior mean, higher PSNR but blurrier (default 1)",
+    )
+    p.add_argument(
+        "--memory",
+        type=memory,
+        default=None,
+        metavar="SIZE",
+        help="memory budget of the network calls, e.g. 2GB (default: a quarter of the free memory, "
+        "at most 1 GiB on a CPU)",
+    )
     add_debug(p)
-    p.add_argument("--simulate", action="store_true",
-                   help="INPUT is a clean image: degrade it with the task first and report PSNR")
-    p.add_argument("--devices", default=None, metavar="D0,D1,...",
-                   help="split each network pass across devices, e.g. cuda:0,cuda:1 (torch.distributed; "
-                   "also under torchrun)")
+    p.add_argument(
+        "--simulate", action="store_true", help="INPUT is a clean image: degrade it with the task first and report PSNR"
+    )
+    p.add_argument(
+        "--devices",
+        default=None,
+        metavar="D0,D1,...",
+        help="split each network pass across devices, e.g. cuda:0,cuda:1 (torch.distributed; also under torchrun)",
+    )
     p.set_defaults(func=_run_restore)
 
 
-def _restore_work(model_name: str, task: str, y: Any, hw: tuple[int, int], seed: int, options: dict[str, Any],
-                  wrap: Callable | None = None) -> Any:
+def _restore_work(
+    model_name: str,
+    task: str,
+    y: Any,
+    hw: tuple[int, int],
+    seed: int,
+    options: dict[str, Any],
+    wrap: Callable | None = None,
+) -> Any:
     """Load the model, wrap it (``launch.run_sharded``) and restore ``y`` by tiles: ``(x, report)``."""
     import torch
 
@@ -78,7 +114,9 @@ def _check_restore_paths(args: argparse.Namespace) -> None:
     out = Path(args.out).expanduser()
     for name, path in (("input", args.input), ("mask", args.mask)):
         if path is not None and same_file(path, out):
-            raise ValueError(f"--out {args.out} is the {name} file {path}; refusing to overwrite it: choose another --out")
+            raise ValueError(
+                f"--out {args.out} is the {name} file {path}; refusing to overwrite it: choose another --out"
+            )
     check_writable(out, "--out")
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {args.out} must end in .png (the result is written as a PNG)")
@@ -111,7 +149,9 @@ def _run_restore(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=devices[0] if one_device else "cpu")
     c, h, w = model.image_shape
     if args.task in ("colorize", "old-photo") and c != 3:
-        raise ValueError(f"--task {args.task} needs a colour model; {args.model} has {c} channel(s): use --model photo32")
+        raise ValueError(
+            f"--task {args.task} needs a colour model; {args.model} has {c} channel(s): use --model photo32"
+        )
     s = sr_scale(args.task)
     grey_observation = args.task in ("colorize", "old-photo") and not args.simulate
     notes: list[str] = []
@@ -126,14 +166,17 @@ def _run_restore(args: argparse.Namespace) -> int:
     else:
         H, W = H * s, W * s
     if H < h or W < w:
-        raise ValueError(f"the restored image would be {W} x {H}, smaller than the model's {w} x {h}; "
-                         f"give an input of at least {w // s} x {h // s} pixels")
+        raise ValueError(
+            f"the restored image would be {W} x {H}, smaller than the model's {w} x {h}; "
+            f"give an input of at least {w // s} x {h // s} pixels"
+        )
     op_options: dict[str, Any] = {}
     if masked and args.mask is not None:
         op_options["mask"] = load_mask(args.mask, (H, W))
     elif masked:
-        notes.append(f"no --mask given: the package's own mask of {args.task} is used (give --mask MASK.png, "
-                     "black = missing)")
+        notes.append(
+            f"no --mask given: the package's own mask of {args.task} is used (give --mask MASK.png, black = missing)"
+        )
     y = make_operator(args.task, (c, H, W), **op_options).A(gt) if gt is not None else image
     for note in notes:
         print(f"note: {note}")
@@ -143,24 +186,36 @@ def _run_restore(args: argparse.Namespace) -> int:
     iters = default_passes(args.solver, args.steps) if args.iters is None else args.iters
     like = y.to(devices[0]) if one_device else y  # measured on the device that will do the work
     first = "deqir" if args.sampler == "auto" else args.sampler  # auto: planned as deqir, then chosen
-    plan = plan_tiled(model, args.task, (H, W), first, args.steps, iters, args.samples, memory=args.memory,
-                      like=like)
-    sampler, why = choose_sampler(model, args.sampler, args.steps, plan, like=like,
-                                  several_devices=bool(devices) and not one_device)
+    plan = plan_tiled(model, args.task, (H, W), first, args.steps, iters, args.samples, memory=args.memory, like=like)
+    sampler, why = choose_sampler(
+        model, args.sampler, args.steps, plan, like=like, several_devices=bool(devices) and not one_device
+    )
     if why:
         print(why)
     if sampler != first:
         plan = plan.for_sampler(sampler, args.steps, iters)  # the same measured call, no second probe
-    options = dict(sampler=sampler, steps=args.steps, eta=eta, iters=iters, solver=args.solver,
-                   clip=clip, samples=args.samples, op_options=op_options, plan=plan)  # measured once
+    options = dict(
+        sampler=sampler,
+        steps=args.steps,
+        eta=eta,
+        iters=iters,
+        solver=args.solver,
+        clip=clip,
+        samples=args.samples,
+        op_options=op_options,
+        plan=plan,
+    )  # measured once
     chain = f"T = {args.steps}, eta = {eta:g}" + (" (the model's default; --eta to change)" if args.eta is None else "")
     if sampler == "deqir":
         chain += f", solver {args.solver}, at most {iters} passes"
     print(f"chain: {chain}" + (", clipped x0" if clip else ""))
     print(f"restore {W} x {H}: {plan.describe()}")
     if plan.seconds > _LONG_JOB_S:
-        print(f"warning: this will take about {format_seconds(plan.seconds)} here; for a quicker result use "
-              "--sampler ddnm, fewer --steps or --iters, a smaller image, or a GPU (--devices cuda:0)", file=sys.stderr)
+        print(
+            f"warning: this will take about {format_seconds(plan.seconds)} here; for a quicker result use "
+            "--sampler ddnm, fewer --steps or --iters, a smaller image, or a GPU (--devices cuda:0)",
+            file=sys.stderr,
+        )
     del model
     work = partial(_restore_work, args.model, args.task, y, (H, W), args.seed, options)
     if one_device:  # a share of a folder: this process, this device
@@ -183,9 +238,12 @@ def _run_restore(args: argparse.Namespace) -> int:
         msg += f" (PSNR {float(psnr(x, gt).mean()):.2f} dB)"
     print(msg)
     if info["not_converged"]:
-        print(f"warning: the parallel solver stopped after {iters} passes (--iters) before its tolerance on "
-              f"{info['not_converged']} of {info['tiles']} tiles; the result may be worse than the "
-              "sequential chain: raise --iters or use --sampler ddnm", file=sys.stderr)
+        print(
+            f"warning: the parallel solver stopped after {iters} passes (--iters) before its tolerance on "
+            f"{info['not_converged']} of {info['tiles']} tiles; the result may be worse than the "
+            "sequential chain: raise --iters or use --sampler ddnm",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -196,6 +254,8 @@ def save_image_checked(x: Any, out: str) -> None:
     from .images import save_image
 
     if not bool(torch.isfinite(x).all()):
-        raise RuntimeError("the model produced NaN or infinite values; nothing was written. Check the checkpoint "
-                           "(or run in float32 instead of float16)")
+        raise RuntimeError(
+            "the model produced NaN or infinite values; nothing was written. Check the checkpoint "
+            "(or run in float32 instead of float16)"
+        )
     save_image(x, out)

@@ -16,6 +16,7 @@ Which split to use when:
 
 Outputs that already exist are refused before any work unless ``--overwrite``; an output is never an input.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,8 +49,10 @@ def folder_jobs(folder: str | Path, out: str | Path, overwrite: bool = False) ->
         raise ValueError(f"{folder} holds several images named {twins[0]}.*; their outputs would collide: rename them")
     taken = [o for _, o in jobs if o.exists()]
     if taken and not overwrite:
-        raise ValueError(f"{len(taken)} output(s) exist already in {out} (e.g. {taken[0].name}); add --overwrite "
-                         "to replace them or choose another --out")
+        raise ValueError(
+            f"{len(taken)} output(s) exist already in {out} (e.g. {taken[0].name}); add --overwrite "
+            "to replace them or choose another --out"
+        )
     dst.mkdir(parents=True, exist_ok=True)
     check_writable(jobs[0][1], "--out")
     return jobs

@@ -21,6 +21,7 @@ most ``per_call`` images (``models.ChunkedModel``), half for the states: tiles a
 small enough that the states of a group (tiles x samples x (T + 1), with the solver's history) fit.  ``plan_tiled``
 counts the work before it starts (tiles, network evaluations, an estimated time).
 """
+
 from __future__ import annotations
 
 import math
@@ -62,10 +63,12 @@ def tile_starts(size: int, tile: int, overlap: int, scale: int = 1) -> tuple[lis
 
 def _window(h: int, w: int, overlap: int, dtype: torch.dtype) -> torch.Tensor:
     """Blending weights ``(h, w)``: 1 inside, a linear ramp over ``overlap`` pixels at the borders."""
+
     def ramp(n: int) -> torch.Tensor:
         i = torch.arange(n, dtype=dtype)
         edge = torch.minimum(i + 1, n - i).clamp(max=max(overlap, 1)) / max(overlap, 1)
         return edge
+
     return ramp(h)[:, None] * ramp(w)[None, :]
 
 
@@ -99,9 +102,11 @@ class TilePlan:
 
     def describe(self) -> str:
         """One line: tiles, evaluations, memory budget and estimated time."""
-        return (f"{self.tiles} tile{'s' * (self.tiles != 1)} x {self.samples} sample{'s' * (self.samples != 1)}, "
-                f"at most {self.evaluations:,} network evaluations, {self.per_call} images per call "
-                f"(memory budget {format_bytes(self.budget)}), estimated {format_seconds(self.seconds)}")
+        return (
+            f"{self.tiles} tile{'s' * (self.tiles != 1)} x {self.samples} sample{'s' * (self.samples != 1)}, "
+            f"at most {self.evaluations:,} network evaluations, {self.per_call} images per call "
+            f"(memory budget {format_bytes(self.budget)}), estimated {format_seconds(self.seconds)}"
+        )
 
 
 def _evaluations_per_image(method: Any) -> int:
@@ -114,9 +119,18 @@ def format_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
 
 
-def plan_tiled(model: Any, task: str, image_hw: tuple[int, int], sampler: str = "deqir", steps: int = 20,
-               iters: int | None = None, samples: int = 1, overlap: int = 8, memory: int | None = None,
-               like: torch.Tensor | None = None) -> TilePlan:
+def plan_tiled(
+    model: Any,
+    task: str,
+    image_hw: tuple[int, int],
+    sampler: str = "deqir",
+    steps: int = 20,
+    iters: int | None = None,
+    samples: int = 1,
+    overlap: int = 8,
+    memory: int | None = None,
+    like: torch.Tensor | None = None,
+) -> TilePlan:
     """Count tiles and network evaluations of a restoration and estimate its time and memory.
 
     ``memory``: the budget in bytes (default ``models.budget.default_budget`` of the model's device).
@@ -136,12 +150,26 @@ def plan_tiled(model: Any, task: str, image_hw: tuple[int, int], sampler: str = 
     state_bytes = samples * (method.steps + 1) * c * h * w * 4 * _STATE_COPIES
     group = max(1, min(tiles, 64, (budget // 2) // max(1, state_bytes)))  # half for the states of a tile group
     evaluations = tiles * samples * per_image
-    return TilePlan(tiles, samples, evaluations, per_call, group, budget, evaluations * measured.seconds_per_image,
-                    measured.seconds_per_image)
+    return TilePlan(
+        tiles,
+        samples,
+        evaluations,
+        per_call,
+        group,
+        budget,
+        evaluations * measured.seconds_per_image,
+        measured.seconds_per_image,
+    )
 
 
-def choose_sampler(model: Any, sampler: str, steps: int, plan: TilePlan, like: torch.Tensor | None = None,
-                   several_devices: bool = False) -> tuple[str, str | None]:
+def choose_sampler(
+    model: Any,
+    sampler: str,
+    steps: int,
+    plan: TilePlan,
+    like: torch.Tensor | None = None,
+    several_devices: bool = False,
+) -> tuple[str, str | None]:
     """Resolve ``sampler="auto"`` for a tiled restoration with ``plan`` (``experiments.predict_sampler`` on
     the plan's group and call size).  Returns the sampler and the prediction's one-line summary (None when
     nothing was predicted: an explicit sampler, or several devices, which always use the parallel sampler)."""
@@ -207,8 +235,18 @@ def restore_tiled(
         raise ValueError(f"y has shape {tuple(y.shape[1:])} but task {task!r} on a {(c, H, W)} image gives {expected}")
     if plan is None:
         first = "deqir" if sampler == "auto" else sampler  # auto: planned as the parallel sampler, then chosen
-        plan = plan_tiled(model, task, (H, W), first, steps, sampler_method(first, steps, iters, solver).iters,
-                          samples, overlap, memory, like=y)
+        plan = plan_tiled(
+            model,
+            task,
+            (H, W),
+            first,
+            steps,
+            sampler_method(first, steps, iters, solver).iters,
+            samples,
+            overlap,
+            memory,
+            like=y,
+        )
     auto = sampler == "auto"
     if auto:  # the faster of DDNM and DeqIR on this device, at equal quality (experiments.choice)
         sampler = choose_sampler(model, sampler, steps, plan, like=y)[0]
@@ -229,10 +267,23 @@ def restore_tiled(
         return y[..., i // s : (i + h) // s, j // s : (j + w) // s]
 
     def run(op: Any, ys: torch.Tensor) -> torch.Tensor:
-        bar = progress(range(method.iters or 0), desc="solver passes", total=method.iters) if method.kind == "deqir" else None
+        bar = (
+            progress(range(method.iters or 0), desc="solver passes", total=method.iters)
+            if method.kind == "deqir"
+            else None
+        )
         try:  # one bar per tile group: the parallel solver's passes (it may stop before K)
-            res = run_method(chunked, op, ys, method, eta, generator=generator, clip=clip, samples=samples,
-                             callback=None if bar is None else (lambda info: bar.update(1)))
+            res = run_method(
+                chunked,
+                op,
+                ys,
+                method,
+                eta,
+                generator=generator,
+                clip=clip,
+                samples=samples,
+                callback=None if bar is None else (lambda info: bar.update(1)),
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -242,13 +293,16 @@ def restore_tiled(
 
     group = plan.group if mask is None else 1  # masked tiles: each has its own operator
     batches = [tiles[b : b + group] for b in range(0, len(tiles), group)]
-    shared = None if mask is not None else make_operator(
-        task, (c, h, w), **{k: v for k, v in (op_options or {}).items() if k != "mask"})
+    shared = (
+        None
+        if mask is not None
+        else make_operator(task, (c, h, w), **{k: v for k, v in (op_options or {}).items() if k != "mask"})
+    )
     for batch in progress(batches, desc=f"tiles ({group} at a time)" if group > 1 else "tiles", total=len(batches)):
         if shared is not None:
             xs = run(shared, torch.cat([y_tile(i, j) for i, j in batch]))
         else:
-            (i, j), = batch
+            ((i, j),) = batch
             xs = run(make_operator(task, (c, h, w), mask=mask[i : i + h, j : j + w]), y_tile(i, j))
         for (i, j), xt in zip(batch, xs):
             out[..., i : i + h, j : j + w] += win * xt

@@ -1,4 +1,5 @@
 """Input validation shared by the package: clear errors that name the problem and the fix."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -15,8 +16,7 @@ def check_device(device: str | torch.device, what: str = "device") -> torch.devi
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"unknown {what} {device!r}: {err}") from None
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"{what} {device} is not available here ({torch.cuda.device_count()} CUDA devices); "
-                         "use cpu")
+        raise ValueError(f"{what} {device} is not available here ({torch.cuda.device_count()} CUDA devices); use cpu")
     return dev
 
 

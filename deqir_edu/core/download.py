@@ -22,6 +22,7 @@ Notation (code name -> meaning; this module has no paper symbols)
     validate        callable(path) raising ValueError when the file is not what it should be
     reset           how to start again after a mismatch (e.g. ``deqir-edu download NAME --force``)
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -101,9 +102,12 @@ def _check_not_html(path: Path, url: str) -> None:
     with open(path, "rb") as f:
         head = f.read(512).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body")) or (
-            head.startswith(b"<") and b"<html" in head):
-        raise ValueError(f"the server sent a web page (HTML), not the file, for {url}; nothing was saved. "
-                         "The link may need a login or has moved: download the file in a browser instead")
+        head.startswith(b"<") and b"<html" in head
+    ):
+        raise ValueError(
+            f"the server sent a web page (HTML), not the file, for {url}; nothing was saved. "
+            "The link may need a login or has moved: download the file in a browser instead"
+        )
 
 
 def _read_sidecar(dest: Path) -> str | None:
@@ -132,8 +136,14 @@ def file_md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify(dest: Path, sha256: str | None = None, size: int | None = None, md5: str | None = None,
-           validate: Callable[[Path], None] | None = None, reset: str | None = None) -> Path:
+def verify(
+    dest: Path,
+    sha256: str | None = None,
+    size: int | None = None,
+    md5: str | None = None,
+    validate: Callable[[Path], None] | None = None,
+    reset: str | None = None,
+) -> Path:
     """Check a cached file against its expected ``size``, published ``md5`` and sha256 (given, or recorded
     in the sidecar).
 
@@ -143,8 +153,10 @@ def verify(dest: Path, sha256: str | None = None, size: int | None = None, md5: 
     """
     dest = Path(dest)
     if md5 is not None and file_md5(dest) != md5.lower():
-        raise ValueError(f"md5 mismatch for {dest}: the published checksum is {md5}, the file's is "
-                         f"{file_md5(dest)}; the file is corrupt or not the published one; {_fix_hint(dest, reset)}")
+        raise ValueError(
+            f"md5 mismatch for {dest}: the published checksum is {md5}, the file's is "
+            f"{file_md5(dest)}; the file is corrupt or not the published one; {_fix_hint(dest, reset)}"
+        )
     actual_size = dest.stat().st_size
     if size is not None and actual_size != size:
         raise ValueError(
@@ -232,8 +244,10 @@ def download(
             try:
                 validate(tmp)
             except ValueError as err:
-                raise ValueError(f"the download of {url} is not a valid file ({err}); nothing was saved to "
-                                 f"{dest}; run again to retry") from None
+                raise ValueError(
+                    f"the download of {url} is not a valid file ({err}); nothing was saved to "
+                    f"{dest}; run again to retry"
+                ) from None
         os.replace(tmp, dest)  # only a complete, checked file gets the final name
     finally:
         tmp.unlink(missing_ok=True)
@@ -253,8 +267,13 @@ def _stream(url: str, dest: Path, out, size: int | None, progress: bool) -> tupl
             announced = int(length) if length is not None and length.isdigit() else None
             total = announced if announced is not None else size
             with tqdm(
-                total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=dest.name, disable=not progress, leave=False,
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=dest.name,
+                disable=not progress,
+                leave=False,
             ) as bar:
                 while chunk := resp.read(_CHUNK):
                     out.write(chunk)

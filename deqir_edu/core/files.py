@@ -10,6 +10,7 @@ Notation: none (no paper symbols).
     safe_name(name)       a config's ``"name"`` as a plain file name (no folders, no ``..``)
     same_file(a, b)       whether two paths name one file (other spelling, symlink, hard link)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -74,8 +75,10 @@ def safe_name(name: Any, what: str = "name") -> str:
     """
     text = str(name)
     if not _NAME.match(text) or ".." in text:
-        raise ValueError(f"{what} {text!r} is not a plain file name: use letters, digits, '.', '_' and '-' only "
-                         "(no '/', no '..'), e.g. \"fashion32\"")
+        raise ValueError(
+            f"{what} {text!r} is not a plain file name: use letters, digits, '.', '_' and '-' only "
+            "(no '/', no '..'), e.g. \"fashion32\""
+        )
     return text
 
 

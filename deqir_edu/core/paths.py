@@ -10,6 +10,7 @@ install (or a plain checkout) read the same files:
 2. the installed resource package ``deqir_edu._data`` (found with ``importlib``; a wheel install);
 3. the repository's ``data/`` next to the package (an editable install or a checkout).
 """
+
 from __future__ import annotations
 
 import importlib.util

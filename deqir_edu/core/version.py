@@ -2,6 +2,7 @@
 
 Notation: none (no paper symbols).
 """
+
 from __future__ import annotations
 
 import re

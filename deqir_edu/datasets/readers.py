@@ -16,6 +16,7 @@ Sources
       domain (see ``PHOTO_LICENCES``); ``PHOTO_TEST`` are held out for testing.
     * Any folder of PNG/JPEG images (random crops), for a prior of your own domain.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -28,9 +29,25 @@ import torch.nn.functional as F
 from ..core.paths import data_dir
 
 __all__ = [
-    "FASHION_MNIST_DIR", "PHOTO_LICENCES", "PHOTO_TRAIN", "PHOTO_TEST", "read_idx",
-    "fashion_mnist", "fashion_subset", "FASHION_MNIST_MD5", "download_fashion_mnist", "to_tensor_images", "pad_to_32", "skimage_photos", "image_folder", "shrink",
-    "TensorSampler", "PatchSampler", "make_sampler", "load_testset", "fit_to",
+    "FASHION_MNIST_DIR",
+    "PHOTO_LICENCES",
+    "PHOTO_TRAIN",
+    "PHOTO_TEST",
+    "read_idx",
+    "fashion_mnist",
+    "fashion_subset",
+    "FASHION_MNIST_MD5",
+    "download_fashion_mnist",
+    "to_tensor_images",
+    "pad_to_32",
+    "skimage_photos",
+    "image_folder",
+    "shrink",
+    "TensorSampler",
+    "PatchSampler",
+    "make_sampler",
+    "load_testset",
+    "fit_to",
 ]
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -74,7 +91,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an idx file (bad magic number {raw[:4].hex()}); is it corrupt?")
     ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     data = np.frombuffer(raw, dtype=_IDX_DTYPES[raw[2]], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
         raise ValueError(f"{path}: header says shape {shape} but holds {data.size} values; file truncated?")
@@ -82,8 +99,10 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def _find_idx(root: Path, prefix: str, kind: str) -> Path:
-    for name in (f"{prefix}-{kind}-idx{'3' if kind == 'images' else '1'}-ubyte", f"{prefix}-{kind}.idx"
-                 f"{'3' if kind == 'images' else '1'}-ubyte"):
+    for name in (
+        f"{prefix}-{kind}-idx{'3' if kind == 'images' else '1'}-ubyte",
+        f"{prefix}-{kind}.idx{'3' if kind == 'images' else '1'}-ubyte",
+    ):
         for suffix in (".gz", ""):
             if (root / (name + suffix)).is_file():
                 return root / (name + suffix)
@@ -217,8 +236,14 @@ class PatchSampler:
     in ``scale`` (mild rescaling), resized to ``size``, random horizontal flip and 90-degree rotation.
     """
 
-    def __init__(self, photos: list[torch.Tensor], size: int = 32, scale: tuple[float, float] = (0.8, 1.25),
-                 flips: bool = True, rotations: bool = True) -> None:
+    def __init__(
+        self,
+        photos: list[torch.Tensor],
+        size: int = 32,
+        scale: tuple[float, float] = (0.8, 1.25),
+        flips: bool = True,
+        rotations: bool = True,
+    ) -> None:
         side = int(round(size * max(scale)))
         small = [tuple(p.shape[1:]) for p in photos if min(p.shape[1:]) < side]
         if not photos or small:
@@ -239,10 +264,11 @@ class PatchSampler:
             side = int(round(self.size * float(np.exp(lo + (hi - lo) * float(u[i, 0])))))
             top = int(torch.randint(0, photo.shape[1] - side + 1, (1,), generator=generator))
             left = int(float(u[i, 1]) * (photo.shape[2] - side + 1))
-            patch = photo[:, top:top + side, left:left + side]
+            patch = photo[:, top : top + side, left : left + side]
             if side != self.size:
-                patch = F.interpolate(patch[None], size=(self.size, self.size), mode="bilinear",
-                                      antialias=True, align_corners=False)[0].clamp(-1, 1)
+                patch = F.interpolate(
+                    patch[None], size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+                )[0].clamp(-1, 1)
             if self.flips and flip[i]:
                 patch = patch.flip(-1)
             if self.rotations:
@@ -311,5 +337,5 @@ def fit_to(p: torch.Tensor, h: int, w: int) -> torch.Tensor:
     s = min(p.shape[1] / h, p.shape[2] / w)
     ch, cw = int(h * s), int(w * s)
     top, left = (p.shape[1] - ch) // 2, (p.shape[2] - cw) // 2
-    crop = p[:, top:top + ch, left:left + cw]
+    crop = p[:, top : top + ch, left : left + cw]
     return F.interpolate(crop[None], size=(h, w), mode="area")[0] if (ch, cw) != (h, w) else crop

@@ -29,6 +29,7 @@ for any c1, c2, so the sequential chain and the parallel solve agree with these 
 
 Every tensor is float64; cast at the point of use with ``.to(x)``.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,12 +74,20 @@ class ChainConfig:
         ref = alphas_cumprod(linear_betas()) if alphas_cumprod_full is None else alphas_cumprod_full
         ts = self.timesteps
         if int(ts.max()) >= ref.numel() or not torch.allclose(self.abar[1:], ref.to(torch.float64)[ts]):
-            raise ValueError("the chain was built for another noise schedule; build it with "
-                             "alphas_cumprod_full=model.alphas_cumprod")
+            raise ValueError(
+                "the chain was built for another noise schedule; build it with alphas_cumprod_full=model.alphas_cumprod"
+            )
 
 
-def _build(steps: int, g1: torch.Tensor | float, g2: torch.Tensor | float, alphas_cumprod_full: torch.Tensor | None,
-           spacing: str, eta: float | None, setting: str) -> ChainConfig:
+def _build(
+    steps: int,
+    g1: torch.Tensor | float,
+    g2: torch.Tensor | float,
+    alphas_cumprod_full: torch.Tensor | None,
+    spacing: str,
+    eta: float | None,
+    setting: str,
+) -> ChainConfig:
     ac = alphas_cumprod(linear_betas()) if alphas_cumprod_full is None else alphas_cumprod_full.to(torch.float64)
     ts = ddim_timesteps(steps, ac.numel(), spacing)
     abar = torch.cat([torch.ones(1, dtype=torch.float64), ac[ts]])
@@ -132,5 +141,6 @@ def official_chain(
     prev = base.abar[:-1]
     sigma = torch.ones_like(prev) if svd else (1.0 - prev**2).sqrt()  # DDNM's non-SVD factor
     setting = f"official(etw={etw}, nw={nw}, svd={svd})"
-    return _build(steps, float(nw) * sigma, (1.0 - float(etw) ** 2) ** 0.5 * sigma, alphas_cumprod_full, spacing,
-                  None, setting)
+    return _build(
+        steps, float(nw) * sigma, (1.0 - float(etw) ** 2) ** 0.5 * sigma, alphas_cumprod_full, spacing, None, setting
+    )

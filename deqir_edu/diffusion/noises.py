@@ -7,6 +7,7 @@ Notation (code name -> paper symbol; chain convention of ``diffusion/schedules.p
 
 Sequential and parallel samplers given the same ``(x_T, noises)`` compute the same chain.
 """
+
 from __future__ import annotations
 
 import torch

@@ -21,6 +21,7 @@ x_0 ~ N(mu_j, std^2 I), hence x_t | j ~ N(sqrt(abar_t) mu_j, s_t^2 I), and::
     E[eps | x_t] = sqrt(1 - abar_t) / s_t^2 * (x_t - sqrt(abar_t) sum_j p(j | x_t) mu_j)
                  = -sqrt(1 - abar_t) * grad_x log p(x_t)                         (Tweedie)
 """
+
 from __future__ import annotations
 
 import math
@@ -246,13 +247,13 @@ def fashion_mixture(
         from safetensors.torch import load_file
 
         if file_sha256(path) != SHIPPED_MIXTURE_SHA256:
-            raise ValueError(f"{path} is damaged (sha256 mismatch): reinstall deqir-edu, or call "
-                             "fashion_mixture(refit=True)")
+            raise ValueError(
+                f"{path} is damaged (sha256 mismatch): reinstall deqir-edu, or call fashion_mixture(refit=True)"
+            )
         t = load_file(str(path))
         return GaussianMixturePrior(t["means"].to(dtype), float(t["std"]), weights=t["weights"])
     from ..datasets import fashion_subset, pad_to_32, to_tensor_images
 
     train, _ = fashion_subset("train", n_images)  # shipped in data/ for n_images <= 4000
     images = pad_to_32(to_tensor_images(train)).to(dtype)
-    return GaussianMixturePrior.fit(images, n_components, generator=torch.Generator().manual_seed(seed),
-                                    n_iter=n_iter)
+    return GaussianMixturePrior.fit(images, n_components, generator=torch.Generator().manual_seed(seed), n_iter=n_iter)

@@ -22,6 +22,7 @@ One step ``k -> k - 1`` (the DDNM "eta" form that DeqIR's Eq. (9) uses)::
 
 Every schedule is float64; cast at the point of use with ``.to(x)``.
 """
+
 from __future__ import annotations
 
 import math

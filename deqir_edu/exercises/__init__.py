@@ -21,6 +21,7 @@ The checks live in ``exercises/diffusion.py`` (chapters 1-3) and ``exercises/fix
 the usual wrong formulas on the same case (``exercises/_mistakes.py``): when it equals one of them,
 the hint names that mistake and its fix, otherwise it is the check's generic hint.
 """
+
 from __future__ import annotations
 
 from .diffusion import check_ddim_step, check_ddnm_step, check_ddpm_posterior, check_null_space_projection

@@ -6,6 +6,7 @@ answer).  A *named* hint applies when the student's output equals, to round-off,
 formula gives on the same test case (``_matches``, ``_named``); the wrong formulas live in
 ``_mistakes.py``.  The last hint of a list is the generic one, ``(True, ...)``.
 """
+
 from __future__ import annotations
 
 import functools

@@ -1,5 +1,6 @@
 """Self-checks of chapters 1-3: the null-space projection (Eq. (5)), the DDIM step, the DDPM posterior and
 the DDNM step."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,13 +8,13 @@ from typing import Any
 
 import torch
 
+from ._common import _call, _close, _compare, _gen, _named, _passed
 from ._mistakes import (
     POSTERIOR_VARIANCE,
     ddim_mistakes,
     ddnm_mistakes,
     posterior_mistakes,
 )
-from ._common import _call, _close, _compare, _gen, _named, _passed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -35,12 +36,18 @@ def check_null_space_projection(fn: Callable[[Any, torch.Tensor, torch.Tensor], 
             return False
         want = null_space_project(op, x0, y)
         hints = [
-            (isinstance(got, torch.Tensor) and _close(got, x0 - op.A_pinv(op.A(x0))),
-             "the range part A^+ y is missing: add op.A_pinv(y)."),
-            (isinstance(got, torch.Tensor) and _close(got, op.A_pinv(y) + op.A_pinv(op.A(x0))),
-             "you kept the range part of x0 (A^+ A x0); the null-space part is x0 - A^+ A x0."),
-            (isinstance(got, torch.Tensor) and got.shape == x0.shape and not _close(op.A(got), y),
-             "A(x0_hat) should equal y exactly; check the sign of A^+ A x0."),
+            (
+                isinstance(got, torch.Tensor) and _close(got, x0 - op.A_pinv(op.A(x0))),
+                "the range part A^+ y is missing: add op.A_pinv(y).",
+            ),
+            (
+                isinstance(got, torch.Tensor) and _close(got, op.A_pinv(y) + op.A_pinv(op.A(x0))),
+                "you kept the range part of x0 (A^+ A x0); the null-space part is x0 - A^+ A x0.",
+            ),
+            (
+                isinstance(got, torch.Tensor) and got.shape == x0.shape and not _close(op.A(got), y),
+                "A(x0_hat) should equal y exactly; check the sign of A^+ A x0.",
+            ),
             (True, "Eq. (5) reads A^+ y + (I - A^+ A) x0: write each term with op.A and op.A_pinv."),
         ]
         if not _compare(name, got, want, f"task {task}", hints):
@@ -88,16 +95,28 @@ def check_ddim_step(fn: Callable[..., torch.Tensor]) -> bool:
             paper_form = a_prev**0.5 * x0 + (1 - a_prev - sigma_ddim**2) ** 0.5 * eps + sigma_ddim * noise
             is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
             hints = [
-                (is_tensor and eta > 0 and _close(got, paper_form),
-                 ("that is the DDIM paper's sigma(eta); this book (like DDNM and DeqIR) uses "
-                  "sigma = eta * sqrt(1 - abar_prev).")),
+                (
+                    is_tensor and eta > 0 and _close(got, paper_form),
+                    (
+                        "that is the DDIM paper's sigma(eta); this book (like DDNM and DeqIR) uses "
+                        "sigma = eta * sqrt(1 - abar_prev)."
+                    ),
+                ),
                 *_named(got, ddim_mistakes(x_t, eps, a_t, a_prev, eta, noise)),
-                (is_tensor and eta == 0,
-                 ("with eta = 0 the step is deterministic: check x0 = (x_t - sqrt(1 - abar_t) eps) / "
-                  "sqrt(abar_t) and the weight sqrt(1 - abar_prev) of eps.")),
-                (is_tensor,
-                 ("the noise weights must satisfy c1^2 + c2^2 = 1 - abar_prev: c1 = eta sqrt(1 - abar_prev) for "
-                  "the fresh noise, c2 = sqrt(1 - eta^2) sqrt(1 - abar_prev) for eps.")),
+                (
+                    is_tensor and eta == 0,
+                    (
+                        "with eta = 0 the step is deterministic: check x0 = (x_t - sqrt(1 - abar_t) eps) / "
+                        "sqrt(abar_t) and the weight sqrt(1 - abar_prev) of eps."
+                    ),
+                ),
+                (
+                    is_tensor,
+                    (
+                        "the noise weights must satisfy c1^2 + c2^2 = 1 - abar_prev: c1 = eta sqrt(1 - abar_prev) for "
+                        "the fresh noise, c2 = sqrt(1 - eta^2) sqrt(1 - abar_prev) for eps."
+                    ),
+                ),
             ]
             if not _compare(name, got, want, f"eta={eta}, step k={k}", hints):
                 return False
@@ -134,14 +153,30 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
             print(f"[x] {name}: return the pair (mean, std)")
             return False
         mean, std = got
-        swapped = isinstance(mean, torch.Tensor) and mean.shape == x_t.shape and _close(
-            mean, a_prev**0.5 * beta / (1 - a_t) * x_t + (a_t / a_prev) ** 0.5 * (1 - a_prev) / (1 - a_t) * x0)
-        hints = [(swapped,
-                  ("the two weights are swapped: sqrt(abar_prev) beta / (1 - abar_t) multiplies x0, "
-                   "sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) multiplies x_t (alpha_t = abar_t / abar_prev).")),
-                 *_named(mean, posterior_mistakes(x_t, x0, a_t, a_prev)),
-                 (True, ("mean = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_prev) / "
-                         "(1 - abar_t) x_t with beta = 1 - alpha_t."))]
+        swapped = (
+            isinstance(mean, torch.Tensor)
+            and mean.shape == x_t.shape
+            and _close(
+                mean, a_prev**0.5 * beta / (1 - a_t) * x_t + (a_t / a_prev) ** 0.5 * (1 - a_prev) / (1 - a_t) * x0
+            )
+        )
+        hints = [
+            (
+                swapped,
+                (
+                    "the two weights are swapped: sqrt(abar_prev) beta / (1 - abar_t) multiplies x0, "
+                    "sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) multiplies x_t (alpha_t = abar_t / abar_prev)."
+                ),
+            ),
+            *_named(mean, posterior_mistakes(x_t, x0, a_t, a_prev)),
+            (
+                True,
+                (
+                    "mean = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_prev) / "
+                    "(1 - abar_t) x_t with beta = 1 - alpha_t."
+                ),
+            ),
+        ]
         if not _compare(name, mean, want_mean, f"mean at step k={k}", hints):
             return False
         std_value = float(std.flatten()[0]) if isinstance(std, torch.Tensor) else float(std)
@@ -189,10 +224,17 @@ def check_ddnm_step(fn: Callable[..., torch.Tensor]) -> bool:
             hints = [
                 (is_tensor and _close(got, plain), "this is the plain DDIM step: project x_{0|t} with Eq. (5) first."),
                 *_named(got, ddnm_mistakes(x_t, eps, a_t, a_prev, 0.15, noise, op, y)),
-                (is_tensor and k == 1 and not _close(op.A(got), y),
-                 "the last step (abar_prev = 1) must return x0_hat exactly, so A(x_0) = y."),
-                (True, ("x0_hat = A^+ y + x0 - A^+ A x0 replaces x0 only in the first term; the eps and noise "
-                        "terms are those of DDIM.")),
+                (
+                    is_tensor and k == 1 and not _close(op.A(got), y),
+                    "the last step (abar_prev = 1) must return x0_hat exactly, so A(x_0) = y.",
+                ),
+                (
+                    True,
+                    (
+                        "x0_hat = A^+ y + x0 - A^+ A x0 replaces x0 only in the first term; the eps and noise "
+                        "terms are those of DDIM."
+                    ),
+                ),
             ]
             if not _compare(name, got, want, f"task {task}, step k={k}", hints):
                 return False

@@ -1,5 +1,6 @@
 """Self-checks of chapters 4-7: the fixed-point map F (Eq. (9)), the Anderson weights (Algorithm 1) and the
 phantom gradient (Algorithm 2)."""
+
 from __future__ import annotations
 
 import functools
@@ -8,16 +9,16 @@ from typing import Any
 
 import torch
 
+from ._common import _call, _close, _compare, _gen, _matches, _named, _passed, _print_hint
 from ._mistakes import (
     ANDERSON_NU,
-    F_mistakes,
     PHANTOM_SIGN,
     PHANTOM_START,
     PHANTOM_STATE,
+    F_mistakes,
     anderson_mistakes,
     phantom_variant,
 )
-from ._common import _call, _close, _compare, _gen, _matches, _named, _passed, _print_hint
 
 
 # ---------------------------------------------------------------------------------------------
@@ -60,13 +61,22 @@ def check_F(fn: Callable[..., torch.Tensor]) -> bool:
         no_q = want + sq[:T] / sq[T] * (f.x_T - f.Q(f.x_T))[None]
         is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
         hints = [
-            (is_tensor and _close(got, double),
-             ("the sum starts at s = j + 1: z_{j+1} enters once, without Q (the paper's form starts at s = j "
-              "and splits z_{j+1} into A^+A z_{j+1} + Q z_{j+1}).")),
+            (
+                is_tensor and _close(got, double),
+                (
+                    "the sum starts at s = j + 1: z_{j+1} enters once, without Q (the paper's form starts at s = j "
+                    "and splits z_{j+1} into A^+A z_{j+1} + Q z_{j+1})."
+                ),
+            ),
             (is_tensor and _close(got, no_q), "x_T enters through Q x_T (the range part of x_T is replaced)."),
             *_named(got, F_mistakes(z, f.x_T, abar, f.Q)),
-            (is_tensor, ("weights: sqrt(abar_j / abar_s) for z_{s+1} and sqrt(abar_j / abar_T) for x_T; "
-                         "a reversed cumulative sum (flip, cumsum, flip) gives all j at once.")),
+            (
+                is_tensor,
+                (
+                    "weights: sqrt(abar_j / abar_s) for z_{s+1} and sqrt(abar_j / abar_T) for x_T; "
+                    "a reversed cumulative sum (flip, cumsum, flip) gives all j at once."
+                ),
+            ),
         ]
         if not _compare(name, got, want, f"task {task}, T = 6", hints):
             return False
@@ -104,8 +114,9 @@ def check_anderson_weights(fn: Callable[[torch.Tensor, float], torch.Tensor], la
     grad = (G @ G.transpose(1, 2) + lam * torch.eye(4, dtype=torch.float64)) @ alpha[..., None]  # = nu 1
     if float((grad - grad.mean(1, keepdim=True)).abs().max()) > 1e-8 * float(grad.abs().max()):
         print(f"[x] {name}: not the minimiser: (G G^T + lam I) alpha must be a multiple of the ones vector.")
-        _print_hint([*named, (True, ("solve [[0, 1^T], [1, G G^T + lam I]] [nu; alpha] = [1; 0] with "
-                                     "torch.linalg.solve."))])
+        _print_hint(
+            [*named, (True, ("solve [[0, 1^T], [1, G G^T + lam I]] [nu; alpha] = [1; 0] with torch.linalg.solve."))]
+        )
         return False
     f, _ = _small_chain("inpaint-box", steps=6, seed=51)
     init = f.x_T.expand(6, *f.x_T.shape).clone()
@@ -154,21 +165,32 @@ def check_phantom_gradient(fn: Callable[..., torch.Tensor]) -> bool:
         ok, got = _call(name, fn, make_map, star.clone(), f.x_T.clone(), loss, tau, k)
         if not ok:
             return False
-        want = phantom_gradient(model, op, y, f.x_T, noises, chain=coeffs, loss=lambda c: loss(c.x0),
-                                phantom_steps=k, tau=tau, states=star).grad
+        want = phantom_gradient(
+            model, op, y, f.x_T, noises, chain=coeffs, loss=lambda c: loss(c.x0), phantom_steps=k, tau=tau, states=star
+        ).grad
         is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
         variant = functools.partial(phantom_variant, make_map, x_T=f.x_T, loss=loss, tau=tau, k=k)
-        hints = [(is_tensor and _close(got, want / tau),
-                  ("the damping tau multiplies the step: x <- (1 - tau) x + tau F(x), so one step gives tau "
-                   "times the undamped gradient.")),
-                 (is_tensor and float(got.abs().max()) == 0.0,
-                  ("the gradient is zero: build the map with x_T.requires_grad_(True) and compute the steps "
-                   "with gradients enabled.")),
-                 (is_tensor and _matches(got, -want), PHANTOM_SIGN),
-                 (lambda g=got, v=variant: _matches(g, v(None)), PHANTOM_START),  # x_T, with graph
-                 (lambda g=got, v=variant: _matches(g, v(f.x_T.expand_as(star))), PHANTOM_START),
-                 (lambda g=got, v=variant: _matches(g, v(star, state=-1)), PHANTOM_STATE),
-                 (True, "start from star (detached), not from x_T; differentiate loss(x[0]).sum().")]
+        hints = [
+            (
+                is_tensor and _close(got, want / tau),
+                (
+                    "the damping tau multiplies the step: x <- (1 - tau) x + tau F(x), so one step gives tau "
+                    "times the undamped gradient."
+                ),
+            ),
+            (
+                is_tensor and float(got.abs().max()) == 0.0,
+                (
+                    "the gradient is zero: build the map with x_T.requires_grad_(True) and compute the steps "
+                    "with gradients enabled."
+                ),
+            ),
+            (is_tensor and _matches(got, -want), PHANTOM_SIGN),
+            (lambda g=got, v=variant: _matches(g, v(None)), PHANTOM_START),  # x_T, with graph
+            (lambda g=got, v=variant: _matches(g, v(f.x_T.expand_as(star))), PHANTOM_START),
+            (lambda g=got, v=variant: _matches(g, v(star, state=-1)), PHANTOM_STATE),
+            (True, "start from star (detached), not from x_T; differentiate loss(x[0]).sum()."),
+        ]
         if not _compare(name, got, want, f"tau={tau}, k={k}", hints):
             return False
     return _passed(name, "matches inversion.phantom_gradient for (tau, k) = (0.1, 1), (0.5, 3), (1, 6)")

@@ -18,6 +18,7 @@ Notation (code name -> symbol)
     chain           x_0 (DDNM)          the sequential chain, same T, coefficients and noises
     hf              ||L x||^2 / N       high-frequency energy (L: 3x3 Laplacian); blur lowers it
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -62,8 +63,11 @@ def _noises(x: torch.Tensor, steps: int, seed: int) -> tuple[torch.Tensor, torch
 
 
 def _scores(x0: torch.Tensor, x: torch.Tensor) -> dict[str, list[float]]:
-    return {"psnr": psnr(x0, x).tolist(), "ssim": ssim(x0, x).tolist() if min(x.shape[-2:]) >= 11 else [],
-            "hf": high_frequency_energy(x0).tolist()}
+    return {
+        "psnr": psnr(x0, x).tolist(),
+        "ssim": ssim(x0, x).tolist() if min(x.shape[-2:]) >= 11 else [],
+        "hf": high_frequency_energy(x0).tolist(),
+    }
 
 
 def iterate_curve(
@@ -90,11 +94,27 @@ def iterate_curve(
     noises = _noises(x, coeffs.steps, seed)
     chain = ddnm_sample(model, op, y, noises=noises, chain=coeffs)
     iterates: list[torch.Tensor] = []
-    trace = deqir_sample(model, op, y, noises=noises, chain=coeffs, solver=solver, max_iter=max_iter or coeffs.steps,
-                         tol=0.0, callback=lambda info: iterates.append(info["states"][0].clone())).trace
-    out: dict[str, Any] = {"k": list(range(1, len(iterates) + 1)), "psnr": [], "ssim": [], "hf": [], "to_chain": [],
-                           "residual": trace.residual, "chain": _scores(chain, x),
-                           "gt_hf": high_frequency_energy(x).tolist()}
+    trace = deqir_sample(
+        model,
+        op,
+        y,
+        noises=noises,
+        chain=coeffs,
+        solver=solver,
+        max_iter=max_iter or coeffs.steps,
+        tol=0.0,
+        callback=lambda info: iterates.append(info["states"][0].clone()),
+    ).trace
+    out: dict[str, Any] = {
+        "k": list(range(1, len(iterates) + 1)),
+        "psnr": [],
+        "ssim": [],
+        "hf": [],
+        "to_chain": [],
+        "residual": trace.residual,
+        "chain": _scores(chain, x),
+        "gt_hf": high_frequency_energy(x).tolist(),
+    }
     for x0 in iterates:
         s = _scores(x0, x)
         for key in ("psnr", "ssim", "hf"):
@@ -138,10 +158,21 @@ def sweep(
         res = deqir_sample(model, op, y, noises=noises, chain=coeffs, solver=solver, max_iter=K, tol=0.0)
         x0 = res.x0
         a, b = _scores(chain, x), _scores(x0, x)
-        rows.append(dict(value=v, steps=T, eta=e, iters=K, evaluations=res.evaluations,
-                         ddnm_psnr=a["psnr"], deqir_psnr=b["psnr"], ddnm_hf=a["hf"], deqir_hf=b["hf"],
-                         gap=float(torch.tensor(b["psnr"]).mean() - torch.tensor(a["psnr"]).mean()),
-                         to_chain=float((x0 - chain).abs().max())))
+        rows.append(
+            dict(
+                value=v,
+                steps=T,
+                eta=e,
+                iters=K,
+                evaluations=res.evaluations,
+                ddnm_psnr=a["psnr"],
+                deqir_psnr=b["psnr"],
+                ddnm_hf=a["hf"],
+                deqir_hf=b["hf"],
+                gap=float(torch.tensor(b["psnr"]).mean() - torch.tensor(a["psnr"]).mean()),
+                to_chain=float((x0 - chain).abs().max()),
+            )
+        )
     return rows
 
 
@@ -166,6 +197,14 @@ def compare_coefficient_sets(
         chain = ddnm_sample(model, op, y, noises=noises, chain=coeffs)
         x0 = deqir_sample(model, op, y, noises=noises, chain=coeffs, solver="anderson", max_iter=iters, tol=0.0).x0
         a, b = _scores(chain, x), _scores(x0, x)
-        rows.append(dict(name=name, ddnm_psnr=a["psnr"], deqir_psnr=b["psnr"], ddnm_hf=a["hf"], deqir_hf=b["hf"],
-                         to_chain=float((x0 - chain).abs().max())))
+        rows.append(
+            dict(
+                name=name,
+                ddnm_psnr=a["psnr"],
+                deqir_psnr=b["psnr"],
+                ddnm_hf=a["hf"],
+                deqir_hf=b["hf"],
+                to_chain=float((x0 - chain).abs().max()),
+            )
+        )
     return rows

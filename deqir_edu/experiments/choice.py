@@ -15,6 +15,7 @@ model's own device once per (model, device, dtype, n) and keeps it for the proce
 (``max_batch``) are counted as ``ceil(T B / max_batch)`` calls of that size.  The result is the same at
 equal quality: ``auto`` stops within 0.05 dB of the chain (``benchmarks/results/solver_grid_*.md``).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,10 @@ class SamplerChoice:
 
     def describe(self) -> str:
         """One line: the choice and the times behind it."""
-        return (f"sampler auto -> {self.sampler}: predicted {_s(self.sequential)} sequential (T = {self.steps} calls "
-                f"of {_s(self.t1)}) against {_s(self.parallel)} parallel (~{self.passes:.0f} passes of {_s(self.tT)})")
+        return (
+            f"sampler auto -> {self.sampler}: predicted {_s(self.sequential)} sequential (T = {self.steps} calls "
+            f"of {_s(self.t1)}) against {_s(self.parallel)} parallel (~{self.passes:.0f} passes of {_s(self.tT)})"
+        )
 
 
 def _s(seconds: float) -> str:
@@ -84,8 +87,14 @@ def call_seconds(model: Any, n: int, like: torch.Tensor | None = None) -> float:
     return cache[key]
 
 
-def predict_sampler(model: Any, steps: int, batch: int = 1, max_batch: int | None = None,
-                    like: torch.Tensor | None = None, passes: float | None = None) -> SamplerChoice:
+def predict_sampler(
+    model: Any,
+    steps: int,
+    batch: int = 1,
+    max_batch: int | None = None,
+    like: torch.Tensor | None = None,
+    passes: float | None = None,
+) -> SamplerChoice:
     """Predict DDNM's and DeqIR's seconds for a chain of ``steps`` states on ``batch`` images; choose the faster.
 
     ``max_batch``: images per call (``models.ChunkedModel``; default no limit).  ``passes``: expected

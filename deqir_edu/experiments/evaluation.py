@@ -19,6 +19,7 @@ Notation (column / code name -> meaning, paper symbol)
     passes          sequential network passes, the depth of the computation (DDNM: T; DeqIR: solver passes)
     seconds         wall-clock of the method on all n images (batches of ``batch_size``)
 """
+
 from __future__ import annotations
 
 import time
@@ -34,15 +35,33 @@ from ..metrics.quality import consistency, psnr, ssim
 from ..operators import make_operator
 from .runner import parse_method, run_method
 
-__all__ = ["TASKS_GREY", "TASKS_COLOUR", "DEFAULT_METHODS", "NA_WEIGHTS", "NA_SMALL", "default_tasks", "evaluate",
-           "lpips_status"]
+__all__ = [
+    "TASKS_GREY",
+    "TASKS_COLOUR",
+    "DEFAULT_METHODS",
+    "NA_WEIGHTS",
+    "NA_SMALL",
+    "default_tasks",
+    "evaluate",
+    "lpips_status",
+]
 
-TASKS_GREY = ("sr2", "sr4", "sr2-bicubic", "sr4-bicubic", "deblur-gauss", "deblur-aniso",
-              "inpaint-text", "inpaint-stripes")
+TASKS_GREY = (
+    "sr2",
+    "sr4",
+    "sr2-bicubic",
+    "sr4-bicubic",
+    "deblur-gauss",
+    "deblur-aniso",
+    "inpaint-text",
+    "inpaint-stripes",
+)
 TASKS_COLOUR = TASKS_GREY + ("colorize",)
 DEFAULT_METHODS = ("pinv", "ddnm", "ddnm-t100", "deqir-auto", "deqir-k5", "deqir-k10", "deqir-k15", "deqir-picard")
 NA_WEIGHTS = "n/a (no weights)"
 NA_SMALL = "n/a (image < 31 px)"
+
+
 def default_tasks(image_shape: Sequence[int]) -> tuple[str, ...]:
     """All tasks of the grid; colorization only for 3-channel images."""
     return TASKS_COLOUR if int(image_shape[0]) == 3 else TASKS_GREY
@@ -96,8 +115,9 @@ def evaluate(
     """
     images = images.to(device) if device is not None else images
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
-        raise ValueError(f"images must be (N, C, H, W) with (C, H, W) = {tuple(model.image_shape)}, "
-                         f"got {tuple(images.shape)}")
+        raise ValueError(
+            f"images must be (N, C, H, W) with (C, H, W) = {tuple(model.image_shape)}, got {tuple(images.shape)}"
+        )
     shape = tuple(images.shape[1:])
     tasks = tuple(default_tasks(shape) if tasks is None else tasks)
     if "colorize" in tasks and shape[0] != 3:
@@ -148,12 +168,24 @@ def evaluate(
             else:
                 with torch.no_grad():
                     lp = float(lpips_fn(x.float(), images.float()).mean())
-            rows.append(dict(
-                task=task, method=method.name, steps=T, iters=method.iters, solver=method.solver, n=n,
-                psnr=float(p.mean()), ssim=float(ssim(x, images).mean()), lpips=lp,
-                consistency=float(consistency(x, y, op).mean()),
-                cons=float(consistency(_quantise(x), y, op, norm="l1", unit_range=True).mean()),
-                evaluations=evals, passes=passes, seconds=seconds, converged=conv,
-                psnr_per_image=[round(float(v), 4) for v in p],
-            ))
+            rows.append(
+                dict(
+                    task=task,
+                    method=method.name,
+                    steps=T,
+                    iters=method.iters,
+                    solver=method.solver,
+                    n=n,
+                    psnr=float(p.mean()),
+                    ssim=float(ssim(x, images).mean()),
+                    lpips=lp,
+                    consistency=float(consistency(x, y, op).mean()),
+                    cons=float(consistency(_quantise(x), y, op, norm="l1", unit_range=True).mean()),
+                    evaluations=evals,
+                    passes=passes,
+                    seconds=seconds,
+                    converged=conv,
+                    psnr_per_image=[round(float(v), 4) for v in p],
+                )
+            )
     return rows

@@ -7,6 +7,7 @@ One row per (task, method); the columns are described in ``evaluation.py``:
     row["psnr"], row["ssim"], ...   means over the test images; per-image lists as ``psnr_per_image``
     meta["command"]                 the exact command that wrote the folder
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,10 @@ def format_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None 
     for key in ("command", "model", "images", "n", "eta", "seed", "device", "lpips", "date", "torch"):
         if key in meta:
             lines.append(f"- {key}: `{meta[key]}`")
-    head = ("| method | T | K | PSNR [dB] | SSIM | LPIPS | ‖Ax−y‖₂ | Cons (8-bit, L1) | evaluations | passes | seconds |\n"
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    head = (
+        "| method | T | K | PSNR [dB] | SSIM | LPIPS | ‖Ax−y‖₂ | Cons (8-bit, L1) | evaluations | passes | seconds |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
     for task in dict.fromkeys(r["task"] for r in rows):
         lines += ["", f"## {task}", "", head]
         for r in (r for r in rows if r["task"] == task):
@@ -45,19 +48,25 @@ def format_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any] | None 
             lines.append(
                 f"| {r['method']} | {r['steps'] or '-'} | {_cell(k, 'd')}{star} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
                 f"{_cell(r['lpips'], '.3f')} | {r['consistency']:.2e} | {r['cons']:.2f} | {r['evaluations']} | "
-                f"{r['passes']} | {r['seconds']:.2f} |")
-    lines += ["", "K = solver passes done (`*`: stopped at the limit K, residual above tol); passes = sequential",
-              "network passes; evaluations = single-state network evaluations;",
-              "Cons = ||A q(x) − y||₁ on [0, 1] with q the 8-bit image."]
+                f"{r['passes']} | {r['seconds']:.2f} |"
+            )
+    lines += [
+        "",
+        "K = solver passes done (`*`: stopped at the limit K, residual above tol); passes = sequential",
+        "network passes; evaluations = single-state network evaluations;",
+        "Cons = ||A q(x) − y||₁ on [0, 1] with q the 8-bit image.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_results(rows: Sequence[dict[str, Any]], out: str | Path,
-                  meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def write_results(
+    rows: Sequence[dict[str, Any]], out: str | Path, meta: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
     """Write ``results.json`` (``{"meta": ..., "rows": ...}``) and ``results.md`` into folder ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     js, md = out / "results.json", out / "results.md"
+
     def clean(v: Any) -> Any:  # standard JSON: no Infinity / NaN (a perfect PSNR is "inf")
         if isinstance(v, float) and not math.isfinite(v):
             return str(v)
@@ -97,5 +106,8 @@ def per_image_gap(rows: Sequence[dict[str, Any]], a: str = "ddnm", b: str = "deq
     """``{task: max over images |PSNR_a - PSNR_b|}`` (dB) for every task with both methods: the check of
     Proposition 1 (Picard with K = T returns the DDNM chain) on an eval grid."""
     by = {(r["task"], r["method"]): r["psnr_per_image"] for r in rows}
-    return {task: max(abs(u - v) for u, v in zip(by[(task, a)], by[(task, b)]))
-            for task in dict.fromkeys(r["task"] for r in rows) if (task, a) in by and (task, b) in by}
+    return {
+        task: max(abs(u - v) for u, v in zip(by[(task, a)], by[(task, b)]))
+        for task in dict.fromkeys(r["task"] for r in rows)
+        if (task, a) in by and (task, b) in by
+    }

@@ -14,6 +14,7 @@ Notation (method name -> meaning, paper symbol)
 
 Clipping (``clip=True``) wraps the model in ``models.ClippedModel`` here, once, for every method.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,8 +53,10 @@ def parse_method(name: str, steps: int = 20) -> Method:
     if not bad and m.group(3) and m.group(3) not in SOLVERS:
         bad = True
     if bad:
-        raise ValueError(f"unknown method {name!r}; use pinv, ddnm, ddnm-tT, deqir-kK, deqir-tT-kK, deqir-picard "
-                         f"or deqir-SOLVER-kK with SOLVER one of {', '.join(solver_names())}")
+        raise ValueError(
+            f"unknown method {name!r}; use pinv, ddnm, ddnm-tT, deqir-kK, deqir-tT-kK, deqir-picard "
+            f"or deqir-SOLVER-kK with SOLVER one of {', '.join(solver_names())}"
+        )
     kind, t = m.group(1), int(m.group(2) or steps)
     if t < 1:
         raise ValueError(f"method {name!r}: T must be >= 1")
@@ -105,8 +108,18 @@ def run_method(
     if samples > 1:  # the k runs as one batch (k * B, ...), then the mean over k
         if noises is not None:
             raise ValueError("samples > 1 draws its own noises: pass a generator, not noises")
-        runs = run_method(model, op, y.repeat(samples, *([1] * (y.dim() - 1))), method, eta, None, generator,
-                          clip, tol, callback=callback)
+        runs = run_method(
+            model,
+            op,
+            y.repeat(samples, *([1] * (y.dim() - 1))),
+            method,
+            eta,
+            None,
+            generator,
+            clip,
+            tol,
+            callback=callback,
+        )
         mean = runs.x.reshape(samples, y.shape[0], *runs.x.shape[1:]).mean(0)
         return RunResult(mean, runs.evaluations, runs.passes, runs.converged)
     model = ClippedModel(model) if clip else model
@@ -114,9 +127,19 @@ def run_method(
         x = ddnm_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator)
         return RunResult(x, method.steps, method.steps, True)
     tol = tol if method.tol is None else method.tol  # deqir-picard fixes its own (0: all T passes)
-    res = deqir_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator,
-                       solver=method.solver, max_iter=method.iters, callback=callback,
-                       **({} if tol is None else {"tol": tol}))  # None: the solver's own default
+    res = deqir_sample(
+        model,
+        op,
+        y,
+        steps=method.steps,
+        eta=eta,
+        noises=noises,
+        generator=generator,
+        solver=method.solver,
+        max_iter=method.iters,
+        callback=callback,
+        **({} if tol is None else {"tol": tol}),
+    )  # None: the solver's own default
     exact = method.solver == "picard" and method.iters >= method.steps  # the triangular system is solved
     return RunResult(res.x0, res.evaluations, res.passes, bool(res.converged or exact))
 
@@ -159,8 +182,9 @@ def sampler_method(sampler: str = "deqir", steps: int = 20, iters: int | None = 
         iters = default_passes(solver, steps) if iters is None else iters
         if not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters (K, solver passes) must be a positive integer, got {iters!r}")
-    return Method(sampler, sampler, steps, iters if sampler == "deqir" else None,
-                  solver if sampler == "deqir" else None)
+    return Method(
+        sampler, sampler, steps, iters if sampler == "deqir" else None, solver if sampler == "deqir" else None
+    )
 
 
 def bicubic_upsample(y: torch.Tensor, scale: int) -> torch.Tensor:

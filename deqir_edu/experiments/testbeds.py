@@ -4,6 +4,7 @@ of its shape or a folder of the user's images.
 Notation (code name -> meaning): ``gmm-fashion32`` is the exact Gaussian-mixture prior with 256
 components fitted to 4,000 Fashion-MNIST training images (``diffusion.fashion_mixture()``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,8 +18,9 @@ from ..models.zoo import load_model
 __all__ = ["load_for_eval"]
 
 
-def load_for_eval(name: str, n: int, images: str | None = None, device: str | None = None,
-                  bf16: bool = False) -> tuple[Any, torch.Tensor, str]:
+def load_for_eval(
+    name: str, n: int, images: str | None = None, device: str | None = None, bf16: bool = False
+) -> tuple[Any, torch.Tensor, str]:
     """``(model, test images (n, C, H, W), description of the images)`` for ``deqir-edu eval``.
 
     ``name``: a zoo name or checkpoint path (``models.load_model``), or ``gmm-fashion32`` (module

@@ -2,8 +2,19 @@
 
 ``losses`` <- ``deq``.
 """
+
 from .deq import GradientResult, InversionResult, deq_invert, exact_chain_gradient, phantom_gradient
 from .losses import Chain, Loss, chain_consistency_loss, measurement_loss, reference_loss
 
-__all__ = ["GradientResult", "InversionResult", "deq_invert", "exact_chain_gradient", "phantom_gradient",
-           "Chain", "Loss", "chain_consistency_loss", "measurement_loss", "reference_loss"]
+__all__ = [
+    "GradientResult",
+    "InversionResult",
+    "deq_invert",
+    "exact_chain_gradient",
+    "phantom_gradient",
+    "Chain",
+    "Loss",
+    "chain_consistency_loss",
+    "measurement_loss",
+    "reference_loss",
+]

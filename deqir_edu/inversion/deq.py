@@ -32,6 +32,7 @@ the wrong mixture component (random-pixel inpainting, T = 10: 9 of 64 images bel
 where DDNM is already right it cannot help (PSNR moves by -0.1 to -0.6 dB).  It costs T network
 evaluations with a graph per step; a loss of x_0 alone keeps the graph to one evaluation.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -60,8 +61,15 @@ class GradientResult:
 
 
 def exact_chain_gradient(
-    model: Any, op: Any, y: torch.Tensor, x_T: torch.Tensor, noises: torch.Tensor,
-    steps: int = 20, eta: float = 0.15, loss: Loss | None = None, chain: ChainConfig | None = None,
+    model: Any,
+    op: Any,
+    y: torch.Tensor,
+    x_T: torch.Tensor,
+    noises: torch.Tensor,
+    steps: int = 20,
+    eta: float = 0.15,
+    loss: Loss | None = None,
+    chain: ChainConfig | None = None,
 ) -> GradientResult:
     """Exact ``dL/dx_T`` by backpropagation through the whole sequential chain (memory ~ T steps).
 
@@ -87,9 +95,18 @@ def exact_chain_gradient(
 
 
 def phantom_gradient(
-    model: Any, op: Any, y: torch.Tensor, x_T: torch.Tensor, noises: torch.Tensor,
-    steps: int = 20, eta: float = 0.15, loss: Loss | None = None, phantom_steps: int = 1,
-    tau: float = 0.1, chain: ChainConfig | None = None, **solve: Any,
+    model: Any,
+    op: Any,
+    y: torch.Tensor,
+    x_T: torch.Tensor,
+    noises: torch.Tensor,
+    steps: int = 20,
+    eta: float = 0.15,
+    loss: Loss | None = None,
+    phantom_steps: int = 1,
+    tau: float = 0.1,
+    chain: ChainConfig | None = None,
+    **solve: Any,
 ) -> GradientResult:
     """Phantom gradient of Eq. (13): fixed point without gradient, then damped steps with gradient.
 
@@ -120,8 +137,12 @@ def phantom_gradient(
     x_T = x_T.detach()
     init = x_T.expand(T, *x_T.shape).clone() if states is None else states.detach()
     with torch.no_grad():  # Algorithm 2, lines 3-4
-        star, _ = solver(FixedPointMap(model, op, y, x_T, noises, coeffs), init,
-                         max_iter=T if max_iter is None else max_iter, **solve)
+        star, _ = solver(
+            FixedPointMap(model, op, y, x_T, noises, coeffs),
+            init,
+            max_iter=T if max_iter is None else max_iter,
+            **solve,
+        )
     x_T = x_T.requires_grad_(True)
     with torch.enable_grad():  # Algorithm 2, line 5
         fmap = FixedPointMap(model, op, y, x_T, noises, coeffs)
@@ -154,10 +175,18 @@ class InversionResult:
 
 
 def deq_invert(
-    model: Any, op: Any, y: torch.Tensor, steps: int = 20, eta: float = 0.15,
-    generator: torch.Generator | None = None, noises: tuple[torch.Tensor, torch.Tensor] | None = None,
-    n_steps: int = 20, lr: float = 0.05, callback: Callable[[dict[str, Any]], None] | None = None,
-    chain: ChainConfig | None = None, **phantom: Any,
+    model: Any,
+    op: Any,
+    y: torch.Tensor,
+    steps: int = 20,
+    eta: float = 0.15,
+    generator: torch.Generator | None = None,
+    noises: tuple[torch.Tensor, torch.Tensor] | None = None,
+    n_steps: int = 20,
+    lr: float = 0.05,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    chain: ChainConfig | None = None,
+    **phantom: Any,
 ) -> InversionResult:
     """Algorithm 2: ``n_steps`` Adam steps on ``x_T`` along the phantom gradient of a loss.
 

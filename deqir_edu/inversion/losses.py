@@ -8,6 +8,7 @@ Notation (code name -> paper symbol, DeqIR Sec. 4.2)
 
 Why the default is ``chain_consistency_loss`` and not the paper's ||A(x_0^*) - y||^2: ``deq.py``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -68,7 +69,7 @@ def chain_consistency_loss(chain: Chain) -> torch.Tensor:
     """``sum_k w_k ||A(x_{0|k}) - y||^2 / n_y`` with ``w_k = abar_k / sum_j abar_j``, per image ``(B,)``."""
     clean = chain.clean  # (T, B, C, H, W)
     T, B = clean.shape[:2]
-    r = (chain.op.A(clean.reshape(T * B, *clean.shape[2:])) - chain.y.repeat(T, *[1] * (chain.y.dim() - 1)))
+    r = chain.op.A(clean.reshape(T * B, *clean.shape[2:])) - chain.y.repeat(T, *[1] * (chain.y.dim() - 1))
     per_state = r.reshape(T, B, -1).pow(2).mean(2)  # (T, B)
     w = chain.abar[1:].to(per_state) / chain.abar[1:].sum()
     return (w[:, None] * per_state).sum(0)

@@ -27,6 +27,7 @@ Notation (code name -> symbol of Zhang et al. 2018, Eq. (1)):
 The paper writes the summand as :math:`\| w_l \odot (\hat y^l_{hw} - \hat y^l_{0,hw}) \|_2^2`; the released
 heads (and this code) hold the squared weights, i.e. :math:`w_{l,c}` above is the paper's :math:`w_{l,c}^2`.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -37,17 +38,27 @@ from torch import nn
 
 from ..core.checks import check_image
 
-__all__ = ["LPIPS", "lpips", "lpips_available", "backbone_path", "heads_path", "download_backbone",
-           "BACKBONE_FILE", "BACKBONE_URL", "BACKBONE_SHA256_PREFIX", "MIN_SIZE"]
+__all__ = [
+    "LPIPS",
+    "lpips",
+    "lpips_available",
+    "backbone_path",
+    "heads_path",
+    "download_backbone",
+    "BACKBONE_FILE",
+    "BACKBONE_URL",
+    "BACKBONE_SHA256_PREFIX",
+    "MIN_SIZE",
+]
 
 BACKBONE_FILE = "alexnet-owt-7be5be79.pth"
 BACKBONE_URL = "https://download.pytorch.org/models/" + BACKBONE_FILE
 BACKBONE_SHA256_PREFIX = "7be5be79"  # torchvision names its files after the first 8 hex digits of the sha256
 CHANNELS = (64, 192, 384, 256, 256)  # C_l of the 5 tapped layers
-SHIFT = (-0.030, -0.088, -0.188)     # LPIPS input scaling layer (constants of the lpips package)
+SHIFT = (-0.030, -0.088, -0.188)  # LPIPS input scaling layer (constants of the lpips package)
 SCALE = (0.458, 0.448, 0.450)
 MIN_SIZE = 31  # smallest H, W for which both 3x3 max-pools of AlexNet still have an input of >= 3 pixels
-EPS = 1e-10    # guards the division in _unit for an all-zero channel vector
+EPS = 1e-10  # guards the division in _unit for an all-zero channel vector
 
 _DOWNLOAD_HINT = "`deqir-edu download lpips-alex`"
 
@@ -146,14 +157,19 @@ def alexnet_features() -> nn.Sequential:
     so that its state-dict keys ``0.weight``, ``3.weight``, ``6.weight``, ``8.weight``, ``10.weight``
     (and biases) and shapes match torchvision's ``features.*``."""
     return nn.Sequential(
-        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(),      # 0, 1  -> tap 0
-        nn.MaxPool2d(kernel_size=3, stride=2),                                 # 2
-        nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(),              # 3, 4  -> tap 1
-        nn.MaxPool2d(kernel_size=3, stride=2),                                 # 5
-        nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(),             # 6, 7  -> tap 2
-        nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(),             # 8, 9  -> tap 3
-        nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(),             # 10, 11 -> tap 4
-        nn.MaxPool2d(kernel_size=3, stride=2),                                 # 12 (unused by LPIPS)
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+        nn.ReLU(),  # 0, 1  -> tap 0
+        nn.MaxPool2d(kernel_size=3, stride=2),  # 2
+        nn.Conv2d(64, 192, kernel_size=5, padding=2),
+        nn.ReLU(),  # 3, 4  -> tap 1
+        nn.MaxPool2d(kernel_size=3, stride=2),  # 5
+        nn.Conv2d(192, 384, kernel_size=3, padding=1),
+        nn.ReLU(),  # 6, 7  -> tap 2
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),
+        nn.ReLU(),  # 8, 9  -> tap 3
+        nn.Conv2d(256, 256, kernel_size=3, padding=1),
+        nn.ReLU(),  # 10, 11 -> tap 4
+        nn.MaxPool2d(kernel_size=3, stride=2),  # 12 (unused by LPIPS)
     )
 
 
@@ -177,8 +193,13 @@ class LPIPS(nn.Module):
         seed: seed of the random initialisation of whatever is not loaded.
     """
 
-    def __init__(self, backbone_weights: str | Path | None = None, heads: str | Path | None = "auto",
-                 pretrained_backbone: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self,
+        backbone_weights: str | Path | None = None,
+        heads: str | Path | None = "auto",
+        pretrained_backbone: bool = True,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.features = alexnet_features()
         self.heads = nn.ModuleList(nn.Conv2d(c, 1, kernel_size=1, bias=False) for c in CHANNELS)
@@ -211,8 +232,9 @@ class LPIPS(nn.Module):
 
     def load_backbone(self, path: str | Path) -> None:
         """Load torchvision's AlexNet file (or any state dict with the same ``features.*`` keys)."""
-        state = {k.removeprefix("features."): v for k, v in _load(Path(path)).items()
-                 if not k.startswith("classifier.")}
+        state = {
+            k.removeprefix("features."): v for k, v in _load(Path(path)).items() if not k.startswith("classifier.")
+        }
         _load_checked(self.features, state, Path(path), "AlexNet backbone (keys features.0/3/6/8/10.weight/bias)")
 
     def load_heads(self, path: str | Path) -> None:
@@ -239,7 +261,7 @@ class LPIPS(nn.Module):
         fy = self.layer_features((y - self.shift) / self.scale)
         d = x.new_zeros(x.shape[0])
         for head, a, b in zip(self.heads, fx, fy):
-            diff2 = (_unit(a) - _unit(b)).pow(2)     # (B, C_l, H_l, W_l)
+            diff2 = (_unit(a) - _unit(b)).pow(2)  # (B, C_l, H_l, W_l)
             d = d + head(diff2).mean(dim=(1, 2, 3))  # sum_c w_lc * diff2, then mean over (h, w); Eq. (1)
         return d
 
@@ -249,8 +271,10 @@ def _prepare(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.shape[1] not in (1, 3):
         raise ValueError(f"{name} has {x.shape[1]} channels; LPIPS takes RGB (3) or grey (1) images")
     if min(x.shape[2:]) < MIN_SIZE:
-        raise ValueError(f"{name} has size {tuple(x.shape[2:])}; AlexNet-LPIPS needs H, W >= {MIN_SIZE}: "
-                         "upsample both images first (e.g. F.interpolate(x, scale_factor=2))")
+        raise ValueError(
+            f"{name} has size {tuple(x.shape[2:])}; AlexNet-LPIPS needs H, W >= {MIN_SIZE}: "
+            "upsample both images first (e.g. F.interpolate(x, scale_factor=2))"
+        )
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
@@ -259,8 +283,10 @@ def _load_checked(module: nn.Module, state: dict[str, torch.Tensor], path: Path,
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or wrong:
-        raise ValueError(f"{path} is not a valid {what} file: missing keys {missing}, unexpected keys "
-                         f"{unexpected}, wrong shapes {wrong}; run {_DOWNLOAD_HINT} or pass the right file")
+        raise ValueError(
+            f"{path} is not a valid {what} file: missing keys {missing}, unexpected keys "
+            f"{unexpected}, wrong shapes {wrong}; run {_DOWNLOAD_HINT} or pass the right file"
+        )
     module.load_state_dict(state)
 
 

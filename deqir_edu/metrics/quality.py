@@ -20,6 +20,7 @@ covariance come from a separable Gaussian filter with radius ``int(3.5 * 1.5 + 0
 map is averaged over the pixels at least 5 pixels from the border (where the window fits, so the
 padding never matters), and then over the channels.  Images must be at least 11 x 11.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -65,9 +66,7 @@ def _gaussian_window(sigma: float, radius: int, dtype: torch.dtype, device: torc
     return (w / w.sum()).to(dtype=dtype, device=device)
 
 
-def ssim(
-    x: torch.Tensor, ref: torch.Tensor, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03
-) -> torch.Tensor:
+def ssim(x: torch.Tensor, ref: torch.Tensor, sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03) -> torch.Tensor:
     """Structural similarity per image, (B,), on ``[0, 1]`` (data range 1), Gaussian window 11."""
     u, v = _pair(x, ref)
     b, c, h, w = u.shape
@@ -120,6 +119,8 @@ def nn_distance(x: torch.Tensor, ref: torch.Tensor) -> float:
     of ``ref`` (M, C, H, W), in float64.  A check of samples that needs no network from outside: it
     should be close to that of real images and far below that of noise (model cards)."""
     if x.dim() != 4 or ref.dim() != 4 or x.shape[1:] != ref.shape[1:]:
-        raise ValueError(f"x and ref must be (N, C, H, W) stacks of the same image shape, got {tuple(x.shape)} and {tuple(ref.shape)}")
+        raise ValueError(
+            f"x and ref must be (N, C, H, W) stacks of the same image shape, got {tuple(x.shape)} and {tuple(ref.shape)}"
+        )
     d = torch.cdist(x.flatten(1).double(), ref.flatten(1).double()) / x[0].numel() ** 0.5
     return float(d.min(dim=1).values.mean())

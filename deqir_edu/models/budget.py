@@ -16,6 +16,7 @@ early), and times the call, so the length of a job can be estimated before it st
 Default budget: a quarter of the free memory, at most 1 GiB on a CPU (larger calls are not faster
 there), half of the free memory on a GPU.  ``parse_size("2GB")`` reads the ``--memory`` option.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,12 +28,34 @@ from typing import Any
 
 import torch
 
-__all__ = ["Probe", "probe", "free_memory", "default_budget", "parse_size", "images_per_call", "format_bytes",
-           "model_device"]
+__all__ = [
+    "Probe",
+    "probe",
+    "free_memory",
+    "default_budget",
+    "parse_size",
+    "images_per_call",
+    "format_bytes",
+    "model_device",
+]
 
 _GIB = 1 << 30
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20,
-          "g": _GIB, "gb": _GIB, "gib": _GIB, "t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1 << 10,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1 << 20,
+    "mib": 1 << 20,
+    "g": _GIB,
+    "gb": _GIB,
+    "gib": _GIB,
+    "t": 1 << 40,
+    "tb": 1 << 40,
+    "tib": 1 << 40,
+}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ Notation (code name -> meaning)
 checkpoint with ``weights_only=True`` (never executes pickled code); ``check_keys`` names every
 missing, unexpected or mis-shaped key before a strict load.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -46,13 +47,15 @@ class ModelSpec:
     clip: bool = False
 
 
-
 def parse_spec(d: Mapping[str, Any], source: str = "config") -> ModelSpec:
     """Read a model-config JSON (see the module docstring), a training config/summary of
     ``deqir_edu.training`` (flags nested under "config"/"model"), or a bare flag dict."""
     levels = [d]  # outer dicts first, the network flags last
-    while (inner := next((levels[-1][k] for k in ("config", "model", "network")
-                          if isinstance(levels[-1].get(k), Mapping)), None)) is not None:
+    while (
+        inner := next(
+            (levels[-1][k] for k in ("config", "model", "network") if isinstance(levels[-1].get(k), Mapping)), None
+        )
+    ) is not None:
         levels.append(inner)
     cfg = dict(levels[-1])
 
@@ -63,7 +66,7 @@ def parse_spec(d: Mapping[str, Any], source: str = "config") -> ModelSpec:
     if arch is None:  # guess from the flag names of the original code
         arch = "ddpm" if ("ch" in cfg or cfg.get("type") == "simple") else "adm" if "num_channels" in cfg else None
     if arch not in ("adm", "ddpm"):
-        raise ValueError(f"{source}: unknown architecture {arch!r}; set \"architecture\" to \"adm\" or \"ddpm\"")
+        raise ValueError(f'{source}: unknown architecture {arch!r}; set "architecture" to "adm" or "ddpm"')
     cfg.pop("architecture", None)
     for key in ("noise_schedule", "beta_schedule"):
         if find(key, "linear") != "linear":
@@ -84,13 +87,18 @@ def parse_spec(d: Mapping[str, Any], source: str = "config") -> ModelSpec:
     elif "image_size" in cfg:
         shape = (in_ch, int(cfg["image_size"]), int(cfg["image_size"]))
     else:
-        raise ValueError(f"{source}: give \"image_shape\": [C, H, W] or the flag \"image_size\"")
+        raise ValueError(f'{source}: give "image_shape": [C, H, W] or the flag "image_size"')
     if len(shape) != 3:
         raise ValueError(f"{source}: image_shape must be [C, H, W], got {list(shape)}")
     sampling = d.get("sampling", {}) if isinstance(d, Mapping) else {}
     eta, clip = sampling.get("eta", PAPER_ETA), sampling.get("clip", False)
-    if not isinstance(sampling, Mapping) or isinstance(eta, bool) or not isinstance(eta, (int, float)) \
-            or not 0 <= eta <= 1 or not isinstance(clip, bool):
+    if (
+        not isinstance(sampling, Mapping)
+        or isinstance(eta, bool)
+        or not isinstance(eta, (int, float))
+        or not 0 <= eta <= 1
+        or not isinstance(clip, bool)
+    ):
         raise ValueError(f'{source}: "sampling" must be like {{"eta": 0.85, "clip": false}} with 0 <= eta <= 1')
     return ModelSpec(arch, cfg, shape, learn_sigma, schedule, float(eta), clip)  # type: ignore[arg-type]
 
@@ -134,8 +142,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # corrupt header, truncated data
-            raise ValueError(f"{path} is not a readable .safetensors file ({_first_line(err)}); "
-                             "if it was downloaded or copied, get it again") from None
+            raise ValueError(
+                f"{path} is not a readable .safetensors file ({_first_line(err)}); "
+                "if it was downloaded or copied, get it again"
+            ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle with code objects, truncated zip, not a checkpoint
@@ -145,7 +155,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ) from None
     sd = _unwrap(obj, str(path))
     if all(k.startswith("module.") for k in sd):  # saved from nn.DataParallel
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
 
 
@@ -161,6 +171,7 @@ def check_keys(net: torch.nn.Module, sd: Mapping[str, torch.Tensor], source: str
     unexpected = [k for k in sd if k not in want]
     shapes = [f"{k}: {tuple(sd[k].shape)} vs {want[k]}" for k in want if k in sd and tuple(sd[k].shape) != want[k]]
     if missing or unexpected or shapes:
+
         def show(items: list[str]) -> str:
             return ", ".join(items[:n_show]) + (f", ... ({len(items)} in all)" if len(items) > n_show else "")
 

@@ -18,6 +18,7 @@ Launching the processes (one per device, or the ranks of ``torchrun``): ``apps/l
 Requirement: the ranks must make the same calls, so they must start from the same seed (they do:
 the generator is seeded identically) and run on identical hardware.
 """
+
 from __future__ import annotations
 
 import math

@@ -14,6 +14,7 @@ Samplers never look inside: they call the wrapper and read ``image_shape`` and `
 Precision: the input is cast to the network's dtype (cast the network with ``.to(torch.bfloat16)``)
 or, with ``autocast_dtype``, run under ``torch.autocast``; eps comes back in the input's dtype.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -33,9 +34,7 @@ def _infer_image_shape(network: nn.Module) -> tuple[int, int, int]:
     c = getattr(network, "in_channels", None)
     size = getattr(network, "image_size", None) or getattr(network, "resolution", None)
     if c is None or size is None:
-        raise ValueError(
-            f"cannot infer image_shape from {type(network).__name__}; pass image_shape=(C, H, W)"
-        )
+        raise ValueError(f"cannot infer image_shape from {type(network).__name__}; pass image_shape=(C, H, W)")
     return int(c), int(size), int(size)
 
 
@@ -167,4 +166,4 @@ class ChunkedModel:
         if x_t.shape[0] <= self.max_batch:
             return self.model(x_t, t)
         step = self.max_batch
-        return torch.cat([self.model(x_t[i:i + step], t[i:i + step]) for i in range(0, x_t.shape[0], step)])
+        return torch.cat([self.model(x_t[i : i + step], t[i : i + step]) for i in range(0, x_t.shape[0], step)])

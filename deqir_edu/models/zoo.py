@@ -23,6 +23,7 @@ A bare flag dict also works (the architecture is then guessed from the flag name
 ``{name}.json`` that ``deqir_edu.training`` writes next to its weights (flags under "config" ->
 "model") and the config it stores in the ``.safetensors`` metadata.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,18 @@ from ..diffusion.schedules import alphas_cumprod, linear_betas
 from .checkpoints import ModelSpec, build_network, check_keys, load_state_dict, parse_spec
 from .wrappers import DiffusionModel
 
-__all__ = ["ZooEntry", "ModelSpec", "ZOO", "list_models", "wrap_network", "fetch", "load_model", "load_state_dict",
-           "parse_spec", "build_network"]
+__all__ = [
+    "ZooEntry",
+    "ModelSpec",
+    "ZOO",
+    "list_models",
+    "wrap_network",
+    "fetch",
+    "load_model",
+    "load_state_dict",
+    "parse_spec",
+    "build_network",
+]
 
 _CONFIGS = Path(__file__).resolve().parent / "configs"
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
@@ -56,7 +67,9 @@ class ZooEntry:
     description: str
     architecture: str
     filename: str
-    config_file: str  # model-config JSON: name in deqir_edu/models/configs/ (data/models/ if embedded), or an absolute path
+    config_file: (
+        str  # model-config JSON: name in deqir_edu/models/configs/ (data/models/ if embedded), or an absolute path
+    )
     url: str | None = None
     gdrive_id: str | None = None
     embedded: bool = False
@@ -88,27 +101,47 @@ ZOO: dict[str, ZooEntry] = {
     e.name: e
     for e in [
         ZooEntry(
-            "adm-imagenet256", "ADM UNet, ImageNet 256 unconditional (guided-diffusion), 553 M params", "adm",
-            "256x256_diffusion_uncond.pt", "adm_imagenet256.json",
+            "adm-imagenet256",
+            "ADM UNet, ImageNet 256 unconditional (guided-diffusion), 553 M params",
+            "adm",
+            "256x256_diffusion_uncond.pt",
+            "adm_imagenet256.json",
             url="https://openaipublic.blob.core.windows.net/diffusion/jul-2021/256x256_diffusion_uncond.pt",
         ),
         ZooEntry(
-            "adm-celebahq256", "ADM UNet, CelebA-HQ 256 (RePaint), 553 M params; Google Drive", "adm",
-            "celeba256_250000.pt", "adm_celebahq256.json", gdrive_id="1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX",
+            "adm-celebahq256",
+            "ADM UNet, CelebA-HQ 256 (RePaint), 553 M params; Google Drive",
+            "adm",
+            "celeba256_250000.pt",
+            "adm_celebahq256.json",
+            gdrive_id="1norNWWGYP3EZ_o05DmoW1ryKuKMmhlCX",
         ),
         ZooEntry(
-            "ddpm-celebahq256", "DDPM UNet, CelebA-HQ 256 (SDEdit; used by DDNM/DeqIR), 114 M params", "ddpm",
-            "celeba_hq.ckpt", "ddpm_celebahq256.json",
+            "ddpm-celebahq256",
+            "DDPM UNet, CelebA-HQ 256 (SDEdit; used by DDNM/DeqIR), 114 M params",
+            "ddpm",
+            "celeba_hq.ckpt",
+            "ddpm_celebahq256.json",
             url="https://image-editing-test-12345.s3-us-west-2.amazonaws.com/checkpoints/celeba_hq.ckpt",
         ),
         ZooEntry(
-            "fashion32", "embedded ADM, Fashion-MNIST 1x32x32 (trained by deqir-edu)", "adm",
-            "fashion32.safetensors", "fashion32.json", embedded=True, size=7715076,
+            "fashion32",
+            "embedded ADM, Fashion-MNIST 1x32x32 (trained by deqir-edu)",
+            "adm",
+            "fashion32.safetensors",
+            "fashion32.json",
+            embedded=True,
+            size=7715076,
             sha256="9142dcb2d23bafd2aaf5ae6159803574051531aea164183a6110c07ab9fb2155",
         ),
         ZooEntry(
-            "photo32", "embedded ADM, colour photo patches 3x32x32 (trained by deqir-edu)", "adm",
-            "photo32.safetensors", "photo32.json", embedded=True, size=7720044,
+            "photo32",
+            "embedded ADM, colour photo patches 3x32x32 (trained by deqir-edu)",
+            "adm",
+            "photo32.safetensors",
+            "photo32.json",
+            embedded=True,
+            size=7720044,
             sha256="f0de63f53a36bc8545040437e3f6a4c373bb55238bc4804b80c348f441d86d52",
         ),
     ]
@@ -136,8 +169,17 @@ def list_models() -> list[dict[str, Any]]:
         else:
             status = "manual download" if e.gdrive_id else "not downloaded"
         size = e.path.stat().st_size if there else e.size
-        rows.append(dict(name=e.name, architecture=e.architecture, description=e.description,
-                         available=there, status=status, size=size, path=str(e.path)))
+        rows.append(
+            dict(
+                name=e.name,
+                architecture=e.architecture,
+                description=e.description,
+                available=there,
+                status=status,
+                size=size,
+                path=str(e.path),
+            )
+        )
     return rows
 
 
@@ -151,18 +193,21 @@ def _check_embedded(e: ZooEntry) -> Path:
         raise ValueError(
             f"the embedded weights {e.path} are damaged (sha256 {actual[:16]}..., expected {e.sha256[:16]}...; "
             f"{e.path.stat().st_size} bytes, expected {e.size}); reinstall deqir-edu "
-            "(`pip install --force-reinstall deqir-edu`) or restore the file with `git checkout -- data/models`")
+            "(`pip install --force-reinstall deqir-edu`) or restore the file with `git checkout -- data/models`"
+        )
     return e.path
 
 
 def _structure_check(e: ZooEntry):
     """``validate(path)`` for a download without a published hash: the file must parse (weights_only)
     as a state dict with exactly the names and shapes of the network built from the entry's config."""
+
     def validate(path: Path) -> None:
         sd = load_state_dict(path)
         with torch.device("meta"):
             net = build_network(e.spec())
         check_keys(net, sd, f"{e.name} ({path.name})", n_show=3)
+
     return validate
 
 
@@ -196,8 +241,9 @@ def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
             )
         return verify(e.path, e.sha256, e.size, validate=_structure_check(e))
     assert e.url is not None
-    return download(e.url, e.path, sha256=e.sha256, size=e.size, progress=progress, validate=_structure_check(e),
-                    reset=_reset(name))
+    return download(
+        e.url, e.path, sha256=e.sha256, size=e.size, progress=progress, validate=_structure_check(e), reset=_reset(name)
+    )
 
 
 def _find_spec(path: Path, config: Mapping[str, Any] | str | Path | None) -> ModelSpec:
@@ -215,8 +261,10 @@ def _find_spec(path: Path, config: Mapping[str, Any] | str | Path | None) -> Mod
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
         except (SafetensorError, OSError) as err:
-            raise ValueError(f"{path} is not a readable .safetensors file ({str(err).splitlines()[0][:120]}); "
-                             "if it was downloaded or copied, get it again") from None
+            raise ValueError(
+                f"{path} is not a readable .safetensors file ({str(err).splitlines()[0][:120]}); "
+                "if it was downloaded or copied, get it again"
+            ) from None
         if "config" in meta:
             return parse_spec(json.loads(meta["config"]), f"metadata of {path}")
     for e in ZOO.values():  # a zoo file placed anywhere by hand

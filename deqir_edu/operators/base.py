@@ -41,6 +41,7 @@ mask=my_mask)`` with ``my_mask`` an ``(H, W)`` tensor of 0 (missing) and 1 (obse
 The pixel operators live in ``pixel.py``, the SVD-based ones (bicubic SR, deblurring) in ``svd.py``,
 the mask generators in ``masks.py`` and ``make_operator`` (task name -> operator) in ``tasks.py``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -50,6 +51,7 @@ import torch
 from ..core.checks import check_image
 
 __all__ = ["Operator", "Identity", "ComposedOperator", "null_space_project", "penrose_residuals"]
+
 
 class Operator:
     """Base class: a linear map ``A`` from images ``image_shape`` to ``measurement_shape``.
@@ -151,6 +153,7 @@ def penrose_residuals(op: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, fl
     Symmetry of ``P = A^+ A`` is tested as ``<P x, x'> = <x, P x'>`` with ``x' = x.flip(0)``
     (another batch order), likewise for ``A A^+``.  All values should be ~1e-12 in float64.
     """
+
     def rel(a: torch.Tensor, b: torch.Tensor) -> float:
         return float((a - b).norm() / b.norm().clamp_min(1e-30))
 

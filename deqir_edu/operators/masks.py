@@ -13,6 +13,7 @@ every colour channel (the inpainting operator broadcasts it over ``(B, C, H, W)`
     stripes_mask(h, w, width)       every other band of ``width`` rows (or columns) missing
     text_mask(h, w, text)           lines of text drawn with PIL's built-in bitmap font
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 Notation (code name -> paper symbol, DeqIR Sec. 3 and Table 1): as ``base.py``; ``scale`` is the SR
 factor s, ``mask`` the (H, W) 0/1 map M of observed pixels.
 """
+
 from __future__ import annotations
 
 import torch

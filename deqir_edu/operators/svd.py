@@ -19,6 +19,7 @@ differs from the plain convolution by less than ``zero`` in operator norm per ax
 threshold each axis; the 2-D singular values are the products ``s_i t_j`` and may be smaller than
 ``zero`` (not smaller than ``zero**2``).  ``op.full_h`` / ``op.full_w`` keep the untruncated matrices.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,14 @@ import torch
 from .base import Operator
 
 __all__ = [
-    "cubic", "bicubic_kernel", "gaussian_kernel", "blur_matrix", "downsample_matrix",
-    "SeparableSVDOperator", "make_svd_operator", "SVD_TASKS",
+    "cubic",
+    "bicubic_kernel",
+    "gaussian_kernel",
+    "blur_matrix",
+    "downsample_matrix",
+    "SeparableSVDOperator",
+    "make_svd_operator",
+    "SVD_TASKS",
 ]
 
 ZERO = 3e-2  # DDRM/DDNM threshold on the 1-D singular values
@@ -111,7 +118,11 @@ class SeparableSVDOperator(Operator):
     """
 
     def __init__(
-        self, name: str, image_shape: tuple[int, int, int], mat_h: torch.Tensor, mat_w: torch.Tensor,
+        self,
+        name: str,
+        image_shape: tuple[int, int, int],
+        mat_h: torch.Tensor,
+        mat_w: torch.Tensor,
         zero: float = ZERO,
     ) -> None:
         c, h, w = image_shape
@@ -163,8 +174,12 @@ def make_svd_operator(
       kernel1 with sigma 1 acts on the rows index, kernel2 with sigma 20 on the columns index).
     """
     _, h, w = image_shape
-    allowed = {"sr2-bicubic": (), "sr4-bicubic": (), "deblur-gauss": ("sigma", "size"),
-               "deblur-aniso": ("sigmas", "sizes")}
+    allowed = {
+        "sr2-bicubic": (),
+        "sr4-bicubic": (),
+        "deblur-gauss": ("sigma", "size"),
+        "deblur-aniso": ("sigmas", "sizes"),
+    }
     if task not in allowed:
         raise ValueError(f"unknown SVD task {task!r}; valid: {', '.join(SVD_TASKS)}")
     unknown = sorted(set(options) - set(allowed[task]))

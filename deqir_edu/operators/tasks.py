@@ -2,6 +2,7 @@
 
 Notation: as ``base.py``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,8 +16,20 @@ __all__ = ["TASKS", "make_operator", "sr_scale", "observation_shape"]
 
 
 TASKS: tuple[str, ...] = (
-    "identity", "sr2", "sr4", "sr8", "sr2-bicubic", "sr4-bicubic", "deblur-gauss", "deblur-aniso",
-    "inpaint-box", "inpaint-random", "inpaint-stripes", "inpaint-text", "colorize", "old-photo",
+    "identity",
+    "sr2",
+    "sr4",
+    "sr8",
+    "sr2-bicubic",
+    "sr4-bicubic",
+    "deblur-gauss",
+    "deblur-aniso",
+    "inpaint-box",
+    "inpaint-random",
+    "inpaint-stripes",
+    "inpaint-text",
+    "colorize",
+    "old-photo",
 )
 
 
@@ -74,7 +87,9 @@ def make_operator(task: str, image_shape: tuple[int, int, int], **options: Any) 
         if task == "old-photo":
             mask_task = options.pop("inpaint", "inpaint-text")
             if mask_task not in TASKS or not mask_task.startswith("inpaint-"):
-                raise ValueError(f"inpaint={mask_task!r} is not a mask task; use one of inpaint-box/random/stripes/text")
+                raise ValueError(
+                    f"inpaint={mask_task!r} is not a mask task; use one of inpaint-box/random/stripes/text"
+                )
             inner = _mask_operator(mask_task, shape, options, name=mask_task)
             return ComposedOperator(Colorization(shape), inner, name="old-photo")
         if task in ("sr2-bicubic", "sr4-bicubic", "deblur-gauss", "deblur-aniso"):

@@ -26,6 +26,7 @@ it is included here (it is what makes F reproduce the sequential chain exactly).
 
 x_j depends only on x_{j+1..T}: F is lower triangular (Eq. (10)).  x_0 is never fed to the network.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -141,13 +142,17 @@ class FixedPointMap:
         """
         self.evaluations += hi - lo + 1
         self.passes += 1
-        return self._batched(X[lo:hi + 1], self.t[lo - 1:hi])
+        return self._batched(X[lo : hi + 1], self.t[lo - 1 : hi])
 
     def z(self, eps: torch.Tensor, lo: int = 0, hi: int | None = None) -> torch.Tensor:
         """``z_k`` for k = lo+1..hi (rows lo..hi-1; default all T) from their eps, ``(hi - lo, B, C, H, W)``."""
         s = slice(lo, self.steps if hi is None else hi)
-        return (self.sqrt_prev[s] * self.pinv_y + self.c2[s] * eps - self.d[s] * self.Q(eps)
-                + self.c1[s] * self.step_noise[s])
+        return (
+            self.sqrt_prev[s] * self.pinv_y
+            + self.c2[s] * eps
+            - self.d[s] * self.Q(eps)
+            + self.c1[s] * self.step_noise[s]
+        )
 
     def clean_estimates(self, states: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
         """``x_{0|k} = (x_k - sqrt(1 - abar_k) eps_k) / sqrt(abar_k)``, k = 1..T (index k-1), ``(T, B, C, H, W)``."""
@@ -191,7 +196,7 @@ class FixedPointMap:
         rows k = 0..T-1 and k = 1..T (u is the surrogate's eps, a cache for the first pass).
         """
         T, g1, g2 = self.steps, self.chain.g1.tolist(), self.chain.g2.tolist()
-        a = self.sqrt_abar ** 2  # (T+1, 1, 1, 1, 1), abar_k
+        a = self.sqrt_abar**2  # (T+1, 1, 1, 1, 1), abar_k
         u = [(self.x_T - a[T].sqrt() * self.pinv_y) / (1 - a[T]).sqrt()]  # u_T
         for k in range(T, 1, -1):  # u_{k-1} from u_k and the fresh noise of step k
             u.append(g2[k] * u[-1] + g1[k] * self.step_noise[k - 1])
@@ -228,7 +233,7 @@ class FixedPointMap:
         recurrences have scalar factors: q_{k-1} = (alpha_k + beta_k) q_k + Q c_k, p_{k-1} = beta_k p_k + (I - Q) c_k.
         ``Z[k-1] = z_k`` are the cached ``z`` of the last evaluation of each state.
         """
-        old = X[1:b + 1]  # x_k^old, k = 1..b
+        old = X[1 : b + 1]  # x_k^old, k = 1..b
         shape = (b, -1, *[1] * (X.dim() - 2))  # alpha, beta: (T,) per state or (T, B) per state and image
         al, be = alpha[:b].to(X).reshape(shape), beta[:b].to(X).reshape(shape)
         Qold = self.Q(old)

@@ -12,6 +12,7 @@ Notation (code name -> paper symbol; chain convention of ``diffusion/schedules.p
 With the same noises and ``solver="picard"``, ``max_iter = T`` the result equals
 ``sequential.ddnm_sample`` exactly: the system is lower triangular (Eq. (10)).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -117,10 +118,13 @@ def deqir_sample(
     if solver == "picard" and max_iter >= chain.steps:  # T passes of Picard solve the triangular system
         trace.converged = True
     if not trace.converged and solver_options.get("tol", 1.0) > 0:
-        warnings.warn(f"the parallel solver {solver!r} stopped after {trace.passes} passes (max_iter) before its "
-                      f"tolerance: x_0 may be far from the sequential chain; raise max_iter (T = {chain.steps} "
-                      f"passes are exact for every solver but anderson) or use ddnm_sample",
-                      ConvergenceWarning, stacklevel=2)
+        warnings.warn(
+            f"the parallel solver {solver!r} stopped after {trace.passes} passes (max_iter) before its "
+            f"tolerance: x_0 may be far from the sequential chain; raise max_iter (T = {chain.steps} "
+            f"passes are exact for every solver but anderson) or use ddnm_sample",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     states = torch.cat([sol, x_T[None]], dim=0)
     if half:  # back to the caller's dtype
         states = states.to(dtype)

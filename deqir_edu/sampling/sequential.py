@@ -19,6 +19,7 @@ One step ``k -> k-1`` (DDNM with the DDIM eta form, the update whose unrolling i
 the same noises both give the same chain (Proposition 1).  Clipping of the clean estimate and
 chunked network calls are model wrappers (``models.ClippedModel``, ``models.ChunkedModel``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -121,8 +122,16 @@ def _run_chain(model, op, pinv_y, coeffs, x_T, eps, callback, desc) -> torch.Ten
     for k in progress(range(steps, 0, -1), desc, total=steps):
         x_prev, x0_pred, x0_hat = chain_step(model, op, pinv_y, x, k, coeffs, eps[steps - k])
         if callback is not None:
-            callback({"k": k, "t": int(coeffs.timesteps[k - 1]), "x": x, "x0_pred": x0_pred,
-                      "x0_hat": x0_hat, "x_next": x_prev})
+            callback(
+                {
+                    "k": k,
+                    "t": int(coeffs.timesteps[k - 1]),
+                    "x": x,
+                    "x0_pred": x0_pred,
+                    "x0_hat": x0_hat,
+                    "x_next": x_prev,
+                }
+            )
         x = x_prev
     return x
 

@@ -19,6 +19,7 @@ History.  After n applications of F the history holds the last ``min(m, n)`` pai
 the first step is a plain one (Algorithm 1, line 2).  The solution returned is the last ``F(x)`` computed, which for the lower-triangular F of DeqIR is
 never worse than ``x``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -28,6 +29,7 @@ import torch
 from .trace import Callback, SolverTrace, check_solver_args, record_iteration
 
 __all__ = ["anderson"]
+
 
 def anderson(
     f: Callable[[torch.Tensor], torch.Tensor],

@@ -33,6 +33,7 @@ What it is: ``window_solve`` with
 
 The paper's Algorithm 1 stays available as ``"anderson"`` (the book uses it by name).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -73,5 +74,6 @@ def auto(
         ``(x_{0:T-1}, trace)``; ``trace.converged`` is False only if ``max_iter < T`` ran out first.
     """
     steps = f.steps if max_iter is None else max_iter
-    return window_solve(f, init, max_iter=steps, tol=tol, config=AUTO, reference=reference, callback=callback,
-                        stop=stop, **options)
+    return window_solve(
+        f, init, max_iter=steps, tol=tol, config=AUTO, reference=reference, callback=callback, stop=stop, **options
+    )

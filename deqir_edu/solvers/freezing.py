@@ -51,6 +51,7 @@ The solver asks the map (``sampling.FixedPointMap``) for everything chain-specif
 ``x_T``, ``surrogate_start()``, ``evaluate(X, lo, hi)`` (one network pass, counted by the map),
 ``z(eps, lo, hi)``, ``linearisation(form, sigma)``, ``scan(X, Z, b, alpha, beta)``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -158,7 +159,16 @@ def window_solve(
     except TypeError as err:
         raise ValueError(f"unknown option of window_solve: {err}; the options are the fields of WindowConfig") from None
     window, form, sigma, accel, m, lam, damping, start, freeze = (
-        cfg.window, cfg.form, cfg.sigma, cfg.accel, cfg.m, cfg.lam, cfg.damping, cfg.start, cfg.freeze)
+        cfg.window,
+        cfg.form,
+        cfg.sigma,
+        cfg.accel,
+        cfg.m,
+        cfg.lam,
+        cfg.damping,
+        cfg.start,
+        cfg.freeze,
+    )
     last_res = float("inf")
     T = f.steps
     if tuple(init.shape) != (T, *f.x_T.shape):
@@ -168,11 +178,14 @@ def window_solve(
     if not isinstance(m, int) or m < 1:
         raise ValueError(f"the Anderson history m must be a positive integer, got {m!r}")
     if cfg.x0_scale not in ("image", "null") or not isinstance(cfg.rates, int) or cfg.rates < 1:
-        raise ValueError(f"need x0_scale 'image' or 'null' and a positive integer rates, got {cfg.x0_scale!r}, "
-                         f"{cfg.rates!r}")
+        raise ValueError(
+            f"need x0_scale 'image' or 'null' and a positive integer rates, got {cfg.x0_scale!r}, {cfg.rates!r}"
+        )
     if start not in ("ddim", "given") or accel not in (None, "taa", "anderson") or stop not in ("per_state", "x0"):
-        raise ValueError(f"start must be 'ddim'|'given', accel None|'taa'|'anderson', stop 'per_state'|'x0'; "
-                         f"got {start!r}, {accel!r}, {stop!r}")
+        raise ValueError(
+            f"start must be 'ddim'|'given', accel None|'taa'|'anderson', stop 'per_state'|'x0'; "
+            f"got {start!r}, {accel!r}, {stop!r}"
+        )
     w = T if window is None else (max(1, round(window * T)) if isinstance(window, float) else int(window))
     if not 1 <= w <= T or not 0 < damping <= 1:
         raise ValueError(f"need 1 <= window <= T = {T} and 0 < damping <= 1, got {window}, {damping}")
@@ -195,17 +208,18 @@ def window_solve(
         hi = int(stale.max()) + 1 if stale.numel() else 0  # highest state whose eps is stale
         lo = max(1, hi - w + 1)
         if hi >= 1:  # one batched network pass over states lo..hi
-            E[lo - 1:hi] = f.evaluate(X, lo, hi)  # counted by the map
-            Znew = f.z(E[lo - 1:hi], lo - 1, hi)
+            E[lo - 1 : hi] = f.evaluate(X, lo, hi)  # counted by the map
+            Znew = f.z(E[lo - 1 : hi], lo - 1, hi)
             if cfg.secant:
-                _secant_gains(f, X[lo:hi + 1] - Xev[lo - 1:hi], Znew - Z[lo - 1:hi], seen[lo - 1:hi], lo,
-                              alpha, beta)
-                Xev[lo - 1:hi], seen[lo - 1:hi] = X[lo:hi + 1], True
-            Z[lo - 1:hi] = Znew
-            fresh[lo:hi + 1] = True
+                _secant_gains(
+                    f, X[lo : hi + 1] - Xev[lo - 1 : hi], Znew - Z[lo - 1 : hi], seen[lo - 1 : hi], lo, alpha, beta
+                )
+                Xev[lo - 1 : hi], seen[lo - 1 : hi] = X[lo : hi + 1], True
+            Z[lo - 1 : hi] = Znew
+            fresh[lo : hi + 1] = True
         FX = f.scan(X, Z, b, alpha, beta)  # (b, ...)
         # inputs of x_j (states j+1..b) final and freshly evaluated -> the new x_j is final
-        ok = (exact & fresh)[1:b + 1].flip(0).cumprod(0).flip(0).bool()  # ok[j]: states j+1..b all good
+        ok = (exact & fresh)[1 : b + 1].flip(0).cumprod(0).flip(0).bool()  # ok[j]: states j+1..b all good
         new = X[:b] + damping * (FX - X[:b])
         gres = float((FX - X[:b]).norm() / (FX.norm() + 1e-5))
         if accel is not None and cfg.restart and gres > last_res:  # mixing made it worse: start afresh
@@ -219,7 +233,7 @@ def window_solve(
         new = torch.where(ok.to(X.device).view(-1, *[1] * (X.dim() - 1)), FX, new)  # safeguard: final states exactly
         change = rel(new - X[:b], new).cpu()  # (b,), worst image
         res = rel(FX - X[:b], FX).cpu()  # relative residual per state
-        fresh_in = fresh[1:b + 1].flip(0).cumprod(0).flip(0).bool()
+        fresh_in = fresh[1 : b + 1].flip(0).cumprod(0).flip(0).bool()
         # per-state stopping on the a-posteriori estimate of a linearly converging iteration:
         # remaining error <= change / (1 - rate), rate = the observed change / previous change (cautious:
         # the largest of the last cfg.rates ratios; no estimate yet: no freeze)
@@ -258,8 +272,9 @@ def _estimate(hist: torch.Tensor) -> torch.Tensor:
     return torch.where(enough, hist[:, -1] / (1 - rate), float("inf"))
 
 
-def _secant_gains(f: Any, dX: torch.Tensor, dZ: torch.Tensor, seen: torch.Tensor, lo: int,
-                  alpha: torch.Tensor, beta: torch.Tensor) -> None:
+def _secant_gains(
+    f: Any, dX: torch.Tensor, dZ: torch.Tensor, seen: torch.Tensor, lo: int, alpha: torch.Tensor, beta: torch.Tensor
+) -> None:
     """Re-fit ``L_k = alpha_k Q + beta_k I`` of states k = lo.. in place from one secant pair each.
 
     Phi_k(x) = r_k Q x + z_k(eps(x)), so Phi_k(x') - Phi_k(x) = r_k Q dx + dz.  The gains along the
@@ -272,7 +287,7 @@ def _secant_gains(f: Any, dX: torch.Tensor, dZ: torch.Tensor, seen: torch.Tensor
     px, pz = dX - qx, dZ - qz
     dot = lambda u, v: (u * v).flatten(2).sum(2).double()  # noqa: E731  (n, B)
     n = dX.shape[0]
-    r = f.r[lo - 1:lo - 1 + n].reshape(n, 1).double()
+    r = f.r[lo - 1 : lo - 1 + n].reshape(n, 1).double()
     nq, np_ = dot(qx, qx), dot(px, px)
     gq = (r + dot(qz, qx) / nq.clamp_min(1e-30)).clamp(torch.zeros_like(r), r)
     gp = (dot(pz, px) / np_.clamp_min(1e-30)).clamp(0.0, 1.0)
@@ -287,9 +302,19 @@ def _secant_gains(f: Any, dX: torch.Tensor, dZ: torch.Tensor, seen: torch.Tensor
     alpha[s] = (new_q - new_p).to(alpha.dtype)
 
 
-def _record_pass(trace: SolverTrace, f: Any, X: torch.Tensor, gres: float, res: torch.Tensor,
-                 change: torch.Tensor, lo: int, hi: int, b: int, reference: torch.Tensor | None,
-                 callback: Callback | None) -> None:
+def _record_pass(
+    trace: SolverTrace,
+    f: Any,
+    X: torch.Tensor,
+    gres: float,
+    res: torch.Tensor,
+    change: torch.Tensor,
+    lo: int,
+    hi: int,
+    b: int,
+    reference: torch.Tensor | None,
+    callback: Callback | None,
+) -> None:
     T = f.steps
     state_res = torch.zeros(T, dtype=torch.float64)
     state_res[: res.numel()] = res.detach().double().cpu()
@@ -303,5 +328,14 @@ def _record_pass(trace: SolverTrace, f: Any, X: torch.Tensor, gres: float, res: 
     trace.window.append((lo, hi))
     trace.boundary.append(b)
     if callback is not None:
-        callback({"iteration": trace.passes, "states": X[:T], "residual": trace.residual[-1],
-                  "state_residual": state_res, "criterion": float(state_res.max()), "window": (lo, hi), "boundary": b})
+        callback(
+            {
+                "iteration": trace.passes,
+                "states": X[:T],
+                "residual": trace.residual[-1],
+                "state_residual": state_res,
+                "criterion": float(state_res.max()),
+                "window": (lo, hi),
+                "boundary": b,
+            }
+        )

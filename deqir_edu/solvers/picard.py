@@ -3,6 +3,7 @@
 Notation (code name -> paper symbol): ``x``, ``fx``, ``passes`` as ``trace.py``.  For the lower-triangular
 F of DeqIR (Eq. (10)) the states x_{T-n..T-1} are exact after n passes, so ``max_iter = T`` is exact.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import torch
 from .trace import Callback, SolverTrace, check_solver_args, record_iteration
 
 __all__ = ["picard"]
+
 
 def picard(
     f: Callable[[torch.Tensor], torch.Tensor],

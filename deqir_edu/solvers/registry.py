@@ -19,6 +19,7 @@ and a start ``init`` ``(T, B, C, H, W)``.
 ``register(name, solver)`` adds one (the book's exercises do); ``get_solver(name)`` returns it or
 raises a ``ValueError`` that lists the names.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

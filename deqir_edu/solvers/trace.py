@@ -19,6 +19,7 @@ Stopping rules (``stop=``), all relative residuals ``||F(x)_j - x_j|| / (||F(x)_
 The global rule is dominated by the large noisy states near x_T; it can stop while x_0 is still far
 from the fixed point (``tests/test_solvers.py`` shows a case), hence the default ``"x0"``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,6 +35,8 @@ STOP_RULES = ("x0", "per_state", "global")
 
 class ConvergenceWarning(UserWarning):
     """A fixed-point solve stopped at its pass budget before its tolerance: x_0 may differ from the chain."""
+
+
 Callback = Callable[[dict[str, Any]], None]
 
 
@@ -72,9 +75,15 @@ class SolverTrace:
         return float(self.state_residual[-1][0])
 
 
-def record_iteration(trace: SolverTrace, f: Callable, x: torch.Tensor, fx: torch.Tensor,
-                     prev_x0: torch.Tensor | None, reference: torch.Tensor | None,
-                     callback: Callback | None) -> None:
+def record_iteration(
+    trace: SolverTrace,
+    f: Callable,
+    x: torch.Tensor,
+    fx: torch.Tensor,
+    prev_x0: torch.Tensor | None,
+    reference: torch.Tensor | None,
+    callback: Callback | None,
+) -> None:
     """Append one pass (the residual at ``x``, the candidate ``fx``) to ``trace``."""
     g = (fx - x).flatten(2)  # (T, B, N)
     fnorm = fx.flatten(2).norm(dim=2)  # (T, B)
@@ -87,12 +96,18 @@ def record_iteration(trace: SolverTrace, f: Callable, x: torch.Tensor, fx: torch
     trace.passes += 1
     trace.evaluations.append(int(getattr(f, "evaluations", trace.passes)))
     if callback is not None:
-        callback({"iteration": trace.passes, "states": fx, "residual": trace.residual[-1],
-                  "state_residual": trace.state_residual[-1], "criterion": trace.criterion()})
+        callback(
+            {
+                "iteration": trace.passes,
+                "states": fx,
+                "residual": trace.residual[-1],
+                "state_residual": trace.state_residual[-1],
+                "criterion": trace.criterion(),
+            }
+        )
 
 
-def check_solver_args(init: torch.Tensor, max_iter: int, tol: float, stop: str,
-                      reference: torch.Tensor | None) -> None:
+def check_solver_args(init: torch.Tensor, max_iter: int, tol: float, stop: str, reference: torch.Tensor | None) -> None:
     """Raise ``ValueError`` with the fix for a bad start, budget, tolerance, rule or reference."""
     if not isinstance(init, torch.Tensor) or init.dim() < 2:
         raise ValueError("the initial iterate must be a stack of shape (T, B, ...) with x[j] = state j")

@@ -32,6 +32,7 @@ pick other bf16 kernels and round differently).  Files written to ``out``::
     loss_log.csv        step, mean eps-MSE over the last ``log_every`` steps, learning rate, seconds
     {name}.safetensors  final EMA weights          {name}.json   config + run summary
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,10 +46,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..core.files import atomic_path, safe_name
-from .runs import check_run_folder, read_checkpoint, save_weights, write_log
-
 from ..datasets import make_sampler
 from ..diffusion.schedules import alphas_cumprod, linear_betas
+from .runs import check_run_folder, read_checkpoint, save_weights, write_log
 
 __all__ = ["load_config", "build_model", "train", "DEFAULTS"]
 
@@ -121,9 +121,6 @@ def _lr_at(step: int, opt_cfg: dict, total: int) -> float:
     return lr
 
 
-
-
-
 def train(
     config: str | Path | dict,
     out: str | Path,
@@ -168,8 +165,12 @@ def train(
     if tuple(getattr(model, "image_shape", sampler.image_shape)) != tuple(sampler.image_shape):
         raise ValueError(f"model image shape {model.image_shape} != data shape {sampler.image_shape}")
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=float(opt_cfg["lr"]), betas=tuple(opt_cfg["betas"]),
-                            weight_decay=float(opt_cfg["weight_decay"]))
+    opt = torch.optim.AdamW(
+        model.parameters(),
+        lr=float(opt_cfg["lr"]),
+        betas=tuple(opt_cfg["betas"]),
+        weight_decay=float(opt_cfg["weight_decay"]),
+    )
     sched = cfg["schedule"]
     abar = alphas_cumprod(linear_betas(sched["n_train"], sched["beta_start"], sched["beta_end"])).float()
     gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)  # batches, times and noise
@@ -189,17 +190,23 @@ def train(
             gen.set_state(state["gen_state"])
             torch.set_rng_state(state["torch_rng_state"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"{ckpt_path} does not fit this config ({str(err).splitlines()[0]}); "
-                             "use a fresh --out folder") from None
+            raise ValueError(
+                f"{ckpt_path} does not fit this config ({str(err).splitlines()[0]}); use a fresh --out folder"
+            ) from None
         step, elapsed = int(state["step"]), float(state["seconds"])
         log_rows = state["loss_log"].tolist()
         print(f"resumed {cfg['name']} from step {step} ({ckpt_path})")
 
     def save_checkpoint() -> None:
         state = {
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-            "step": step, "seconds": elapsed, "gen_state": gen.get_state(),
-            "torch_rng_state": torch.get_rng_state(), "config": json.dumps(cfg),
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "seconds": elapsed,
+            "gen_state": gen.get_state(),
+            "torch_rng_state": torch.get_rng_state(),
+            "config": json.dumps(cfg),
             "loss_log": torch.tensor(log_rows, dtype=torch.float64).reshape(-1, 4),
         }
         with atomic_path(ckpt_path) as tmp:  # a crash never leaves a half-written checkpoint
@@ -265,10 +272,16 @@ def train(
         save_checkpoint()
         cfg["steps"] = step
 
-    summary = {"name": cfg["name"], "step": step, "finished": step >= total, "seconds": round(elapsed, 1),
-               "final_loss": log_rows[-1][1] if log_rows else None,
-               "parameters": sum(p.numel() for p in model.parameters()), "planned_steps": planned,
-               "stopped_at_deadline": stopped_early}
+    summary = {
+        "name": cfg["name"],
+        "step": step,
+        "finished": step >= total,
+        "seconds": round(elapsed, 1),
+        "final_loss": log_rows[-1][1] if log_rows else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "planned_steps": planned,
+        "stopped_at_deadline": stopped_early,
+    }
     if step >= total and step > 0:
         save_weights(ema.state_dict(), cfg, summary, out)
     return summary

@@ -9,6 +9,7 @@ Notation: none (no paper symbols).  The folder of a run (``deqir-edu train CONFI
 Every file is written through a temporary file and renamed (``core.files``); ``name`` comes from the
 config and must be a plain file name (``core.files.safe_name``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,17 @@ from ..core.files import atomic_path, safe_name, write_json
 __all__ = ["check_run_folder", "read_checkpoint", "save_weights", "export_checkpoint", "describe", "write_log"]
 
 _RUN_FILES = ("checkpoint.pt", "loss_log.csv")
-_CHECKPOINT_KEYS = ("model", "ema", "optimizer", "step", "seconds", "gen_state", "torch_rng_state", "config", "loss_log")
+_CHECKPOINT_KEYS = (
+    "model",
+    "ema",
+    "optimizer",
+    "step",
+    "seconds",
+    "gen_state",
+    "torch_rng_state",
+    "config",
+    "loss_log",
+)
 
 
 def check_run_folder(out: Path, name: str, resume: bool, overwrite: bool) -> None:
@@ -34,8 +45,10 @@ def check_run_folder(out: Path, name: str, resume: bool, overwrite: bool) -> Non
         raise ValueError(f"output folder {out} is a file; choose another --out")
     found = [f for f in (*_RUN_FILES, f"{name}.safetensors", f"{name}.json") if (out / f).exists()]
     if found:
-        raise ValueError(f"{out} already holds a run ({', '.join(found)}); continue it with --resume, "
-                         "start afresh with --overwrite, or choose another --out")
+        raise ValueError(
+            f"{out} already holds a run ({', '.join(found)}); continue it with --resume, "
+            "start afresh with --overwrite, or choose another --out"
+        )
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -45,12 +58,14 @@ def read_checkpoint(path: Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle errors, a truncated zip, a file that is no checkpoint at all
-        raise ValueError(f"{path} is not a readable training checkpoint ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:120]})") from None
+        raise ValueError(
+            f"{path} is not a readable training checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+        ) from None
     missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"{path} is not a complete training checkpoint: missing {', '.join(missing)}; "
-                         "use a fresh --out folder")
+        raise ValueError(
+            f"{path} is not a complete training checkpoint: missing {', '.join(missing)}; use a fresh --out folder"
+        )
     return state
 
 
@@ -84,9 +99,16 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
     log = state["loss_log"].tolist()
     step = int(state["step"])
     planned, cfg["steps"] = cfg["steps"], step
-    summary = {"name": cfg["name"], "step": step, "finished": step >= planned, "seconds": round(float(state["seconds"]), 1),
-               "final_loss": log[-1][1] if log else None, "planned_steps": planned, "stopped_at_deadline": step < planned,
-               "parameters": sum(v.numel() for k, v in state["model"].items())}
+    summary = {
+        "name": cfg["name"],
+        "step": step,
+        "finished": step >= planned,
+        "seconds": round(float(state["seconds"]), 1),
+        "final_loss": log[-1][1] if log else None,
+        "planned_steps": planned,
+        "stopped_at_deadline": step < planned,
+        "parameters": sum(v.numel() for k, v in state["model"].items()),
+    }
     Path(out).mkdir(parents=True, exist_ok=True)
     write_log(Path(out) / f"{cfg['name']}_loss.csv", log)
     return save_weights(state["ema"], cfg, summary, out)

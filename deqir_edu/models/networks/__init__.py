@@ -6,6 +6,7 @@
 Both are built with ``Class.from_config(cfg)`` from the config dicts of the original code and load
 the original ``state_dict`` with ``strict=True``.  ``forward(x (B, C, H, W), t (B,))``.
 """
+
 from __future__ import annotations
 
 from .adm import ADMConfig, ADMUNet

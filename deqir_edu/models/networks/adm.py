@@ -25,6 +25,7 @@ Shapes: ``forward(x (B, C_in, H, W), t (B,)) -> (B, out_channels, H, W)``, in th
 Precision: ``use_fp16`` and ``use_checkpoint`` are training flags and are ignored; for half precision
 cast the whole module, ``net.to(torch.float16)`` or ``torch.bfloat16`` (GroupNorm stays float32 inside).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -42,15 +43,36 @@ __all__ = ["ADMConfig", "ADMUNet"]
 
 # guided-diffusion's ``model_and_diffusion_defaults()`` for the model flags
 _DEFAULTS: dict[str, Any] = dict(
-    image_size=64, in_channels=3, num_channels=128, num_res_blocks=2, channel_mult="", learn_sigma=False,
-    class_cond=False, use_checkpoint=False, attention_resolutions="16,8", num_heads=4, num_head_channels=-1,
-    num_heads_upsample=-1, use_scale_shift_norm=True, dropout=0.0, resblock_updown=False, use_fp16=False,
-    use_new_attention_order=False, out_channels=None, norm_groups=32,
+    image_size=64,
+    in_channels=3,
+    num_channels=128,
+    num_res_blocks=2,
+    channel_mult="",
+    learn_sigma=False,
+    class_cond=False,
+    use_checkpoint=False,
+    attention_resolutions="16,8",
+    num_heads=4,
+    num_head_channels=-1,
+    num_heads_upsample=-1,
+    use_scale_shift_norm=True,
+    dropout=0.0,
+    resblock_updown=False,
+    use_fp16=False,
+    use_new_attention_order=False,
+    out_channels=None,
+    norm_groups=32,
 )
 # flags of the diffusion process (not of the network): accepted and ignored by ``from_config``
 _DIFFUSION_FLAGS = {
-    "diffusion_steps", "noise_schedule", "timestep_respacing", "use_kl", "predict_xstart",
-    "rescale_timesteps", "rescale_learned_sigmas", "sigma_small",
+    "diffusion_steps",
+    "noise_schedule",
+    "timestep_respacing",
+    "use_kl",
+    "predict_xstart",
+    "rescale_timesteps",
+    "rescale_learned_sigmas",
+    "sigma_small",
 }
 _DEFAULT_MULT = {512: (0.5, 1, 1, 2, 2, 4, 4), 256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
 
@@ -92,20 +114,34 @@ class ResBlock(nn.Module):
     """
 
     def __init__(
-        self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
-        scale_shift: bool = False, up: bool = False, down: bool = False, norm_groups: int = 32,
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: int | None = None,
+        scale_shift: bool = False,
+        up: bool = False,
+        down: bool = False,
+        norm_groups: int = 32,
     ) -> None:
         super().__init__()
         out_channels = out_channels or channels
         self.scale_shift = scale_shift
-        self.in_layers = nn.Sequential(_norm(channels, norm_groups), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(
+            _norm(channels, norm_groups), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.updown = up or down
         if self.updown:  # parameter-free resampling of both branches
             self.h_upd = Resample(channels, up=up, use_conv=False)
             self.x_upd = Resample(channels, up=up, use_conv=False)
-        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if scale_shift else out_channels))
+        self.emb_layers = nn.Sequential(
+            nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if scale_shift else out_channels)
+        )
         self.out_layers = nn.Sequential(
-            _norm(out_channels, norm_groups), nn.SiLU(), nn.Dropout(dropout), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+            _norm(out_channels, norm_groups),
+            nn.SiLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
         )
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
@@ -133,8 +169,9 @@ class AttentionBlock(nn.Module):
     with ``new_order``, as [q, k, v][head][d_h].
     """
 
-    def __init__(self, channels: int, num_heads: int = 1, head_channels: int = -1, new_order: bool = False,
-                 norm_groups: int = 32) -> None:
+    def __init__(
+        self, channels: int, num_heads: int = 1, head_channels: int = -1, new_order: bool = False, norm_groups: int = 32
+    ) -> None:
         super().__init__()
         if head_channels != -1:
             if channels % head_channels:
@@ -204,9 +241,24 @@ class ADMUNet(nn.Module):
             cfg = replace(config or ADMConfig(), **fields)
         except TypeError as err:
             raise ValueError(f"unknown ADMUNet field: {err}") from None
-        (in_channels, model_channels, out_channels, num_res_blocks, attention_rates, channel_mult, dropout, num_heads,
-         num_head_channels, num_heads_upsample, use_scale_shift_norm, resblock_updown, use_new_attention_order,
-         conv_resample, image_size, norm_groups) = (getattr(cfg, f.name) for f in fields_of(ADMConfig))
+        (
+            in_channels,
+            model_channels,
+            out_channels,
+            num_res_blocks,
+            attention_rates,
+            channel_mult,
+            dropout,
+            num_heads,
+            num_head_channels,
+            num_heads_upsample,
+            use_scale_shift_norm,
+            resblock_updown,
+            use_new_attention_order,
+            conv_resample,
+            image_size,
+            norm_groups,
+        ) = (getattr(cfg, f.name) for f in fields_of(ADMConfig))
         if norm_groups < 1 or 32 % norm_groups:
             raise ValueError(f"norm_groups must divide 32 (widths are multiples of 32), got {norm_groups}")
         mult = tuple(channel_mult)
@@ -287,7 +339,9 @@ class ADMUNet(nn.Module):
             raise ValueError(f"unknown ADM config keys {sorted(unknown)}; known: {sorted(_DEFAULTS)}")
         c = {**_DEFAULTS, **cfg}
         if c["class_cond"]:
-            raise ValueError("class_cond=True (class-conditional ADM) is not supported; use an unconditional checkpoint")
+            raise ValueError(
+                "class_cond=True (class-conditional ADM) is not supported; use an unconditional checkpoint"
+            )
         size = int(c["image_size"])
         mult: Any = c["channel_mult"]
         if mult in ("", None):
@@ -304,10 +358,19 @@ class ADMUNet(nn.Module):
         in_ch = int(c["in_channels"])
         out_ch = c["out_channels"] or (2 * in_ch if c["learn_sigma"] else in_ch)
         return cls(
-            in_channels=in_ch, model_channels=int(c["num_channels"]), out_channels=int(out_ch),
-            num_res_blocks=int(c["num_res_blocks"]), attention_rates=[size // r for r in res], channel_mult=mult,
-            dropout=float(c["dropout"]), num_heads=int(c["num_heads"]), num_head_channels=int(c["num_head_channels"]),
-            num_heads_upsample=int(c["num_heads_upsample"]), use_scale_shift_norm=bool(c["use_scale_shift_norm"]),
-            resblock_updown=bool(c["resblock_updown"]), use_new_attention_order=bool(c["use_new_attention_order"]),
-            image_size=size, norm_groups=int(c["norm_groups"]),
+            in_channels=in_ch,
+            model_channels=int(c["num_channels"]),
+            out_channels=int(out_ch),
+            num_res_blocks=int(c["num_res_blocks"]),
+            attention_rates=[size // r for r in res],
+            channel_mult=mult,
+            dropout=float(c["dropout"]),
+            num_heads=int(c["num_heads"]),
+            num_head_channels=int(c["num_head_channels"]),
+            num_heads_upsample=int(c["num_heads_upsample"]),
+            use_scale_shift_norm=bool(c["use_scale_shift_norm"]),
+            resblock_updown=bool(c["resblock_updown"]),
+            use_new_attention_order=bool(c["use_new_attention_order"]),
+            image_size=size,
+            norm_groups=int(c["norm_groups"]),
         )

@@ -17,6 +17,7 @@ Notation (code name -> paper / config key)
 Shapes: ``forward(x (B, C_in, H, W), t (B,) float or long) -> (B, C_out, H, W)`` in the
 parameters' dtype.  GroupNorm here uses eps = 1e-6 (ADM: 1e-5), as in the original code.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -30,11 +31,30 @@ from .layers import GroupNorm32, as_timesteps, attention, check_network_input, t
 
 __all__ = ["DDPMUNet"]
 
-_KEYS = {"ch", "out_ch", "ch_mult", "num_res_blocks", "attn_resolutions", "dropout", "in_channels",
-         "resolution", "image_size", "resamp_with_conv"}
+_KEYS = {
+    "ch",
+    "out_ch",
+    "ch_mult",
+    "num_res_blocks",
+    "attn_resolutions",
+    "dropout",
+    "in_channels",
+    "resolution",
+    "image_size",
+    "resamp_with_conv",
+}
 # keys of the DDIM/SDEdit config that describe data, training or the diffusion, not the network
-_IGNORED = {"type", "var_type", "ema_rate", "ema", "channels", "beta_schedule", "beta_start", "beta_end",
-            "num_diffusion_timesteps"}
+_IGNORED = {
+    "type",
+    "var_type",
+    "ema_rate",
+    "ema",
+    "channels",
+    "beta_schedule",
+    "beta_start",
+    "beta_end",
+    "num_diffusion_timesteps",
+}
 
 
 def _norm(channels: int) -> GroupNorm32:
@@ -122,9 +142,16 @@ class DDPMUNet(nn.Module):
     """The DDIM/SDEdit ``Model`` ("simple" DDPM UNet), written from the paper and the config keys."""
 
     def __init__(
-        self, ch: int = 128, out_ch: int = 3, ch_mult: Iterable[int] = (1, 1, 2, 2, 4, 4), num_res_blocks: int = 2,
-        attn_resolutions: Iterable[int] = (16,), dropout: float = 0.0, resamp_with_conv: bool = True,
-        in_channels: int = 3, resolution: int = 256,
+        self,
+        ch: int = 128,
+        out_ch: int = 3,
+        ch_mult: Iterable[int] = (1, 1, 2, 2, 4, 4),
+        num_res_blocks: int = 2,
+        attn_resolutions: Iterable[int] = (16,),
+        dropout: float = 0.0,
+        resamp_with_conv: bool = True,
+        in_channels: int = 3,
+        resolution: int = 256,
     ) -> None:
         super().__init__()
         mult = tuple(int(m) for m in ch_mult)
@@ -223,8 +250,13 @@ class DDPMUNet(nn.Module):
             raise ValueError("the DDPM config needs 'resolution' (or 'image_size') to place the attention layers")
         in_ch = int(cfg.get("in_channels", 3))
         return cls(
-            ch=int(cfg.get("ch", 128)), out_ch=int(cfg.get("out_ch", in_ch)), ch_mult=cfg.get("ch_mult", (1, 2, 2, 2)),
-            num_res_blocks=int(cfg.get("num_res_blocks", 2)), attn_resolutions=cfg.get("attn_resolutions", (16,)),
-            dropout=float(cfg.get("dropout", 0.0)), resamp_with_conv=bool(cfg.get("resamp_with_conv", True)),
-            in_channels=in_ch, resolution=int(cfg.get("resolution", cfg.get("image_size"))),
+            ch=int(cfg.get("ch", 128)),
+            out_ch=int(cfg.get("out_ch", in_ch)),
+            ch_mult=cfg.get("ch_mult", (1, 2, 2, 2)),
+            num_res_blocks=int(cfg.get("num_res_blocks", 2)),
+            attn_resolutions=cfg.get("attn_resolutions", (16,)),
+            dropout=float(cfg.get("dropout", 0.0)),
+            resamp_with_conv=bool(cfg.get("resamp_with_conv", True)),
+            in_channels=in_ch,
+            resolution=int(cfg.get("resolution", cfg.get("image_size"))),
         )

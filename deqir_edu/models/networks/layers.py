@@ -15,6 +15,7 @@ Precision policy.  A network may be cast with ``.to(torch.bfloat16)`` (or float1
 first linear layer; group normalisation is computed in float32 and cast back, so the statistics
 do not suffer from the 8-bit mantissa of bfloat16.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,7 @@ def as_timesteps(t: torch.Tensor | int | float, batch: int, device: torch.device
         t = t.expand(batch)
     if t.dim() != 1 or t.shape[0] != batch:
         raise ValueError(
-            f"timesteps must be a number or a tensor of shape ({batch},) matching the batch, "
-            f"got shape {tuple(t.shape)}"
+            f"timesteps must be a number or a tensor of shape ({batch},) matching the batch, got shape {tuple(t.shape)}"
         )
     return t.to(torch.float32)
 
