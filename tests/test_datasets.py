@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from deqir_edu.datasets import readers as ds
+from deqir_edu import datasets as ds
+from deqir_edu.core import data_dir
+from deqir_edu.datasets import fashion, fashion_download
 
 
 def _write_idx(path, array: np.ndarray, gz: bool) -> None:
@@ -163,7 +165,7 @@ def test_load_testset_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="n must be"):
         ds.load_testset("fashion32", n=101)
     monkeypatch.setenv("DEQIR_EDU_DATA", str(tmp_path))
-    assert ds.data_dir() == tmp_path
+    assert data_dir() == tmp_path
     with pytest.raises(FileNotFoundError, match="DEQIR_EDU_DATA"):
         ds.load_testset("fashion32")
 
@@ -174,7 +176,7 @@ def test_load_testset_errors(tmp_path, monkeypatch):
 )
 def test_frozen_fashion_testset_is_the_official_test_split():
     images, labels = ds.fashion_mnist("test")
-    with np.load(ds.data_dir() / "testsets" / "fashion_mnist_test100.npz") as z:
+    with np.load(data_dir() / "testsets" / "fashion_mnist_test100.npz") as z:
         np.testing.assert_array_equal(z["images"], images[:100])
         np.testing.assert_array_equal(z["labels"], labels[:100])
     x = ds.load_testset("fashion32", n=3)
@@ -189,14 +191,14 @@ def test_fashion_mnist_downloads_into_the_cache_when_the_debian_folder_is_missin
     import hashlib
 
     root, images = tiny_fashion
-    md5 = dict(ds.FASHION_MNIST_MD5)
+    md5 = dict(fashion_download.FASHION_MNIST_MD5)
     for kind, nd in (("images", 3), ("labels", 1)):
         name = f"t10k-{kind}-idx{nd}-ubyte.gz"
         server.files["/" + name] = gzip.compress((root / name[:-3]).read_bytes())
         md5[name] = hashlib.md5(server.files["/" + name]).hexdigest()
-    monkeypatch.setattr(ds, "FASHION_MNIST_MD5", md5)
-    monkeypatch.setattr(ds, "FASHION_MNIST_DIR", tmp_path / "no-debian-package")
-    monkeypatch.setattr(ds, "FASHION_MNIST_URL", server.url("/"))
+    monkeypatch.setattr(fashion_download, "FASHION_MNIST_MD5", md5)
+    monkeypatch.setattr(fashion, "FASHION_MNIST_DIR", tmp_path / "no-debian-package")
+    monkeypatch.setattr(fashion_download, "FASHION_MNIST_URL", server.url("/"))
     monkeypatch.setenv("DEQIR_EDU_CACHE", str(tmp_path / "cache"))
     test_images, labels = ds.fashion_mnist("test")
     np.testing.assert_array_equal(test_images, images["t10k"])

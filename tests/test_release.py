@@ -27,7 +27,7 @@ import deqir_edu
 import deqir_edu.core.download as download_module
 from deqir_edu.apps.cli import main
 from deqir_edu.core.download import DownloadError, file_md5, verify
-from deqir_edu.datasets import readers
+from deqir_edu.datasets import fashion, fashion_download
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = re.search(r'^version\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
@@ -64,7 +64,7 @@ def test_colab_installs_the_pinned_release(path):
 @pytest.fixture
 def bare_machine(monkeypatch, tmp_path):
     """No Debian Fashion-MNIST, an empty cache, and every download fails."""
-    monkeypatch.setattr(readers, "FASHION_MNIST_DIR", tmp_path / "no-debian-folder")
+    monkeypatch.setattr(fashion, "FASHION_MNIST_DIR", tmp_path / "no-debian-folder")
     monkeypatch.setenv("DEQIR_EDU_CACHE", str(tmp_path / "cache"))
 
     def offline(*args, **kwargs):
@@ -83,21 +83,21 @@ def test_the_book_data_needs_no_system_data_set(bare_machine):
     assert torch.equal(model.means, prior.means)
     assert model.n_components == 256 and x.shape == (16, 1, 32, 32) and source == "testset fashion32"
     with pytest.raises(DownloadError):  # only the full data set (deqir-edu train) would download
-        readers.fashion_subset("train", 4001)
+        fashion.fashion_subset("train", 4001)
 
 
 def test_shipped_subsets_are_the_first_images_of_the_official_splits():
-    for split, (file, count) in readers.FASHION_SUBSETS.items():
+    for _split, (file, count) in fashion.FASHION_SUBSETS.items():
         with np.load(ROOT / "data" / "testsets" / file) as z:
             assert z["images"].shape == (count, 28, 28) and z["images"].dtype == np.uint8
             assert z["labels"].shape == (count,)
         size = (ROOT / "data" / "testsets" / file).stat().st_size
         assert size < 3 * 2**20, f"{file}: {size} bytes; keep data/ files small"
-    if not (readers.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+    if not (fashion.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip("the Debian folder is absent: the comparison with the official files needs it")
-    for split, (file, count) in readers.FASHION_SUBSETS.items():
-        full, labels = readers.fashion_mnist(split)
-        mine, my_labels = readers.fashion_subset(split)
+    for split, (_file, count) in fashion.FASHION_SUBSETS.items():
+        full, labels = fashion.fashion_mnist(split)
+        mine, my_labels = fashion.fashion_subset(split)
         assert np.array_equal(mine, full[:count]) and np.array_equal(my_labels, labels[:count])
 
 
@@ -105,9 +105,9 @@ def test_published_md5_refuses_another_file(tmp_path):
     good = tmp_path / "t10k-labels-idx1-ubyte.gz"
     good.write_bytes(b"<html>login</html>")
     with pytest.raises(ValueError, match="md5 mismatch"):
-        verify(good, md5=readers.FASHION_MNIST_MD5[good.name])
-    assert file_md5(good) != readers.FASHION_MNIST_MD5[good.name]
-    assert readers.FASHION_MNIST_URL.startswith("https://")
+        verify(good, md5=fashion_download.FASHION_MNIST_MD5[good.name])
+    assert file_md5(good) != fashion_download.FASHION_MNIST_MD5[good.name]
+    assert fashion_download.FASHION_MNIST_URL.startswith("https://")
 
 
 def _wheel(tmp_path: Path) -> Path:
