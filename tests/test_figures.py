@@ -1,5 +1,5 @@
-"""The book's figure helpers (deqir_edu.apps.figures): readable on the site, integer index axes,
-no overlapping labels, HTML tables."""
+"""The book's figure helpers (deqir_edu.apps.figures): readable on the site (deqir_edu.apps.figure_checks),
+integer index axes, no overlapping labels, HTML tables."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from deqir_edu.apps import figures  # noqa: E402
+from deqir_edu.apps import figure_checks, figures  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -76,21 +76,21 @@ def _flat() -> object:
 def test_figures_are_readable_on_the_page(make) -> None:
     fig = make()
     assert fig.get_figwidth() * fig.dpi <= figures.PAGE_WIDTH_PX + 1  # shown 1:1, never shrunk
-    assert figures.min_font_px(fig) >= figures.MIN_FONT_PX
-    assert figures.overlapping_texts(fig) == []
+    assert figure_checks.min_font_px(fig) >= figure_checks.MIN_FONT_PX
+    assert figure_checks.overlapping_texts(fig) == []
 
 
 def test_min_font_px_sees_a_shrunk_figure() -> None:
     fig, ax = plt.subplots(figsize=(14.6, 3))  # twice the page: every text is shown at half size
     ax.set_title("title", fontsize=9)
-    assert figures.min_font_px(fig) == pytest.approx(9 * 100 / 72 / 2)
+    assert figure_checks.min_font_px(fig) == pytest.approx(9 * 100 / 72 / 2)
 
 
 def test_overlapping_texts_are_found() -> None:
     fig, ax = plt.subplots(figsize=(3, 2))
     ax.text(0.5, 0.5, "first label")
     ax.text(0.52, 0.5, "second label")
-    assert ("first label", "second label") in figures.overlapping_texts(fig)
+    assert ("first label", "second label") in figure_checks.overlapping_texts(fig)
 
 
 def test_curves_use_integer_ticks() -> None:

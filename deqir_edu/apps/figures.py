@@ -9,10 +9,9 @@ Notation (code name -> paper symbol)
     F_j          F_j                the j-th block of the map F of Proposition 1 (Eq. (9))
 
 Sizes.  The site shows a figure at most ``PAGE_WIDTH_PX`` wide and scales wider ones down, so a
-figure drawn ``PAGE_WIDTH_IN`` inches wide at ``DPI`` is shown 1:1, and ``min_font_px`` says how
-large its smallest text is on the page (the book asks for at least ``MIN_FONT_PX``).  Every function
-returns the matplotlib ``Figure``; nothing here is needed by the samplers (matplotlib is imported
-on first use).
+figure drawn ``PAGE_WIDTH_IN`` inches wide at ``DPI`` is shown 1:1 (``figure_checks`` measures how
+large its smallest text is on the page and finds overlapping labels).  Every function returns the
+matplotlib ``Figure``; nothing here is needed by the samplers (matplotlib is imported on first use).
 """
 
 from __future__ import annotations
@@ -21,11 +20,11 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = [
     "PAGE_WIDTH_IN",
-    "MIN_FONT_PX",
     "use_book_style",
     "image_grid",
     "show_images",
@@ -33,20 +32,17 @@ __all__ = [
     "integer_axis",
     "chain_diagram",
     "dependency_diagram",
-    "min_font_px",
-    "overlapping_texts",
     "Table",
 ]
 
 DPI = 100
 PAGE_WIDTH_PX = 730  # the text column of the site (sphinx-book-theme, desktop)
 PAGE_WIDTH_IN = (PAGE_WIDTH_PX - 20) / DPI  # matplotlib adds ~10 px of margin on each side
-MIN_FONT_PX = 9.0
 
 
 def use_book_style() -> None:
     """Font sizes, dpi and layout of every figure of the book (call once per notebook)."""
-    import matplotlib as mpl
+    import matplotlib as mpl  # noqa: PLC0415  (lazy: matplotlib is imported on first use)
 
     mpl.rcParams.update(
         {
@@ -103,7 +99,7 @@ def image_grid(
     ``rows`` may also be a batch ``(N, C, H, W)``: one row.  The figure is at most ``width``
     inches wide (the page) and each cell at most ``max_cell`` inches, so titles stay readable.
     """
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (lazy: matplotlib is imported on first use)
 
     if isinstance(rows, torch.Tensor):
         rows = [list(rows)]
@@ -136,7 +132,7 @@ def show_images(
     max_cell: float = 1.6,
 ) -> Any:
     """A flat list of ``(C, H, W)`` images in [-1, 1], each with its own title, ``ncols`` per row."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (lazy: matplotlib is imported on first use)
 
     ncols = ncols or len(images)
     nrows = -(-len(images) // ncols)
@@ -157,7 +153,7 @@ def show_images(
 
 def integer_axis(ax: Any, which: str = "x") -> None:
     """Ticks at integers only on an axis that counts something (iterations, states, steps)."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415  (lazy: matplotlib is imported on first use)
 
     for name in which:
         getattr(ax, f"{name}axis").set_major_locator(MaxNLocator(integer=True))
@@ -172,12 +168,12 @@ def curves(
     ax: Any = None,
 ) -> Any:
     """Convergence curves, one line per entry of ``series``, x = ``start, start + 1, ...`` (integers)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (lazy: matplotlib is imported on first use)
 
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(min(PAGE_WIDTH_IN, 5.0), 3.0), layout="constrained")
-    for (label, ys), marker in zip(series.items(), "os^vD<>p*h" * 4):
+    for (label, ys), marker in zip(series.items(), "os^vD<>p*h" * 4, strict=False):
         ys = [float(v) for v in ys]
         ax.plot(range(start, start + len(ys)), ys, marker=marker, ms=3, lw=1.2, label=label)
     if logy:
@@ -193,7 +189,7 @@ def curves(
 def chain_diagram(T: int = 5) -> Any:
     """The paper's Fig. 2: the sequential chain (one state after the other, T network calls in a
     row) against the fixed-point iteration (every state of iterate k+1 from all of iterate k)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (lazy: matplotlib is imported on first use)
 
     names = [f"$x_{{{T}}}$"] + [f"$x_{{{t}}}$" for t in range(T - 1, -1, -1)]
     fig, (a, b) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 2.9), layout="constrained")
@@ -237,8 +233,7 @@ def chain_diagram(T: int = 5) -> Any:
 def dependency_diagram(T: int = 6) -> Any:
     """Which state each block of F reads (Eq. (10)): ``F_j`` depends on ``x_T, ..., x_{j+1}`` only,
     so in the paper's order ``x_{T-1}, ..., x_0`` the Jacobian is strictly lower triangular."""
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # noqa: PLC0415  (lazy: matplotlib is imported on first use)
 
     order = list(range(T - 1, -1, -1))
     dep = np.array([[1.0 if i > j else 0.0 for i in order] for j in order])
@@ -260,48 +255,6 @@ def dependency_diagram(T: int = 6) -> Any:
                 color="white" if dep[r, c] else "#999",
             )
     return fig
-
-
-def _drawn_texts(fig: Any) -> list[Any]:
-    """The visible, non-empty texts of ``fig``, each once (ticks of an ``axis("off")`` are not drawn)."""
-    hidden = {
-        id(t)
-        for ax in fig.axes
-        if not ax.axison
-        for axis in (ax.xaxis, ax.yaxis)
-        for t in axis.findobj(lambda o: hasattr(o, "get_text"))
-    }
-    texts = fig.findobj(lambda o: hasattr(o, "get_text") and hasattr(o, "get_fontsize"))
-    return list(
-        {
-            id(t): t
-            for t in texts  # findobj may list one artist twice
-            if t.get_visible() and str(t.get_text()).strip() and id(t) not in hidden
-        }.values()
-    )
-
-
-def min_font_px(fig: Any, page_width_px: float = PAGE_WIDTH_PX) -> float:
-    """Smallest visible text of ``fig`` in pixels on the page (figures wider than the page shrink)."""
-    scale = min(1.0, page_width_px / (fig.get_figwidth() * fig.dpi))
-    sizes = [t.get_fontsize() for t in _drawn_texts(fig)]
-    return min(sizes) * fig.dpi / 72 * scale if sizes else float("inf")
-
-
-def overlapping_texts(fig: Any) -> list[tuple[str, str]]:
-    """Pairs of visible texts of ``fig`` whose drawn boxes overlap (tick labels, titles, labels)."""
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    boxes = [(str(t.get_text()), t.get_window_extent(renderer)) for t in _drawn_texts(fig)]
-    return [
-        (s1, s2)
-        for i, (s1, b1) in enumerate(boxes)
-        for s2, b2 in boxes[i + 1 :]
-        if b1.overlaps(b2)
-        and b1.width * b1.height > 0
-        and b2.width * b2.height > 0
-        and not (s1 == s2 and tuple(b1.bounds) == tuple(b2.bounds))
-    ]  # one text reached twice
 
 
 class Table:
@@ -333,7 +286,7 @@ class Table:
 
     def cells(self) -> list[list[str]]:
         """The formatted cells, row by row (what both renderings show)."""
-        return [[self._cell(v, c) for v, c in zip(row, self.columns)] for row in self.rows]
+        return [[self._cell(v, c) for v, c in zip(row, self.columns, strict=False)] for row in self.rows]
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
@@ -344,7 +297,7 @@ class Table:
     def __str__(self) -> str:
         cells = [self.columns] + self.cells()
         widths = [max(len(r[i]) for r in cells) for i in range(len(self.columns))]
-        lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+        lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=False)) for r in cells]
         return "\n".join(([self.caption] if self.caption else []) + lines)
 
     __repr__ = __str__
