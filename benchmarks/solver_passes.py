@@ -52,9 +52,8 @@ def measure(
             torch.Generator().manual_seed(seed),
             solver=solver,
             max_iter=max_iter,
-            tol=t,
-            reference=ref,
             callback=cb,
+            solver_options={"tol": t, "reference": ref},
         )
         seconds = time.perf_counter() - t0
         nfe = res.trace.evaluations

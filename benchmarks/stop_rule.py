@@ -63,7 +63,9 @@ def record(model, op, y, x, T: int, eta: float, seed: int = 1) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        deqir_sample(model, op, y, T, eta, noises=noises, solver="auto", stop="per_state", callback=cb)
+        deqir_sample(
+            model, op, y, T, eta, noises=noises, solver="auto", callback=cb, solver_options={"stop": "per_state"}
+        )
     return dict(change=change, gap=gap, upper_residual=upper)
 
 

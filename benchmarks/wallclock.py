@@ -86,7 +86,16 @@ def run_dtype(model, op, y, x, args, dtype: str) -> list[dict]:
             spent[0] += time.perf_counter() - c0
 
         res = deqir_sample(
-            timed, op, y, args.steps, args.eta, gen(), solver=solver, max_iter=args.steps, tol=args.tol, callback=cb
+            timed,
+            op,
+            y,
+            args.steps,
+            args.eta,
+            gen(),
+            solver=solver,
+            max_iter=args.steps,
+            callback=cb,
+            solver_options={"tol": args.tol},
         )
         total = time.perf_counter() - t0 - spent[0]
         k = next((i for i, s in enumerate(stamps) if s[2] < args.db), None)

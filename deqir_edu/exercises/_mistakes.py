@@ -18,6 +18,9 @@ from typing import Any
 
 import torch
 
+from ..operators.base import null_space_project, project
+from ..solvers.anderson import anderson_weights
+
 Mistakes = list[tuple[torch.Tensor, str]]
 
 # ------------------------------------------------------------------------------------------------
@@ -141,8 +144,8 @@ def ddnm_mistakes(
     """Wrong DDNM steps: swapped c1/c2, any other sign pattern of Eq. (5), the paper's literal c^1, c^2,
     and eps recomputed from the corrected estimate, ``(x_t - sqrt(abar_t) x0_hat) / sqrt(1 - abar_t)``."""
     x0 = (x_t - (1 - a_t) ** 0.5 * eps) / a_t**0.5
-    pinv_y, range_x0 = op.A_pinv(y), op.A_pinv(op.A(x0))
-    x0_hat = pinv_y + x0 - range_x0
+    pinv_y, range_x0 = op.A_pinv(y), project(op, x0)
+    x0_hat = null_space_project(op, x0, y, pinv_y)
     c1, c2 = _noise_weights(a_prev, eta)
     eps_hat = (x_t - a_t**0.5 * x0_hat) / (1 - a_t) ** 0.5
     signs = [s for s in product((1.0, -1.0), repeat=3) if s != (1.0, 1.0, -1.0)]
@@ -178,9 +181,7 @@ def F_mistakes(
 
 def bordered_weights(G: torch.Tensor, lam: float) -> torch.Tensor:
     """The minimiser of ``||G^T alpha||^2 + lam ||alpha||^2`` with ``sum(alpha) = 1``, shape ``(B, n)``."""
-    M = G @ G.transpose(1, 2) + lam * torch.eye(G.shape[1], dtype=G.dtype)
-    alpha = torch.linalg.solve(M, torch.ones(*G.shape[:2], 1, dtype=G.dtype))[..., 0]
-    return alpha / alpha.sum(1, keepdim=True)
+    return anderson_weights(G @ G.transpose(1, 2), lam)
 
 
 def anderson_mistakes(alpha: torch.Tensor, G: torch.Tensor, lam: float) -> Mistakes:

@@ -9,6 +9,11 @@ from typing import Any
 
 import torch
 
+from ..diffusion import GaussianMixturePrior, chain_config, draw_noises
+from ..inversion import PhantomConfig, phantom_gradient
+from ..operators import make_operator
+from ..sampling import FixedPointMap
+from ..solvers import anderson, picard
 from ._common import _call, _close, _compare, _gen, _matches, _named, _passed, _print_hint
 from ._mistakes import (
     ANDERSON_NU,
@@ -26,10 +31,6 @@ from ._mistakes import (
 # ---------------------------------------------------------------------------------------------
 def _small_chain(task: str = "sr2", steps: int = 6, seed: int = 0) -> tuple[Any, torch.Tensor]:
     """A FixedPointMap on a random 2-component prior (3 x 8 x 8 images) and a random state stack."""
-    from ..diffusion import GaussianMixturePrior, chain_config, draw_noises
-    from ..operators import make_operator
-    from ..sampling import FixedPointMap
-
     g = _gen(seed)
     prior = GaussianMixturePrior(torch.randn(2, 3, 8, 8, generator=g, dtype=torch.float64) * 0.5, 0.3)
     op = make_operator(task, (3, 8, 8))
@@ -89,10 +90,9 @@ def check_F(fn: Callable[..., torch.Tensor]) -> bool:
 def check_anderson_weights(fn: Callable[[torch.Tensor, float], torch.Tensor], lam: float = 1e-3) -> bool:
     """Check ``fn(G, lam) -> alpha``: ``G`` of shape ``(B, n, N)`` holds the last n residuals (rows) of
     each image, ``alpha`` of shape ``(B, n)`` minimises ``||G^T alpha||^2 + lam ||alpha||^2`` subject to
-    ``sum(alpha) = 1``.  Then an Anderson solve that uses ``fn`` (m = 5, beta = 1, first step plain, as
+    ``sum(alpha) = 1``.  Then an Anderson solve that uses ``fn`` (the paper's m = 4: the last m + 1 = 5
+    iterates, beta = 1, first step plain, as
     ``solvers.anderson``) must reproduce the package's ``anderson`` on a small DeqIR map."""
-    from ..solvers import anderson
-
     name = "Anderson weights, Algorithm 1"
     g = _gen(50)
     G = torch.randn(3, 4, 40, generator=g, dtype=torch.float64)
@@ -125,7 +125,7 @@ def check_anderson_weights(fn: Callable[[torch.Tensor, float], torch.Tensor], la
     X, Fx, x, fx = [], [], init, init
     for k in range(6):  # the loop of solvers.anderson with the student's weights
         fx = f(x)
-        X, Fx = (X + [x.transpose(0, 1).reshape(B, -1)])[-5:], (Fx + [fx.transpose(0, 1).reshape(B, -1)])[-5:]
+        X, Fx = (X + [x.transpose(0, 1).reshape(B, -1)])[-5:], (Fx + [fx.transpose(0, 1).reshape(B, -1)])[-5:]  # m + 1
         if k == 0:
             x = fx
             continue
@@ -145,29 +145,24 @@ def check_phantom_gradient(fn: Callable[..., torch.Tensor]) -> bool:
     detached fixed point ``star`` (``(T, B, C, H, W)``), take ``k`` damped steps ``x <- (1 - tau) x + tau F(x)``
     with ``F = make_map(x_T)`` differentiable in ``x_T``, then differentiate ``loss(x_0).sum()`` w.r.t. ``x_T``.
     Reference: ``inversion.phantom_gradient`` with the loss of ``x_0``."""
-    from ..inversion import phantom_gradient
-    from ..sampling import FixedPointMap
-    from ..solvers import picard
-
     name = "phantom gradient, Algorithm 2"
     f, _ = _small_chain("inpaint-box", steps=6, seed=60)
-    model, op, y, noises, coeffs = f.model, f.op, f.y, f.step_noise.flip(0), f.chain
+    model, op, y, noises, chain = f.model, f.op, f.y, f.step_noise.flip(0), f.chain
     target = torch.randn(f.x_T.shape, generator=_gen(61), dtype=torch.float64)
 
     def loss(x0: torch.Tensor) -> torch.Tensor:  # (B,)
         return (x0 - target).flatten(1).pow(2).sum(1)
 
     def make_map(x_T: torch.Tensor) -> FixedPointMap:
-        return FixedPointMap(model, op, y, x_T, noises, coeffs)
+        return FixedPointMap(model, op, y, x_T, noises, chain)
 
     star, _ = picard(f, f.x_T.expand(6, *f.x_T.shape).clone(), max_iter=6, tol=0.0)
     for tau, k in ((0.1, 1), (0.5, 3), (1.0, 6)):
         ok, got = _call(name, fn, make_map, star.clone(), f.x_T.clone(), loss, tau, k)
         if not ok:
             return False
-        want = phantom_gradient(
-            model, op, y, f.x_T, noises, chain=coeffs, loss=lambda c: loss(c.x0), phantom_steps=k, tau=tau, states=star
-        ).grad
+        phantom = PhantomConfig(loss=lambda c: loss(c.x0), phantom_steps=k, tau=tau)
+        want = phantom_gradient(model, op, y, f.x_T, noises, chain=chain, phantom=phantom, states=star).grad
         is_tensor = isinstance(got, torch.Tensor) and got.shape == want.shape
         variant = functools.partial(phantom_variant, make_map, x_T=f.x_T, loss=loss, tau=tau, k=k)
         hints = [

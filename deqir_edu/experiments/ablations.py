@@ -102,8 +102,8 @@ def iterate_curve(
         chain=coeffs,
         solver=solver,
         max_iter=max_iter or coeffs.steps,
-        tol=0.0,
         callback=lambda info: iterates.append(info["states"][0].clone()),
+        solver_options={"tol": 0.0},
     ).trace
     out: dict[str, Any] = {
         "k": list(range(1, len(iterates) + 1)),
@@ -155,7 +155,9 @@ def sweep(
         coeffs = chain_config(T, e, alphas_cumprod_of(model))
         noises = _noises(x, T, seed)
         chain = ddnm_sample(model, op, y, noises=noises, chain=coeffs)
-        res = deqir_sample(model, op, y, noises=noises, chain=coeffs, solver=solver, max_iter=K, tol=0.0)
+        res = deqir_sample(
+            model, op, y, noises=noises, chain=coeffs, solver=solver, max_iter=K, solver_options={"tol": 0.0}
+        )
         x0 = res.x0
         a, b = _scores(chain, x), _scores(x0, x)
         rows.append(
@@ -195,7 +197,9 @@ def compare_coefficient_sets(
     for name, coeffs in sets.items():
         noises = _noises(x, coeffs.steps, seed)
         chain = ddnm_sample(model, op, y, noises=noises, chain=coeffs)
-        x0 = deqir_sample(model, op, y, noises=noises, chain=coeffs, solver="anderson", max_iter=iters, tol=0.0).x0
+        x0 = deqir_sample(
+            model, op, y, noises=noises, chain=coeffs, solver="anderson", max_iter=iters, solver_options={"tol": 0.0}
+        ).x0
         a, b = _scores(chain, x), _scores(x0, x)
         rows.append(
             dict(

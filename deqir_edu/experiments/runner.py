@@ -9,7 +9,7 @@ Notation (method name -> meaning, paper symbol)
     deqir-kK        DeqIR, Anderson acceleration (Algorithm 1), at most K passes, same T
     deqir-picard    DeqIR, Picard iteration, exactly K = T passes: equals DDNM (Proposition 1)
     deqir-SOLVER-kK DeqIR with any registered solver (``solvers.solver_names()``), at most K passes
-                    (``deqir-SOLVER`` without K: ``sampling.default_passes``, T for all but anderson)
+                    (``deqir-SOLVER`` without K: the registry's ``SolverSpec.default_passes``, T for all but anderson)
     samples = k     the mean of k runs: an estimate of the posterior mean E[x | y]
 
 Clipping (``clip=True``) wraps the model in ``models.ClippedModel`` here, once, for every method.
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from ..models.wrappers import ClippedModel
-from ..sampling import ddnm_sample, default_passes, deqir_sample
-from ..solvers.registry import SOLVERS, get_solver, solver_names
+from ..sampling import ddnm_sample, deqir_sample
+from ..solvers.registry import solver_names, solver_spec
 
 __all__ = ["Method", "parse_method", "sampler_method", "RunResult", "run_method", "restore", "bicubic_upsample"]
 
@@ -50,7 +50,7 @@ def parse_method(name: str, steps: int = 20) -> Method:
     ``deqir-taa-k8`` -> ``Method`` (module docstring)."""
     m = _METHOD.match(str(name))
     bad = m is None or (m.group(1) != "deqir" and (m.group(3) or m.group(4))) or (m.group(1) == "pinv" and m.group(2))
-    if not bad and m.group(3) and m.group(3) not in SOLVERS:
+    if not bad and m.group(3) and m.group(3) not in solver_names():
         bad = True
     if bad:
         raise ValueError(
@@ -65,9 +65,10 @@ def parse_method(name: str, steps: int = 20) -> Method:
     if kind == "ddnm":
         return Method(name, kind, t)
     solver = m.group(3) or ("anderson" if m.group(4) else "auto")  # deqir-kK: the paper's Algorithm 1
-    if solver == "picard" and not m.group(4):
-        return Method(name, kind, t, t, "picard", tol=0.0)  # K = T passes: exact (Proposition 1)
-    return Method(name, kind, t, int(m.group(4) or default_passes(solver, t)), solver)
+    spec = solver_spec(solver)
+    if m.group(4):
+        return Method(name, kind, t, int(m.group(4)), solver)
+    return Method(name, kind, t, spec.default_passes(t), solver, tol=spec.runner_tol)  # deqir-picard: tol 0, T passes
 
 
 @dataclass
@@ -127,6 +128,7 @@ def run_method(
         x = ddnm_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator)
         return RunResult(x, method.steps, method.steps, True)
     tol = tol if method.tol is None else method.tol  # deqir-picard fixes its own (0: all T passes)
+    options = {} if tol is None else {"tol": tol}  # None: the solver's own default
     res = deqir_sample(
         model,
         op,
@@ -138,10 +140,9 @@ def run_method(
         solver=method.solver,
         max_iter=method.iters,
         callback=callback,
-        **({} if tol is None else {"tol": tol}),
-    )  # None: the solver's own default
-    exact = method.solver == "picard" and method.iters >= method.steps  # the triangular system is solved
-    return RunResult(res.x0, res.evaluations, res.passes, bool(res.converged or exact))
+        solver_options=options,
+    )
+    return RunResult(res.x0, res.evaluations, res.passes, bool(res.converged))  # exact after T: converged
 
 
 def restore(
@@ -172,14 +173,14 @@ def restore(
 
 def sampler_method(sampler: str = "deqir", steps: int = 20, iters: int | None = None, solver: str = "auto") -> Method:
     """The ``Method`` of a sampler name (``"deqir"``, ``"ddnm"``, ``"pinv"``), checked before any work;
-    ``iters=None``: ``sampling.default_passes(solver, steps)``."""
+    ``iters=None``: the registry's ``SolverSpec.default_passes``."""
     if sampler not in ("deqir", "ddnm", "pinv"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'deqir', 'ddnm' or 'pinv'")
     if sampler != "pinv" and (not isinstance(steps, int) or steps < 1):
         raise ValueError(f"steps (T) must be a positive integer, got {steps!r}")
     if sampler == "deqir":
-        get_solver(solver)  # an unknown name fails here, before any work
-        iters = default_passes(solver, steps) if iters is None else iters
+        spec = solver_spec(solver)  # an unknown name fails here, before any work
+        iters = spec.default_passes(steps) if iters is None else iters
         if not isinstance(iters, int) or iters < 1:
             raise ValueError(f"iters (K, solver passes) must be a positive integer, got {iters!r}")
     return Method(

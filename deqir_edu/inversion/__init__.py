@@ -3,12 +3,13 @@
 ``losses`` <- ``deq``.
 """
 
-from .deq import GradientResult, InversionResult, deq_invert, exact_chain_gradient, phantom_gradient
+from .deq import GradientResult, InversionResult, PhantomConfig, deq_invert, exact_chain_gradient, phantom_gradient
 from .losses import Chain, Loss, chain_consistency_loss, measurement_loss, reference_loss
 
 __all__ = [
     "GradientResult",
     "InversionResult",
+    "PhantomConfig",
     "deq_invert",
     "exact_chain_gradient",
     "phantom_gradient",

@@ -35,7 +35,7 @@ evaluations with a graph per step; a loss of x_0 alone keeps the graph to one ev
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,10 +45,17 @@ from ..core.progress import progress
 from ..diffusion.chain import ChainConfig
 from ..sampling.fixed_point import FixedPointMap
 from ..sampling.sequential import chain_step, prepare_chain, resolve_chain
-from ..solvers.registry import get_solver
+from ..solvers.registry import solver_spec
 from .losses import Chain, Loss, chain_consistency_loss
 
-__all__ = ["GradientResult", "InversionResult", "exact_chain_gradient", "phantom_gradient", "deq_invert"]
+__all__ = [
+    "GradientResult",
+    "InversionResult",
+    "PhantomConfig",
+    "exact_chain_gradient",
+    "phantom_gradient",
+    "deq_invert",
+]
 
 
 @dataclass
@@ -66,32 +73,60 @@ def exact_chain_gradient(
     y: torch.Tensor,
     x_T: torch.Tensor,
     noises: torch.Tensor,
-    steps: int = 20,
-    eta: float = 0.15,
+    steps: int | None = None,
+    eta: float | None = None,
     loss: Loss | None = None,
     chain: ChainConfig | None = None,
 ) -> GradientResult:
     """Exact ``dL/dx_T`` by backpropagation through the whole sequential chain (memory ~ T steps).
 
-    ``x_T`` ``(B, C, H, W)`` and ``noises`` ``(T, B, C, H, W)`` as from ``draw_noises``; ``chain``
-    replaces ``steps`` and ``eta`` when given.
+    ``x_T`` ``(B, C, H, W)`` and ``noises`` ``(T, B, C, H, W)`` as from ``draw_noises``; ``steps`` and ``eta``
+    (default 20 and 0.15) or ``chain``, not both.
     """
     loss = chain_consistency_loss if loss is None else loss
-    coeffs = resolve_chain(model, steps, eta, chain)
-    _, noises, pinv_y = prepare_chain(model, op, y, coeffs, None, (x_T, noises))
-    T = coeffs.steps
+    chain = resolve_chain(model, steps, eta, chain)
+    _, noises, pinv_y = prepare_chain(model, op, y, chain, None, (x_T, noises))
+    T = chain.steps
     x_T = x_T.detach().requires_grad_(True)
     x, states, clean = x_T, [x_T], []
     with torch.enable_grad():
         for k in range(T, 0, -1):  # Eqs. (4)-(5), k = T..1
-            x, x0_pred, _ = chain_step(model, op, pinv_y, x, k, coeffs, noises[T - k])
+            x, x0_pred, _ = chain_step(model, op, pinv_y, x, k, chain, noises[T - k])
             states.append(x)
             clean.append(x0_pred)
-        path = Chain(torch.stack(states[::-1]), op, y, coeffs.abar, _clean=torch.stack(clean[::-1]))
+        path = Chain(torch.stack(states[::-1]), op, y, chain.abar, _clean=torch.stack(clean[::-1]))
         value = loss(path)
         (grad,) = torch.autograd.grad(value.sum(), x_T, allow_unused=True)
     grad = torch.zeros_like(x_T) if grad is None else grad
     return GradientResult(value.detach(), grad.detach(), path.states.detach())
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    """How Algorithm 2 computes a gradient: the loss, the phantom iteration and the fixed-point solve.
+
+    Attributes:
+        loss: callable ``Chain -> (B,)`` (Eq. (12)); None: ``chain_consistency_loss``.
+        phantom_steps, tau: ``x <- (1 - tau) x + tau F(x; x_T)`` this many times, graph attached (k, tau).
+        solver, max_iter: the fixed-point solve (lines 3-4): any registered name (default Picard) and its
+            pass budget (default T: exact for Picard).
+        solver_options: the solver's keyword parameters (default ``{"tol": 0.0}``).
+    """
+
+    loss: Loss | None = None
+    phantom_steps: int = 1
+    tau: float = 0.1
+    solver: str = "picard"
+    max_iter: int | None = None
+    solver_options: Mapping[str, Any] | None = None
+
+    def check(self) -> None:
+        """Raise ``ValueError`` for a bad phantom iteration or solver."""
+        if not isinstance(self.phantom_steps, int) or self.phantom_steps < 1:
+            raise ValueError(f"phantom_steps must be a positive integer, got {self.phantom_steps!r}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"tau must lie in (0, 1], got {self.tau}")
+        solver_spec(self.solver)
 
 
 def phantom_gradient(
@@ -100,60 +135,52 @@ def phantom_gradient(
     y: torch.Tensor,
     x_T: torch.Tensor,
     noises: torch.Tensor,
-    steps: int = 20,
-    eta: float = 0.15,
-    loss: Loss | None = None,
-    phantom_steps: int = 1,
-    tau: float = 0.1,
+    steps: int | None = None,
+    eta: float | None = None,
     chain: ChainConfig | None = None,
-    **solve: Any,
+    phantom: PhantomConfig | None = None,
+    states: torch.Tensor | None = None,
 ) -> GradientResult:
     """Phantom gradient of Eq. (13): fixed point without gradient, then damped steps with gradient.
 
     Args:
-        phantom_steps, tau: ``x <- (1 - tau) x + tau F(x; x_T)`` this many times, graph attached.
-        chain: a ``ChainConfig``; replaces ``steps`` and ``eta`` when given.
-        solve: the fixed-point solve: ``states`` (warm start ``(T, B, C, H, W)``, default ``x_T``
-            everywhere), ``solver`` (any registered name, default ``"picard"``), ``max_iter`` (default
-            T: exact for Picard), ``tol`` (default 0) and that solver's options.
+        x_T, noises: ``(B, C, H, W)`` and the fresh noises ``(T, B, C, H, W)``, as from ``draw_noises``.
+        steps, eta: T and eta (default 20 and 0.15); or ``chain``, not both.
+        phantom: the loss, the phantom iteration and the solve (``PhantomConfig``; default ``PhantomConfig()``).
+        states: warm start of the solve ``(T, B, C, H, W)``, default ``x_T`` everywhere (Algorithm 2, line 1).
 
     Memory: with a frozen model, one phantom step, and a loss of x_0 only, the graph holds a single
     network evaluation (at x_T; see ``FixedPointMap.eps``).  The default chain loss evaluates the
     model on all T phantom states with a graph, like the exact chain gradient.  Wrap the model in
     ``models.ChunkedModel`` to bound the memory of the solve.
     """
-    if not isinstance(phantom_steps, int) or phantom_steps < 1:
-        raise ValueError(f"phantom_steps must be a positive integer, got {phantom_steps!r}")
-    if not 0.0 < tau <= 1.0:
-        raise ValueError(f"tau must lie in (0, 1], got {tau}")
-    solve = dict(solve)
-    solver, states = get_solver(solve.pop("solver", "picard")), solve.pop("states", None)
-    loss = chain_consistency_loss if loss is None else loss
-    coeffs = resolve_chain(model, steps, eta, chain)
-    _, noises, _ = prepare_chain(model, op, y, coeffs, None, (x_T, noises))
-    T = coeffs.steps
-    max_iter = solve.pop("max_iter", None)
-    solve.setdefault("tol", 0.0)
+    cfg = phantom or PhantomConfig()
+    cfg.check()
+    chain = resolve_chain(model, steps, eta, chain)
+    _, noises, _ = prepare_chain(model, op, y, chain, None, (x_T, noises))
     x_T = x_T.detach()
-    init = x_T.expand(T, *x_T.shape).clone() if states is None else states.detach()
-    with torch.no_grad():  # Algorithm 2, lines 3-4
-        star, _ = solver(
-            FixedPointMap(model, op, y, x_T, noises, coeffs),
-            init,
-            max_iter=T if max_iter is None else max_iter,
-            **solve,
-        )
+    star = _fixed_point(FixedPointMap(model, op, y, x_T, noises, chain), cfg, states)
     x_T = x_T.requires_grad_(True)
     with torch.enable_grad():  # Algorithm 2, line 5
-        fmap = FixedPointMap(model, op, y, x_T, noises, coeffs)
+        fmap = FixedPointMap(model, op, y, x_T, noises, chain)
         x = star
-        for _ in range(phantom_steps):
-            x = (1 - tau) * x + tau * fmap(x)
-        path = Chain(torch.cat([x, x_T[None]]), op, y, coeffs.abar, fmap)
-        value = loss(path)
+        for _ in range(cfg.phantom_steps):
+            x = (1 - cfg.tau) * x + cfg.tau * fmap(x)
+        path = Chain(torch.cat([x, x_T[None]]), op, y, chain.abar, fmap)
+        value = (chain_consistency_loss if cfg.loss is None else cfg.loss)(path)
         (grad,) = torch.autograd.grad(value.sum(), x_T, allow_unused=True)
     grad = torch.zeros_like(x_T) if grad is None else grad
     return GradientResult(value.detach(), grad.detach(), path.states.detach())
+
+
+def _fixed_point(f: FixedPointMap, cfg: PhantomConfig, states: torch.Tensor | None) -> torch.Tensor:
+    """Algorithm 2, lines 3-4: the fixed point ``(T, B, C, H, W)`` without gradient, by the configured solver."""
+    spec, T = solver_spec(cfg.solver), f.steps
+    init = f.x_T.expand(T, *f.x_T.shape).clone() if states is None else states.detach()
+    options = {"tol": 0.0, **(cfg.solver_options or {})}
+    with torch.no_grad():
+        star, _ = spec.solve(f, init, max_iter=T if cfg.max_iter is None else cfg.max_iter, **options)
+    return star
 
 
 @dataclass
@@ -178,41 +205,37 @@ def deq_invert(
     model: Any,
     op: Any,
     y: torch.Tensor,
-    steps: int = 20,
-    eta: float = 0.15,
+    steps: int | None = None,
+    eta: float | None = None,
     generator: torch.Generator | None = None,
     noises: tuple[torch.Tensor, torch.Tensor] | None = None,
     n_steps: int = 20,
     lr: float = 0.05,
     callback: Callable[[dict[str, Any]], None] | None = None,
     chain: ChainConfig | None = None,
-    **phantom: Any,
+    phantom: PhantomConfig | None = None,
 ) -> InversionResult:
     """Algorithm 2: ``n_steps`` Adam steps on ``x_T`` along the phantom gradient of a loss.
 
     Args:
-        noises: ``(x_T, noises)`` from ``draw_noises``: the start ``(B, C, H, W)`` and the step
-            noises ``(T, B, C, H, W)`` (kept fixed); else drawn from ``generator``.
+        steps, eta: T and eta (default 20 and 0.15); or ``chain``, not both.
+        generator, noises: the pair ``(x_T, noises)`` from ``draw_noises`` (the start and the step noises, kept
+            fixed), or a generator to draw it; not both.
         n_steps, lr: number of updates S and Adam's learning rate.
         callback: after every update, ``{"step", "loss", "x_T", "states"}`` (loss and states of the
             x_T before the update, x_T after it).
-        chain: a ``ChainConfig``; replaces ``steps`` and ``eta`` when given.
-        phantom: options of ``phantom_gradient``: ``loss`` (callable ``Chain -> (B,)``, default
-            ``chain_consistency_loss``), ``phantom_steps`` (1), ``tau`` (0.1), and the solve
-            (``solver``, ``max_iter``, ``tol``: default Picard with T passes, warm-started from the
-            previous chain).
+        phantom: the loss (default ``chain_consistency_loss``), the phantom iteration and the solve
+            (``PhantomConfig``; default Picard with T passes, warm-started from the previous chain).
     """
     if not isinstance(n_steps, int) or n_steps < 0:
         raise ValueError(f"n_steps must be a non-negative integer, got {n_steps!r}")
-    if "states" in phantom:
-        raise ValueError("deq_invert warm-starts every solve itself; do not pass states=")
-    coeffs = resolve_chain(model, steps, eta, chain)
-    x_T, noises, _ = prepare_chain(model, op, y, coeffs, generator, noises)
+    chain = resolve_chain(model, steps, eta, chain)
+    x_T, noises, _ = prepare_chain(model, op, y, chain, generator, noises)
     x_T = x_T.detach().clone()
     opt = torch.optim.Adam([x_T.requires_grad_(True)], lr=lr)
     history, states, x0_initial = [], None, None
     for step in progress(range(n_steps + 1), "DEQ inversion", total=n_steps + 1):
-        res = phantom_gradient(model, op, y, x_T.detach(), noises, states=states, chain=coeffs, **phantom)
+        res = phantom_gradient(model, op, y, x_T.detach(), noises, chain=chain, phantom=phantom, states=states)
         states = res.states[:-1]
         history.append(res.loss)
         if x0_initial is None:

@@ -3,7 +3,7 @@
 ``base`` (the protocol, composition, Eq. (5)) <- ``pixel``, ``svd``, ``masks`` <- ``tasks`` (``make_operator``).
 """
 
-from .base import ComposedOperator, Identity, Operator, null_space_project, penrose_residuals
+from .base import ComposedOperator, Identity, Operator, null_space, null_space_project, penrose_residuals, project
 from .masks import MASKS, box_mask, random_mask, stripes_mask, text_mask
 from .pixel import AveragePoolSR, Colorization, Inpainting
 from .svd import SVD_TASKS, SeparableSVDOperator, bicubic_kernel, gaussian_kernel, make_svd_operator
@@ -14,6 +14,8 @@ __all__ = [
     "Identity",
     "ComposedOperator",
     "null_space_project",
+    "null_space",
+    "project",
     "penrose_residuals",
     "MASKS",
     "box_mask",

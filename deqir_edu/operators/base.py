@@ -6,8 +6,9 @@ Notation (code name -> paper symbol, DeqIR Sec. 3, Eqs. (1) and (5))
     y                      y                  measurement y = A x (noise-free), shape ``measurement_shape``
     op.A(x)                A x                the degradation
     op.A_pinv(y)           A^dagger y         Moore-Penrose pseudo-inverse applied to y
-    op.project(x)          A^dagger A x       orthogonal projection onto the row space of A
-    op.null_space_project  x0_hat             A^dagger y + (I - A^dagger A) x0,  Eq. (5)
+    project(op, x)         A^dagger A x       orthogonal projection onto the row space of A
+    null_space(op, x)      Q x                (I - A^dagger A) x, the null-space part
+    null_space_project     x0_hat             A^dagger y + (I - A^dagger A) x0,  Eq. (5) (written once, here)
 
 The protocol.  Samplers only ever call ``op.A`` and ``op.A_pinv``; any object with these two
 methods is an operator.  ``A^dagger`` must be the Moore-Penrose pseudo-inverse, i.e. satisfy
@@ -50,7 +51,15 @@ import torch
 
 from ..core.checks import check_image
 
-__all__ = ["Operator", "Identity", "ComposedOperator", "null_space_project", "penrose_residuals"]
+__all__ = [
+    "Operator",
+    "Identity",
+    "ComposedOperator",
+    "project",
+    "null_space",
+    "null_space_project",
+    "penrose_residuals",
+]
 
 
 class Operator:
@@ -73,11 +82,11 @@ class Operator:
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """``A^dagger A x``: the part of ``x`` that the measurement sees, (B, C, H, W)."""
-        return self.A_pinv(self.A(x))
+        return project(self, x)
 
     def null_space_project(self, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Eq. (5): ``A^dagger y + (I - A^dagger A) x0``, (B, C, H, W)."""
-        return self.A_pinv(y) + x0 - self.A_pinv(self.A(x0))
+        return null_space_project(self, x0, y)
 
     def check_x(self, x: torch.Tensor) -> None:
         check_image(x, self.image_shape, name=f"{self.name}: image x")
@@ -142,9 +151,22 @@ class ComposedOperator(Operator):
         return self.inner.A_pinv(self.outer.A_pinv(y))
 
 
-def null_space_project(op: Any, x0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Eq. (5) for any object with ``A`` and ``A_pinv``: ``A^+ y + x0 - A^+ A x0``."""
-    return op.A_pinv(y) + x0 - op.A_pinv(op.A(x0))
+def project(op: Any, x: torch.Tensor) -> torch.Tensor:
+    """``A^+ A x`` for any object with ``A`` and ``A_pinv``: the orthogonal projection onto A's row space."""
+    return op.A_pinv(op.A(x))
+
+
+def null_space(op: Any, x: torch.Tensor) -> torch.Tensor:
+    """``(I - A^+ A) x``: the part of ``x`` that the measurement does not see (Q in the samplers' notation)."""
+    return x - project(op, x)
+
+
+def null_space_project(op: Any, x0: torch.Tensor, y: torch.Tensor, pinv_y: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. (5) for any object with ``A`` and ``A_pinv``: ``A^+ y + x0 - A^+ A x0``, ``(B, C, H, W)``.
+
+    The one place of Eq. (5): the samplers, the map F and tiling call it.  ``pinv_y``: ``A^+ y`` if already computed.
+    """
+    return (op.A_pinv(y) if pinv_y is None else pinv_y) + x0 - project(op, x0)
 
 
 def penrose_residuals(op: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -35,6 +35,7 @@ import torch
 
 from ..core.checks import check_image
 from ..diffusion.chain import ChainConfig
+from ..operators.base import null_space
 
 __all__ = ["FixedPointMap"]
 
@@ -102,8 +103,7 @@ class FixedPointMap:
 
     def Q(self, v: torch.Tensor) -> torch.Tensor:
         """Null-space projection ``(I - A^+ A) v`` of a stack ``(..., B, C, H, W)``, batched."""
-        flat = v.reshape(-1, *v.shape[-3:])
-        return (flat - self.op.A_pinv(self.op.A(flat))).reshape(v.shape)
+        return null_space(self.op, v.reshape(-1, *v.shape[-3:])).reshape(v.shape)
 
     def _check_states(self, states: torch.Tensor) -> None:
         want = (self.steps, *self.x_T.shape)
@@ -178,72 +178,3 @@ class FixedPointMap:
         """Naive map with the same fixed point: ``x_{k-1} = r_k Q x_k + z_k`` from the current x_k only."""
         z = self.z(self.eps(states))
         return self.r * self.Q(self.network_inputs(states)) + z
-
-    def residual(self, states: torch.Tensor) -> torch.Tensor:
-        """``g(x) = F(x) - x`` (Eq. (11)), ``(T, B, C, H, W)``."""
-        return self(states) - states
-
-    # --- the chain structure that the solvers with freezing use (``solvers/freezing.py``) ---
-
-    def surrogate_start(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The chain of the surrogate model ``eps_0(x_k) = (x_k - sqrt(abar_k) A^+ y) / sqrt(1 - abar_k)``.
-
-        It believes x_0 = A^+ y, so every step of Eqs. (4)-(5) gives (with u_k the unit noise of state k)::
-
-            x_k = sqrt(abar_k) A^+ y + sqrt(1 - abar_k) u_k,   u_{k-1} = g2_k u_k + g1_k eps_k
-
-        (eta form: g2 = sqrt(1 - eta^2), g1 = eta).  Returns ``(states (T, B, C, H, W), u (T, B, C, H, W))``,
-        rows k = 0..T-1 and k = 1..T (u is the surrogate's eps, a cache for the first pass).
-        """
-        T, g1, g2 = self.steps, self.chain.g1.tolist(), self.chain.g2.tolist()
-        a = self.sqrt_abar**2  # (T+1, 1, 1, 1, 1), abar_k
-        u = [(self.x_T - a[T].sqrt() * self.pinv_y) / (1 - a[T]).sqrt()]  # u_T
-        for k in range(T, 1, -1):  # u_{k-1} from u_k and the fresh noise of step k
-            u.append(g2[k] * u[-1] + g1[k] * self.step_noise[k - 1])
-        u = torch.stack(u[::-1])  # (T,), row k-1 = u_k
-        u_prev = torch.cat([g2[1] * u[:1] + g1[1] * self.step_noise[:1], u[:-1]])  # row k = u_k, k = 0..T-1
-        return a[:T].sqrt() * self.pinv_y + (1 - a[:T]).sqrt() * u_prev, u
-
-    def linearisation(self, form: str, sigma: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scalars ``(alpha, beta)`` ``(T,)`` of the approximate step Jacobian ``L_k = alpha_k Q + beta_k I``.
-
-        d x_{k-1} / d x_k = sqrt(abar_{k-1}) Q D + c2 (I - sqrt(abar_k) D) / sqrt(1 - abar_k) with
-        D = d x_{0|k} / d x_k.  ``"cumulative"``: D = I / sqrt(abar_k), L_k = r_k Q (Eq. (9)); ``"one-step"``:
-        L_k = 0; ``"gauss"``: D of data N(mu, sigma^2 I), D = sqrt(abar_k) sigma^2 / (abar_k sigma^2 + 1 - abar_k).
-        """
-        a = (self.sqrt_abar.view(-1) ** 2)[1:]  # abar_k, k = 1..T
-        prev, c2 = self.sqrt_prev.view(-1), self.c2.view(-1)  # sqrt(abar_{k-1}), c^2_k
-        if form == "cumulative":
-            return self.r.view(-1), torch.zeros_like(a)
-        if form == "one-step":
-            return torch.zeros_like(a), torch.zeros_like(a)
-        if form == "gauss":
-            delta = a.sqrt() * sigma**2 / (a * sigma**2 + 1 - a)
-            return prev * delta, c2 * (1 - a.sqrt() * delta) / (1 - a).sqrt()
-        raise ValueError(f"unknown form {form!r}; use 'cumulative', 'one-step' or 'gauss'")
-
-    def scan(self, X: torch.Tensor, Z: torch.Tensor, b: int, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """New ``x_j``, j = 0..b-1, from the frozen anchor x_b of the chain ``X`` ``(T+1, B, C, H, W)``: ``(b, B, C, H, W)``.
-
-        Linearised step (Newton-like with an approximate Jacobian ``L_k``, ``linearisation``)::
-
-            x_{k-1} = Phi_k(x_k^old) + L_k (x_k - x_k^old),   Phi_k(x) = r_k Q x + z_k(eps(x)),   k = b..1
-
-        With L_k = r_k Q this is Eq. (9) unrolled from x_b.  Split into Q-part q and range part p, the
-        recurrences have scalar factors: q_{k-1} = (alpha_k + beta_k) q_k + Q c_k, p_{k-1} = beta_k p_k + (I - Q) c_k.
-        ``Z[k-1] = z_k`` are the cached ``z`` of the last evaluation of each state.
-        """
-        old = X[1 : b + 1]  # x_k^old, k = 1..b
-        shape = (b, -1, *[1] * (X.dim() - 2))  # alpha, beta: (T,) per state or (T, B) per state and image
-        al, be = alpha[:b].to(X).reshape(shape), beta[:b].to(X).reshape(shape)
-        Qold = self.Q(old)
-        c = self.r[:b] * Qold + Z[:b] - al * Qold - be * old  # c_k = Phi_k(x_k^old) - L_k x_k^old
-        Qc = self.Q(c)
-        q = self.Q(X[b])
-        p = X[b] - q
-        out = torch.empty_like(X[:b])
-        for k in range(b, 0, -1):  # a linear recurrence: cheap tensor ops, no network
-            q = (al[k - 1] + be[k - 1]) * q + Qc[k - 1]
-            p = be[k - 1] * p + (c[k - 1] - Qc[k - 1])
-            out[k - 1] = q + p
-        return out

@@ -16,13 +16,14 @@ With the same noises and ``solver="picard"``, ``max_iter = T`` the result equals
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ..diffusion.chain import ChainConfig
-from ..solvers.registry import get_solver
+from ..solvers.registry import SolverSpec, solver_spec
 from ..solvers.trace import ConvergenceWarning, SolverTrace
 from .fixed_point import FixedPointMap
 from .sequential import Callback, prepare_chain, resolve_chain
@@ -31,9 +32,9 @@ __all__ = ["DeqIRResult", "deqir_sample", "default_passes"]
 
 
 def default_passes(solver: str, steps: int) -> int:
-    """The pass budget when none is given: K = 15 for the paper's ``"anderson"`` (Sec. 5.1), else T
-    (the solvers with freezing, and Picard, solve the triangular system exactly in T passes)."""
-    return 15 if solver == "anderson" else steps
+    """The pass budget when none is given, a fact of the registry (``SolverSpec.default_passes``): K = 15 for
+    the paper's ``"anderson"`` (Sec. 5.1), else T (the solvers with freezing, and Picard, are exact in T passes)."""
+    return solver_spec(solver).default_passes(steps)
 
 
 @dataclass
@@ -67,32 +68,34 @@ def deqir_sample(
     model: Any,
     op: Any,
     y: torch.Tensor,
-    steps: int = 20,
-    eta: float = 0.15,
+    steps: int | None = None,
+    eta: float | None = None,
     generator: torch.Generator | None = None,
     noises: tuple[torch.Tensor, torch.Tensor] | None = None,
     solver: str = "auto",
     max_iter: int | None = None,
     callback: Callback | None = None,
     chain: ChainConfig | None = None,
-    **solver_options: Any,
+    solver_options: Mapping[str, Any] | None = None,
 ) -> DeqIRResult:
     """Parallel restoration (DeqIR): solve ``x_{0:T-1} = F(x_{0:T-1}; x_T, y)``, Eqs. (8)-(11).
 
-    The iterate starts at ``x_i = x_T`` for every i (Algorithm 1, line 1).  With ``solver="picard"``
-    and ``max_iter = T`` the result equals ``ddnm_sample`` with the same noises (the system is lower
-    triangular, Eq. (10)).
+    The default ``solver="auto"`` goes beyond the paper (a linearised chain step, freezing and a stop on
+    x_0, ``solvers/auto.py``) because the paper's Anderson iteration with K = 15 passes can end far from the
+    sequential chain on small models; ``solver="anderson"`` runs the paper's path: Eq. (9) through
+    ``FixedPointMap.__call__`` and Algorithm 1 from ``x_i = x_T`` (line 1), K = 15.
+    With ``solver="picard"`` and ``max_iter = T`` the result equals ``ddnm_sample`` with the same noises
+    (the system is lower triangular, Eq. (10)).
 
     Args:
-        steps, eta: T and eta of the chain; ``chain`` (a ``ChainConfig``) replaces both when given.
-        noises: ``(x_T, noises)`` from ``draw_noises``; else drawn from ``generator``.
-        solver: a registered solver name (``solvers.solver_names()``): ``"auto"`` (default, ``solvers/auto.py``)
-            stops by itself within 0.05 dB of the chain in the benchmarks; ``"anderson"`` is Algorithm 1.
-        max_iter: at most this many sequential passes; default ``default_passes(solver, T)``: the paper's
+        steps, eta: T and eta of the chain (default 20 and 0.15); or ``chain`` (a ``ChainConfig``), not both.
+        generator, noises: the pair ``(x_T, noises)`` from ``draw_noises``, or a generator to draw it; not both.
+        solver: a registered name (``solvers.solver_names()``).
+        max_iter: at most this many sequential passes; default the registry's (``SolverSpec.default_passes``):
             K = 15 for ``"anderson"``, T (exact for the triangular system) for every other solver.
         callback: per pass, ``{"iteration", "states", "residual", ...}``.
-        solver_options: passed to the solver, e.g. ``tol=1e-3`` (the default), ``stop="x0"``,
-            ``reference=x`` (the trace then records the x_0 error to it), ``m``, ``lam``, ``beta``.
+        solver_options: the solver's keyword parameters, e.g. ``{"tol": 0.0, "stop": "x0", "reference": x,
+            "m": 4, "lam": 1e-3}`` (``reference``: the trace records the x_0 error to it).
     Memory: each pass is one network call on T x B images; ``models.ChunkedModel`` bounds it.
 
     Half precision (``y`` in bf16/fp16): the states and the solver run in float32 (the sums of Eq. (9)
@@ -102,30 +105,49 @@ def deqir_sample(
     Warns (``solvers.ConvergenceWarning``) when the solver used up ``max_iter`` before its tolerance
     (``tol > 0``); ``result.converged`` says the same.
     """
-    solve = get_solver(solver)
+    spec, options = solver_spec(solver), _solver_options(solver, solver_options)
     chain = resolve_chain(model, steps, eta, chain)
     dtype = y.dtype
     half = dtype in (torch.float16, torch.bfloat16)  # the solve in float32, the network in the model's dtype
     if half:
         y = y.float()
         noises = None if noises is None else (noises[0].float(), noises[1].float())
-    x_T, eps, _ = prepare_chain(model, op, y, chain, generator, noises)
-    f = FixedPointMap(model, op, y, x_T, eps, chain)
+    x_T, fresh, _ = prepare_chain(model, op, y, chain, generator, noises)
+    f = FixedPointMap(model, op, y, x_T, fresh, chain)
     init = x_T.expand(chain.steps, *x_T.shape).clone()  # Algorithm 1, line 1
-    max_iter = default_passes(solver, chain.steps) if max_iter is None else max_iter
+    max_iter = spec.default_passes(chain.steps) if max_iter is None else max_iter
     with torch.no_grad():
-        sol, trace = solve(f, init, max_iter=max_iter, callback=callback, **solver_options)
-    if solver == "picard" and max_iter >= chain.steps:  # T passes of Picard solve the triangular system
-        trace.converged = True
-    if not trace.converged and solver_options.get("tol", 1.0) > 0:
-        warnings.warn(
-            f"the parallel solver {solver!r} stopped after {trace.passes} passes (max_iter) before its "
-            f"tolerance: x_0 may be far from the sequential chain; raise max_iter (T = {chain.steps} "
-            f"passes are exact for every solver but anderson) or use ddnm_sample",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
+        sol, trace = spec.solve(f, init, max_iter=max_iter, callback=callback, **options)
+    trace.converged |= spec.exact_after_T and trace.passes >= chain.steps  # the triangular system is solved
+    if not trace.converged and options.get("tol", 1.0) > 0:
+        _warn_budget(solver, spec, trace.passes, chain.steps)
     states = torch.cat([sol, x_T[None]], dim=0)
     if half:  # back to the caller's dtype
         states = states.to(dtype)
     return DeqIRResult(x0=states[0], states=states, trace=trace, evaluations=f.evaluations)
+
+
+def _solver_options(solver: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``solver_options`` as a dict, checked: a mapping whose keys are not the sampler's own arguments."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValueError(f"solver_options must be a mapping such as {{'tol': 1e-3}}, got {type(options).__name__}")
+    own = {"max_iter", "callback"} & set(options)
+    if own:
+        raise ValueError(f"give {', '.join(sorted(own))} to deqir_sample itself, not in solver_options")
+    stop = options.get("stop")
+    rules = solver_spec(solver).stop_rules
+    if stop is not None and stop not in rules:
+        raise ValueError(f"solver {solver!r} has no stopping rule {stop!r}; use one of {rules}")
+    return dict(options)
+
+
+def _warn_budget(solver: str, spec: SolverSpec, passes: int, steps: int) -> None:
+    exact = f"T = {steps} passes are exact for this solver" if spec.exact_after_T else "this solver is not exact"
+    warnings.warn(
+        f"the parallel solver {solver!r} stopped after {passes} passes (max_iter) before its tolerance: x_0 may "
+        f"be far from the sequential chain; raise max_iter ({exact}) or use ddnm_sample",
+        ConvergenceWarning,
+        stacklevel=3,
+    )

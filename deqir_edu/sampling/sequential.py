@@ -4,6 +4,7 @@ Notation (code name -> paper symbol; chain convention of ``diffusion/schedules.p
 
     x_T, states[k]    x_T, x_k              chain states, k = T..0; x_0 is the restored image
     noises[T - k]     eps_k                 fresh noise of the step k -> k-1 (see ``draw_noises``)
+    noise             eps_k                 the fresh noise of one step (``eps`` names only the network's output)
     eps               eps_theta(x_k, tau_k) network noise prediction at chain state k
     x0_pred           x_{0|k}               (x_k - sqrt(1 - abar_k) eps) / sqrt(abar_k)
     x0_hat            hat x_{0|k}           A^+ y + (I - A^+ A) x_{0|k}, Eq. (5)
@@ -32,16 +33,26 @@ from ..core.progress import progress
 from ..diffusion.chain import ChainConfig, chain_config
 from ..diffusion.noises import draw_noises
 from ..diffusion.schedules import alphas_cumprod_of
+from ..operators.base import null_space_project
 
 __all__ = ["ddim_sample", "ddnm_sample", "chain_step", "prepare_chain", "resolve_chain"]
 
 Callback = Callable[[dict[str, Any]], None]
 
 
-def resolve_chain(model: Any, steps: int, eta: float, chain: ChainConfig | None) -> ChainConfig:
-    """``chain`` checked against the model's noise schedule, else ``chain_config(steps, eta)`` for the model."""
+def resolve_chain(
+    model: Any, steps: int | None, eta: float | None, chain: ChainConfig | None, default_eta: float = 0.15
+) -> ChainConfig:
+    """``chain`` checked against the model's noise schedule, else ``chain_config(steps, eta)`` for the model.
+
+    ``steps`` and ``eta`` default to 20 and ``default_eta``; giving them with ``chain`` is an error (which would win?).
+    """
     if chain is None:
-        return chain_config(steps, eta, alphas_cumprod_of(model))
+        return chain_config(
+            20 if steps is None else steps, default_eta if eta is None else eta, alphas_cumprod_of(model)
+        )
+    if steps is not None or eta is not None:
+        raise ValueError("give either steps and eta or chain (a ChainConfig that fixes both), not both")
     if not isinstance(chain, ChainConfig):
         raise ValueError("chain must be a ChainConfig: diffusion.chain_config(T, eta) or official_chain(T)")
     chain.check_schedule(alphas_cumprod_of(model))
@@ -60,9 +71,17 @@ def prepare_chain(
     """Validate the inputs of a sampler; return ``(x_T, noises, A^+ y)``.
 
     ``y`` fixes batch, dtype and device; without an operator (``ddim_sample``) ``batch`` does.
-    ``noises`` is ``(x_T, noises)`` as returned by ``draw_noises``; it takes precedence over
-    ``generator``.
+    ``noises`` is the pair ``(x_T, noises)`` as returned by ``draw_noises``, else it is drawn from ``generator``;
+    giving both is an error.
     """
+    if noises is not None and generator is not None:
+        raise ValueError(
+            "give either noises (the pair (x_T, noises) of draw_noises) or a generator to draw them, not both"
+        )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"generator must be a torch.Generator, e.g. torch.Generator().manual_seed(0), got {generator!r}"
+        )
     shape = tuple(model.image_shape)
     pinv_y = None
     if op is not None:
@@ -79,19 +98,19 @@ def prepare_chain(
         dtype, device = torch.float64, None
     steps = chain.steps
     if noises is None:
-        x_T, eps = draw_noises((batch, *shape), steps, generator, dtype, device)
+        x_T, fresh = draw_noises((batch, *shape), steps, generator, dtype, device)
     else:
         if not (isinstance(noises, (tuple, list)) and len(noises) == 2):
             raise ValueError("noises must be the pair (x_T, noises) returned by draw_noises")
-        x_T, eps = noises
+        x_T, fresh = noises
         check_image(x_T, shape, "x_T")
         if batch is not None and x_T.shape[0] != batch:
             raise ValueError(f"x_T has batch {x_T.shape[0]} but y has batch {batch}")
-        if not isinstance(eps, torch.Tensor) or tuple(eps.shape) != (steps, *x_T.shape):
-            got = tuple(eps.shape) if isinstance(eps, torch.Tensor) else type(eps).__name__
+        if not isinstance(fresh, torch.Tensor) or tuple(fresh.shape) != (steps, *x_T.shape):
+            got = tuple(fresh.shape) if isinstance(fresh, torch.Tensor) else type(fresh).__name__
             raise ValueError(f"noises must have shape (T, B, C, H, W) = {(steps, *x_T.shape)}, got {got}")
-        check_finite(eps, "noises")
-    return x_T, eps, pinv_y
+        check_finite(fresh, "noises")
+    return x_T, fresh, pinv_y
 
 
 def chain_step(
@@ -100,32 +119,41 @@ def chain_step(
     pinv_y: torch.Tensor | None,
     x_k: torch.Tensor,
     k: int,
-    coeffs: ChainConfig,
+    chain: ChainConfig,
     noise: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step ``x_k -> x_{k-1}`` (Eqs. (4)-(5)); without ``op`` it is plain DDIM.
 
     Returns ``(x_{k-1}, x_{0|k}, hat x_{0|k})``, each ``(B, C, H, W)``.
     """
-    a_k, a_prev = coeffs.abar[k].item(), coeffs.abar[k - 1].item()
-    t = torch.full((x_k.shape[0],), int(coeffs.timesteps[k - 1]), dtype=torch.long, device=x_k.device)
+    a_k, a_prev = chain.abar[k].item(), chain.abar[k - 1].item()
+    t = torch.full((x_k.shape[0],), int(chain.timesteps[k - 1]), dtype=torch.long, device=x_k.device)
     eps = model(x_k, t)
     x0_pred = (x_k - (1 - a_k) ** 0.5 * eps) / a_k**0.5  # x_{0|k}
-    x0_hat = x0_pred if op is None else pinv_y + x0_pred - op.A_pinv(op.A(x0_pred))  # Eq. (5)
-    x_prev = a_prev**0.5 * x0_hat + coeffs.c2[k].item() * eps + coeffs.c1[k].item() * noise  # Eq. (4)
+    x0_hat = x0_pred if op is None else null_space_project(op, x0_pred, None, pinv_y)  # Eq. (5)
+    x_prev = a_prev**0.5 * x0_hat + chain.c2[k].item() * eps + chain.c1[k].item() * noise  # Eq. (4)
     return x_prev, x0_pred, x0_hat
 
 
-def _run_chain(model, op, pinv_y, coeffs, x_T, eps, callback, desc) -> torch.Tensor:
+def _run_chain(
+    model: Any,
+    op: Any | None,
+    pinv_y: torch.Tensor | None,
+    chain: ChainConfig,
+    x_T: torch.Tensor,
+    noises: torch.Tensor,
+    callback: Callback | None,
+    desc: str,
+) -> torch.Tensor:
     x = x_T
-    steps = coeffs.steps
+    steps = chain.steps
     for k in progress(range(steps, 0, -1), desc, total=steps):
-        x_prev, x0_pred, x0_hat = chain_step(model, op, pinv_y, x, k, coeffs, eps[steps - k])
+        x_prev, x0_pred, x0_hat = chain_step(model, op, pinv_y, x, k, chain, noises[steps - k])
         if callback is not None:
             callback(
                 {
                     "k": k,
-                    "t": int(coeffs.timesteps[k - 1]),
+                    "t": int(chain.timesteps[k - 1]),
                     "x": x,
                     "x0_pred": x0_pred,
                     "x0_hat": x0_hat,
@@ -139,8 +167,8 @@ def _run_chain(model, op, pinv_y, coeffs, x_T, eps, callback, desc) -> torch.Ten
 def ddim_sample(
     model: Any,
     shape: int | tuple[int, int, int, int],
-    steps: int = 20,
-    eta: float = 0.0,
+    steps: int | None = None,
+    eta: float | None = None,
     generator: torch.Generator | None = None,
     noises: tuple[torch.Tensor, torch.Tensor] | None = None,
     callback: Callback | None = None,
@@ -148,24 +176,25 @@ def ddim_sample(
 ) -> torch.Tensor:
     """Unconditional DDIM (eta form of ``diffusion/chain.py``); ``shape`` is ``n`` or ``(n, C, H, W)``.
 
-    ``chain`` (a ``ChainConfig``) replaces ``steps`` and ``eta`` when given.
+    ``steps`` and ``eta`` default to 20 and 0 (deterministic DDIM); or ``chain`` (a ``ChainConfig``), not both.
+    ``noises`` (the pair of ``draw_noises``) or ``generator``, not both.
     Returns ``x_0`` of shape ``(n, C, H, W)`` (float64 unless ``noises`` say otherwise).
     """
     n = shape if isinstance(shape, int) else int(shape[0])
     if not isinstance(shape, int) and tuple(shape[1:]) != tuple(model.image_shape):
         raise ValueError(f"shape {tuple(shape)} does not match the model's image_shape {model.image_shape}")
-    chain = resolve_chain(model, steps, eta, chain)
-    x_T, eps, _ = prepare_chain(model, None, None, chain, generator, noises, batch=n)
+    chain = resolve_chain(model, steps, eta, chain, default_eta=0.0)
+    x_T, fresh, _ = prepare_chain(model, None, None, chain, generator, noises, batch=n)
     with torch.no_grad():
-        return _run_chain(model, None, None, chain, x_T, eps, callback, "DDIM")
+        return _run_chain(model, None, None, chain, x_T, fresh, callback, "DDIM")
 
 
 def ddnm_sample(
     model: Any,
     op: Any,
     y: torch.Tensor,
-    steps: int = 20,
-    eta: float = 0.15,
+    steps: int | None = None,
+    eta: float | None = None,
     generator: torch.Generator | None = None,
     noises: tuple[torch.Tensor, torch.Tensor] | None = None,
     callback: Callback | None = None,
@@ -175,14 +204,14 @@ def ddnm_sample(
 
     Args:
         y: measurement ``A(x)``, batch ``B``; dtype and device of the result follow ``y``.
-        steps, eta: T and eta of the chain (``diffusion.chain_config``).
-        noises: ``(x_T, noises)`` from ``draw_noises``; else drawn from ``generator``.
+        steps, eta: T and eta of the chain (``diffusion.chain_config``; default 20 and 0.15).
+        generator, noises: the pair ``(x_T, noises)`` from ``draw_noises``, or a generator to draw it; not both.
         callback: called once per step with ``{"k", "t", "x", "x0_pred", "x0_hat", "x_next"}``.
-        chain: a ``ChainConfig`` (e.g. ``official_chain(T)``); replaces ``steps`` and ``eta``.
+        chain: a ``ChainConfig`` (e.g. ``official_chain(T)``) instead of ``steps`` and ``eta``.
     Returns:
         ``x_0`` of shape ``(B, C, H, W)``.
     """
     chain = resolve_chain(model, steps, eta, chain)
-    x_T, eps, pinv_y = prepare_chain(model, op, y, chain, generator, noises)
+    x_T, fresh, pinv_y = prepare_chain(model, op, y, chain, generator, noises)
     with torch.no_grad():
-        return _run_chain(model, op, pinv_y, chain, x_T, eps, callback, "DDNM")
+        return _run_chain(model, op, pinv_y, chain, x_T, fresh, callback, "DDNM")

@@ -1,37 +1,24 @@
-"""Faster parallel solvers for DeqIR that use the lower-triangular structure of F (Eq. (10)).
+"""Faster parallel solvers for DeqIR that use the lower-triangular structure of F (Eq. (10)): beyond the paper.
 
-Beyond the paper: freezing of final states, a sliding window of network evaluations (ParaDiGMS,
-Shih et al. 2023), a triangular Anderson acceleration (our reading of ParaTAA, Tang et al. 2024),
-and a better linearisation of the chain step.  All are one loop, ``window_solve``; the registry's names
-(``registry.py``) pick its options (a ``WindowConfig``).  One pass = one batched network call.
+Freezing of final states, a sliding window of network evaluations (ParaDiGMS, Shih et al. 2023), a
+triangular Anderson acceleration (our reading of ParaTAA, Tang et al. 2024), and a better linearisation
+of the chain step (``linearised.py``).  All are one loop, ``window_solve``; the registry's names
+(``registry.py``) are presets of its ``WindowConfig``.  One pass = one batched network call.
 
 Notation (code name -> symbol; chain convention of ``diffusion/schedules.py``, map of ``sampling/fixed_point.py``)
 
     X[k]          x_k              full chain (T+1, B, C, H, W), X[T] = x_T fixed
     E[k-1]        eps_theta(x_k)   cached network output of state k = 1..T
-    Z[k-1]        z_k              the part of x_{k-1} that is not r_k Q x_k (``FixedPointMap``)
-    Phi_k         -                one DDNM step x_k -> x_{k-1} = r_k Q x_k + z_k(eps_theta(x_k))
-    alpha, beta   L_k              approximate step Jacobian L_k = alpha_k Q + beta_k I
+    Z[k-1]        z_k              the part of x_{k-1} that is not r_k Q x_k (``ChainMap.z``)
+    alpha, beta   L_k              approximate step Jacobian L_k = alpha_k Q + beta_k I (``linearised.py``)
     b             -                boundary: states k >= b are frozen (final); b = T at the start
     lo..hi        -                states evaluated by the network in one pass (the window)
     w             w                window size (ParaDiGMS); default T
-    m, lam        m, lambda        Anderson history and (relative) regularisation, Algorithm 1
+    m, lam        m, lambda        Anderson history (the paper's m: m + 1 iterates) and relative regularisation
 
-The map (``FixedPointMap.scan``): from the frozen anchor x_b down to x_0, with the x_k^old of the last pass::
-
-    x_{k-1} = Phi_k(x_k^old) + L_k (x_k - x_k^old)          k = b, ..., 1
-
-L_k = r_k Q is exactly Eq. (9), the paper's cumulative form; L_k = 0 the one-step form.  Both have
-the chain as fixed point; they differ in how fast an iteration converges.  Eq. (9) assumes that
-x_{0|k} moves one-to-one with x_k.  At high noise it does not (the network's x_{0|k} hardly depends
-on x_k), and the true step contracts while r_1 ... r_T = sqrt(abar_0 / abar_T) (157 for T = 20)
-amplifies every error of a stale eps: the first iterates of Eq. (9) leave the data range, and for
-eta = 0.85, T = 100 its errors grow to ~1e14 before finite termination takes over (book chapter 6).  ``form="gauss"`` takes L_k from data
-N(mu, sigma^2 I): d x_{0|k} / d x_k = sqrt(abar_k) sigma^2 / (abar_k sigma^2 + 1 - abar_k), which
-moves from "no dependence" at high noise to Eq. (9) at low noise (``FixedPointMap.linearisation``).
-``secant=True`` then re-fits L_k per state and image from the state's last two network evaluations (a
-secant along the step actually taken, split into its Q and range parts; ``_secant_gains``): the gains
-the network really has, two scalars per state and image, so the map stays lower-triangular.
+One pass: (1) the network evaluates the stale states lo..hi; (2) the linearised map ``scan`` gives the
+new x_0..x_{b-1} from the anchor x_b; (3) a Picard, damped or Anderson update, final states exactly;
+(4) the freezing test; (5) the contiguous converged block below b is frozen.
 
 Freezing.  x_j needs x_b and eps at states j+1..b only.  (i) A state whose inputs are final is
 final after one pass (T passes are exact); (ii) a final state needs one last network evaluation and
@@ -39,29 +26,24 @@ then none; (iii) a state whose inputs were freshly evaluated is frozen too once 
 error, change / (1 - observed rate), is below ``tol`` (per-state stopping; ParaDiGMS freezes on the change
 alone, which stops early when the iteration converges slowly).  Frozen states leave the window, which slides.
 
-Start.  Algorithm 1 starts from x_k = x_T.  At small tau_k the network reads x_T as an almost clean
-image and, for eta > 0, the states lack the fresh noise the chain injects, so eps_theta disagrees
-with the noise in the states and Eq. (9) amplifies the disagreement.  ``start="ddim"`` (default)
-starts from the chain of a surrogate model that believes x_0 = A^+ y (``FixedPointMap.surrogate_start``).
-
 Triangular Anderson.  x_j depends on states above it only, so its mixing weights use the residuals
 of states j..b-1 only (a suffix Gram matrix per state; ``accel="anderson"``: one alpha per image).
-Final states take the plain map value (safeguard: never more than T passes).
-The solver asks the map (``sampling.FixedPointMap``) for everything chain-specific: ``steps``,
-``x_T``, ``surrogate_start()``, ``evaluate(X, lo, hi)`` (one network pass, counted by the map),
-``z(eps, lo, hi)``, ``linearisation(form, sigma)``, ``scan(X, Z, b, alpha, beta)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field
 
 import torch
 
-from .trace import Callback, SolverTrace
+from .anderson import anderson_weights, solve_dtype
+from .contract import ChainMap
+from .linearised import linearisation, scan, secant_gains, surrogate_start
+from .trace import Callback, SolverTrace, check_solver_args
 
-__all__ = ["WindowConfig", "window_solve"]
+__all__ = ["WindowConfig", "window_solve", "WINDOW_STOP_RULES"]
+
+WINDOW_STOP_RULES = ("per_state", "x0")
 
 
 @dataclass(frozen=True)
@@ -71,15 +53,16 @@ class WindowConfig:
     Attributes:
         window: at most this many states per network pass: an int, a float in (0, 1] (fraction of
             T), or None (T).
-        form, sigma: the linearised step (``FixedPointMap.linearisation``): "cumulative" (Eq. (9)),
+        form, sigma: the linearised step (``linearised.linearisation``): "cumulative" (Eq. (9)),
             "one-step", or "gauss" with data standard deviation ``sigma``.
         accel: ``None`` (Picard), ``"taa"`` (triangular Anderson) or ``"anderson"`` (one alpha per image).
-        m, lam: Anderson history and relative regularisation; damping: ``x <- x + omega (F(x) - x)``.
-        start: ``"ddim"`` (``FixedPointMap.surrogate_start``) or ``"given"`` (the ``init`` passed).
+        m, lam: Anderson history (the paper's m: the last m + 1 iterates) and relative regularisation;
+            damping: ``x <- x + omega (F(x) - x)``.
+        start: ``"ddim"`` (``linearised.surrogate_start``) or ``"given"`` (the ``init`` passed).
         freeze: ``False`` re-evaluates every state every pass (plain Picard/Anderson with this map).
         restart: clear the Anderson history when the residual grew (the next pass is a plain step).
         secant: re-fit each state's step gains (Q part and range part, per image) from its last two network
-            evaluations (``_secant_gains``); ``form`` gives the gains until a state has two.
+            evaluations (``linearised.secant_gains``); ``form`` gives the gains until a state has two.
         rates: the observed rate of a state (and of x_0) is the largest of its last ``rates`` ratios
             change / previous change (at least ``min(rates, 2)`` of them): one ratio can dip by chance.
         x0_scale: what the change of x_0 is relative to in ``stop="x0"``: ``"image"`` (``|x_0|``) or ``"null"``
@@ -91,7 +74,7 @@ class WindowConfig:
     form: str = "cumulative"
     sigma: float = 0.3
     accel: str | None = None
-    m: int = 5
+    m: int = 4
     lam: float = 1e-6
     damping: float = 1.0
     start: str = "ddim"
@@ -102,161 +85,206 @@ class WindowConfig:
     x0_scale: str = "image"
 
 
-def _tri_anderson(Xh: list[torch.Tensor], Fh: list[torch.Tensor], lam: float, triangular: bool) -> torch.Tensor:
-    """Anderson mixing of the history (each ``(b, B, ...)``) with one alpha per state (suffix Gram) or per image."""
-    Xs, Fs = torch.stack(Xh), torch.stack(Fh)  # (n, b, B, ...)
-    n, b, B = Xs.shape[:3]
-    G = (Fs - Xs).reshape(n, b, B, -1)
-    G = G.float() if G.dtype in (torch.float16, torch.bfloat16) else G  # linalg.solve needs float32 at least
-    G = G / (Fs[-1].reshape(1, b, B, -1).norm(dim=-1, keepdim=True) + 1e-5)  # relative residual of each state
-    gram = torch.einsum("ijbd,kjbd->jbik", G, G)  # (b, B, n, n), per-state Gram matrices
-    gram = gram.flip(0).cumsum(0).flip(0)  # suffix sums: state j sees residuals of states j..b-1
-    if not triangular:
-        gram = gram[:1].expand(b, -1, -1, -1)  # plain Anderson: all states, one alpha per image
-    eye = torch.eye(n, dtype=G.dtype, device=G.device)
-    scale = gram.diagonal(dim1=-2, dim2=-1).amax(-1)[..., None, None].clamp_min(1e-30)
-    H = torch.zeros(b, B, n + 1, n + 1, dtype=G.dtype, device=G.device)
-    H[..., 0, 1:] = 1.0
-    H[..., 1:, 0] = 1.0
-    H[..., 1:, 1:] = gram + lam * scale * eye  # Algorithm 1, line 7 (relative lambda)
-    rhs = torch.zeros(b, B, n + 1, 1, dtype=G.dtype, device=G.device)
-    rhs[..., 0, 0] = 1.0
-    alpha = torch.linalg.solve(H, rhs)[..., 1:, 0].to(Fs.dtype)  # (b, B, n), sums to one per state
-    shape = (n, b, B) + (1,) * (Xs.dim() - 3)
-    return (alpha.permute(2, 0, 1).reshape(shape) * Fs).sum(0)  # x_j = sum_i alpha_ji F_i[j]
+@dataclass
+class _Window:
+    """The loop state of ``window_solve`` (one chain, T states, B images)."""
+
+    X: torch.Tensor  # (T+1, B, C, H, W), the chain
+    E: torch.Tensor  # (T, B, C, H, W), eps_theta of states 1..T at their last evaluation
+    Z: torch.Tensor  # (T, B, C, H, W), z_1..z_T of those
+    alpha: torch.Tensor  # (T, B), step gains
+    beta: torch.Tensor  # (T, B)
+    Xev: torch.Tensor  # (T, B, C, H, W), x_k at its last network evaluation (secant)
+    seen: torch.Tensor  # (T,) bool, state evaluated at least once
+    fresh: torch.Tensor  # (T+1,) bool, eps of state k computed at the current X[k]
+    exact: torch.Tensor  # (T+1,) bool, X[k] final given the frozen states
+    hist: torch.Tensor  # (T, rates+1), last changes of each state
+    hist0: torch.Tensor  # (1, rates+1), x_0's changes relative to |Q x_0|
+    b: int  # states k >= b are frozen
+    Xh: list[torch.Tensor] = field(default_factory=list)  # Anderson history of iterates
+    Fh: list[torch.Tensor] = field(default_factory=list)  # ... and of map values
+    last_res: float = float("inf")
 
 
 def window_solve(
-    f: Any,
+    f: ChainMap,
     init: torch.Tensor,
+    *,
     max_iter: int = 15,
     tol: float = 1e-3,
-    config: WindowConfig | None = None,
+    stop: str = "per_state",
     reference: torch.Tensor | None = None,
     callback: Callback | None = None,
-    stop: str = "per_state",
-    **options: Any,
+    config: WindowConfig | None = None,
 ) -> tuple[torch.Tensor, SolverTrace]:
     """Solve ``x = F(x)`` pass by pass with freezing, a window, and optional (triangular) Anderson.
 
     Args:
-        f: a ``sampling.FixedPointMap`` (its chain methods are used, not just ``f(x)``).
-        init: ``(T, B, C, H, W)`` start, used when ``start="given"``.
+        f: the chain map (``contract.ChainMap``; ``sampling.FixedPointMap``).
+        init: ``(T, B, C, H, W)`` start, used when ``config.start="given"``.
         max_iter: passes.  tol: a state whose inputs were freshly evaluated is frozen when its estimated
             remaining error ``delta / (1 - rate)`` is below tol, with ``delta = ||x_new - x|| / ||x_new||``
             (worst image) and ``rate`` the ratio of its last two deltas (``tol=0``: only exact states).
-        config: a ``WindowConfig`` (default ``WindowConfig()``); ``options`` override its fields,
-            e.g. ``window=0.25, accel="taa"``.
         stop: ``"per_state"``: stop when every state is frozen (b = 0); ``"x0"``: also stop as soon as
-            x_0 itself passes the freezing test (its inputs fresh, its estimated remaining error below
-            ``tol``): the restored image is what the user waits for, the states near x_0 need not be final.
+            x_0 itself passes the freezing test: the restored image is what the user waits for.
             Both stop after at most T passes with the chain's exact x_0 (freezing keeps the guarantee).
+        config: a ``WindowConfig`` (default ``WindowConfig()``).
     Returns:
         ``(x_{0:T-1}, trace)``, as ``picard``.
     """
-    try:
-        cfg = replace(config or WindowConfig(), **options)
-    except TypeError as err:
-        raise ValueError(f"unknown option of window_solve: {err}; the options are the fields of WindowConfig") from None
-    window, form, sigma, accel, m, lam, damping, start, freeze = (
-        cfg.window,
-        cfg.form,
-        cfg.sigma,
-        cfg.accel,
-        cfg.m,
-        cfg.lam,
-        cfg.damping,
-        cfg.start,
-        cfg.freeze,
-    )
-    last_res = float("inf")
+    cfg = WindowConfig() if config is None else config
+    if not isinstance(cfg, WindowConfig):
+        raise ValueError(f"config must be a WindowConfig (e.g. solver_spec('taa').config), got {type(cfg).__name__}")
+    w = _check(f, init, max_iter, tol, stop, reference, cfg)
+    s = _start(f, init, cfg)
+    trace = SolverTrace(stop=stop)
+    for _ in range(max_iter):
+        lo, hi = _evaluate(f, s, w, cfg.secant)  # (1)
+        FX = scan(f, s.X, s.Z, s.b, s.alpha, s.beta)  # (2) (b, B, C, H, W)
+        ok = (s.exact & s.fresh)[1 : s.b + 1].flip(0).cumprod(0).flip(0).bool()  # inputs of x_j final and fresh
+        new, gres = _update(s, FX, ok, cfg)  # (3)
+        change = _rel(new - s.X[: s.b], new).cpu()  # (b,), worst image
+        res = _rel(FX - s.X[: s.b], FX).cpu()  # relative residual per state
+        conv = _frozen_test(f, s, new, change, ok, tol, cfg)  # (4)
+        x0_done = stop == "x0" and s.b > 0 and bool(conv[0])  # the restored image passed the test
+        s.exact[: s.b] = ok
+        s.fresh[: s.b] &= change == 0
+        s.X[: s.b] = new
+        if cfg.freeze:  # (5) slide: the contiguous converged block below b is frozen
+            s.b = _boundary(conv, s.b)
+            s.exact[s.b :] = True
+        _record_pass(trace, f, s.X, gres, res, change, (lo, hi), s.b, reference, callback)
+        if s.b == 0 or x0_done or (not cfg.freeze and float(change.max()) < tol):
+            trace.converged = True
+            break
+    return s.X[: f.steps], trace
+
+
+def _check(
+    f: ChainMap,
+    init: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    stop: str,
+    reference: torch.Tensor | None,
+    cfg: WindowConfig,
+) -> int:
+    """Raise ``ValueError`` for a bad argument; return the window size w."""
     T = f.steps
     if tuple(init.shape) != (T, *f.x_T.shape):
         raise ValueError(f"init must have shape (T, B, C, H, W) = {(T, *f.x_T.shape)}, got {tuple(init.shape)}")
-    if not isinstance(max_iter, int) or max_iter < 1 or not tol >= 0:
-        raise ValueError(f"need a positive integer max_iter and tol >= 0, got {max_iter!r}, {tol}")
-    if not isinstance(m, int) or m < 1:
-        raise ValueError(f"the Anderson history m must be a positive integer, got {m!r}")
+    check_solver_args(init, max_iter, tol, stop, reference, WINDOW_STOP_RULES)
+    if not isinstance(cfg.m, int) or cfg.m < 1:
+        raise ValueError(f"the Anderson history parameter m must be an integer >= 1, got {cfg.m!r}")
     if cfg.x0_scale not in ("image", "null") or not isinstance(cfg.rates, int) or cfg.rates < 1:
         raise ValueError(
             f"need x0_scale 'image' or 'null' and a positive integer rates, got {cfg.x0_scale!r}, {cfg.rates!r}"
         )
-    if start not in ("ddim", "given") or accel not in (None, "taa", "anderson") or stop not in ("per_state", "x0"):
-        raise ValueError(
-            f"start must be 'ddim'|'given', accel None|'taa'|'anderson', stop 'per_state'|'x0'; "
-            f"got {start!r}, {accel!r}, {stop!r}"
-        )
+    if cfg.start not in ("ddim", "given") or cfg.accel not in (None, "taa", "anderson"):
+        raise ValueError(f"start must be 'ddim'|'given', accel None|'taa'|'anderson'; got {cfg.start!r}, {cfg.accel!r}")
+    window = cfg.window
     w = T if window is None else (max(1, round(window * T)) if isinstance(window, float) else int(window))
-    if not 1 <= w <= T or not 0 < damping <= 1:
-        raise ValueError(f"need 1 <= window <= T = {T} and 0 < damping <= 1, got {window}, {damping}")
-    alpha, beta = f.linearisation(form, sigma)
-    B = f.x_T.shape[0]
-    alpha, beta = alpha[:, None].repeat(1, B), beta[:, None].repeat(1, B)  # (T, B): per state and image
-    X0, E = f.surrogate_start()  # states and eps cache of the surrogate chain
-    X = torch.cat([X0 if start == "ddim" else init, f.x_T[None]]).clone()  # (T+1, ...)
-    Z = f.z(E, 0, T)
-    Xev, seen = X[1:].clone(), torch.zeros(T, dtype=torch.bool)  # x_k at its last network evaluation
-    fresh = torch.zeros(T + 1, dtype=torch.bool)  # eps of state k computed at the current X[k]
-    exact = torch.zeros(T + 1, dtype=torch.bool)  # X[k] final given the frozen states
+    if not 1 <= w <= T or not 0 < cfg.damping <= 1:
+        raise ValueError(f"need 1 <= window <= T = {T} and 0 < damping <= 1, got {window}, {cfg.damping}")
+    return w
+
+
+def _start(f: ChainMap, init: torch.Tensor, cfg: WindowConfig) -> _Window:
+    """The loop state before the first pass: the surrogate chain (or ``init``), gains of ``cfg.form``."""
+    T, B = f.steps, f.x_T.shape[0]
+    alpha, beta = linearisation(f, cfg.form, cfg.sigma)
+    X0, E = surrogate_start(f)  # states and eps cache of the surrogate chain
+    X = torch.cat([X0 if cfg.start == "ddim" else init, f.x_T[None]]).clone()  # (T+1, ...)
+    exact = torch.zeros(T + 1, dtype=torch.bool)
     exact[T] = True
-    hist = torch.full((T, cfg.rates + 1), float("inf"), dtype=torch.float64)  # last changes of each state
-    b, trace, Xh, Fh = T, SolverTrace(stop=stop), [], []
-    hist0 = torch.full((1, cfg.rates + 1), float("inf"), dtype=torch.float64)  # x_0's, relative to |Q x_0|
-    rel = lambda d, v: (d.flatten(2).norm(dim=2) / (v.flatten(2).norm(dim=2) + 1e-5)).amax(1)  # noqa: E731
-    for _ in range(max_iter):
-        stale = (~fresh[1:]).nonzero()
-        hi = int(stale.max()) + 1 if stale.numel() else 0  # highest state whose eps is stale
-        lo = max(1, hi - w + 1)
-        if hi >= 1:  # one batched network pass over states lo..hi
-            E[lo - 1 : hi] = f.evaluate(X, lo, hi)  # counted by the map
-            Znew = f.z(E[lo - 1 : hi], lo - 1, hi)
-            if cfg.secant:
-                _secant_gains(
-                    f, X[lo : hi + 1] - Xev[lo - 1 : hi], Znew - Z[lo - 1 : hi], seen[lo - 1 : hi], lo, alpha, beta
-                )
-                Xev[lo - 1 : hi], seen[lo - 1 : hi] = X[lo : hi + 1], True
-            Z[lo - 1 : hi] = Znew
-            fresh[lo : hi + 1] = True
-        FX = f.scan(X, Z, b, alpha, beta)  # (b, ...)
-        # inputs of x_j (states j+1..b) final and freshly evaluated -> the new x_j is final
-        ok = (exact & fresh)[1 : b + 1].flip(0).cumprod(0).flip(0).bool()  # ok[j]: states j+1..b all good
-        new = X[:b] + damping * (FX - X[:b])
-        gres = float((FX - X[:b]).norm() / (FX.norm() + 1e-5))
-        if accel is not None and cfg.restart and gres > last_res:  # mixing made it worse: start afresh
-            Xh, Fh = [], []
-        last_res = gres
-        if accel is not None:
-            keep = max(0, len(Xh) - m + 1)
-            Xh, Fh = [h[:b] for h in Xh[keep:]] + [X[:b].clone()], [h[:b] for h in Fh[keep:]] + [FX]
-            if len(Xh) > 1:
-                new = _tri_anderson(Xh, Fh, lam, accel == "taa")
-        new = torch.where(ok.to(X.device).view(-1, *[1] * (X.dim() - 1)), FX, new)  # safeguard: final states exactly
-        change = rel(new - X[:b], new).cpu()  # (b,), worst image
-        res = rel(FX - X[:b], FX).cpu()  # relative residual per state
-        fresh_in = fresh[1 : b + 1].flip(0).cumprod(0).flip(0).bool()
-        # per-state stopping on the a-posteriori estimate of a linearly converging iteration:
-        # remaining error <= change / (1 - rate), rate = the observed change / previous change (cautious:
-        # the largest of the last cfg.rates ratios; no estimate yet: no freeze)
-        hist[:b] = torch.cat([hist[:b, 1:], change.double()[:, None]], 1)
-        conv = ok | (freeze & fresh_in & (_estimate(hist[:b]) < tol))
-        if cfg.x0_scale == "null" and b > 0:  # x_0's test on its change relative to |Q x_0|
-            hist0 = torch.cat([hist0[:, 1:], rel(new[:1] - X[:1], f.Q(new[:1])).double().cpu()[:, None]], 1)
-            conv[0] = bool(ok[0]) or (freeze and bool(fresh_in[0]) and float(_estimate(hist0)[0]) < tol)
-        x0_done = stop == "x0" and b > 0 and bool(conv[0])  # the restored image passed the test
-        exact[:b] = ok
-        fresh[:b] &= change == 0
-        X[:b] = new
-        if freeze:  # slide: the contiguous converged block below b is frozen
-            k = b
-            while k > 0 and bool(conv[k - 1]):
-                k -= 1
-            exact[k:] = True
-            b = k
-        _record_pass(trace, f, X, gres, res, change, lo, hi, b, reference, callback)
-        if b == 0 or x0_done or (not freeze and float(change.max()) < tol):
-            trace.converged = True
-            break
-    return X[:T], trace
+    return _Window(
+        X=X,
+        E=E,
+        Z=f.z(E, 0, T),
+        alpha=alpha[:, None].repeat(1, B),  # (T, B): per state and image
+        beta=beta[:, None].repeat(1, B),
+        Xev=X[1:].clone(),
+        seen=torch.zeros(T, dtype=torch.bool),
+        fresh=torch.zeros(T + 1, dtype=torch.bool),
+        exact=exact,
+        hist=torch.full((T, cfg.rates + 1), float("inf"), dtype=torch.float64),
+        hist0=torch.full((1, cfg.rates + 1), float("inf"), dtype=torch.float64),
+        b=T,
+    )
+
+
+def _evaluate(f: ChainMap, s: _Window, w: int, secant: bool) -> tuple[int, int]:
+    """One batched network pass over the highest stale states lo..hi (at most w of them); returns ``(lo, hi)``."""
+    stale = (~s.fresh[1:]).nonzero()
+    hi = int(stale.max()) + 1 if stale.numel() else 0  # highest state whose eps is stale
+    lo = max(1, hi - w + 1)
+    if hi >= 1:
+        rows = slice(lo - 1, hi)
+        s.E[rows] = f.evaluate(s.X, lo, hi)  # counted by the map
+        Znew = f.z(s.E[rows], lo - 1, hi)
+        if secant:
+            dX, dZ = s.X[lo : hi + 1] - s.Xev[rows], Znew - s.Z[rows]
+            secant_gains(f, dX, dZ, s.seen[rows], lo, s.alpha, s.beta)
+            s.Xev[rows], s.seen[rows] = s.X[lo : hi + 1], True
+        s.Z[rows] = Znew
+        s.fresh[lo : hi + 1] = True
+    return lo, hi
+
+
+def _update(s: _Window, FX: torch.Tensor, ok: torch.Tensor, cfg: WindowConfig) -> tuple[torch.Tensor, float]:
+    """The new x_0..x_{b-1}: damped Picard or Anderson, final states exactly ``FX``; and the global residual."""
+    b, X = s.b, s.X
+    new = X[:b] + cfg.damping * (FX - X[:b])
+    gres = float((FX - X[:b]).norm() / (FX.norm() + 1e-5))
+    if cfg.accel is not None:
+        if cfg.restart and gres > s.last_res:  # mixing made it worse: start afresh
+            s.Xh, s.Fh = [], []
+        keep = max(0, len(s.Xh) - cfg.m)  # the last m + 1 iterates, this one included
+        s.Xh = [h[:b] for h in s.Xh[keep:]] + [X[:b].clone()]
+        s.Fh = [h[:b] for h in s.Fh[keep:]] + [FX]
+        if len(s.Xh) > 1:
+            new = _tri_anderson(s.Xh, s.Fh, cfg.lam, cfg.accel == "taa")
+    s.last_res = gres
+    final = ok.to(X.device).view(-1, *[1] * (X.dim() - 1))
+    return torch.where(final, FX, new), gres  # safeguard: final states exactly
+
+
+def _frozen_test(
+    f: ChainMap,
+    s: _Window,
+    new: torch.Tensor,
+    change: torch.Tensor,
+    ok: torch.Tensor,
+    tol: float,
+    cfg: WindowConfig,
+) -> torch.Tensor:
+    """``(b,)`` bool: state j is final (``ok``) or its estimated remaining error is below ``tol``.
+
+    Per-state stopping on the a-posteriori estimate of a linearly converging iteration: remaining error
+    <= change / (1 - rate), rate the observed change / previous change (the largest of the last
+    ``cfg.rates`` ratios; no estimate yet: no freeze).  Only states whose inputs are fresh may freeze.
+    """
+    b = s.b
+    fresh_in = s.fresh[1 : b + 1].flip(0).cumprod(0).flip(0).bool()
+    s.hist[:b] = torch.cat([s.hist[:b, 1:], change.double()[:, None]], 1)
+    conv = ok | (cfg.freeze & fresh_in & (_estimate(s.hist[:b]) < tol))
+    if cfg.x0_scale == "null" and b > 0:  # x_0's test on its change relative to |Q x_0|
+        d0 = _rel(new[:1] - s.X[:1], f.Q(new[:1])).double().cpu()
+        s.hist0 = torch.cat([s.hist0[:, 1:], d0[:, None]], 1)
+        conv[0] = bool(ok[0]) or (cfg.freeze and bool(fresh_in[0]) and float(_estimate(s.hist0)[0]) < tol)
+    return conv
+
+
+def _boundary(conv: torch.Tensor, b: int) -> int:
+    """The new boundary: b moved down over the contiguous block of converged states below it."""
+    while b > 0 and bool(conv[b - 1]):
+        b -= 1
+    return b
+
+
+def _rel(d: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``||d_j|| / (||v_j|| + 1e-5)`` per state j, worst image: ``(n, B, ...) -> (n,)``."""
+    return (d.flatten(2).norm(dim=2) / (v.flatten(2).norm(dim=2) + 1e-5)).amax(1)
 
 
 def _estimate(hist: torch.Tensor) -> torch.Tensor:
@@ -272,70 +300,38 @@ def _estimate(hist: torch.Tensor) -> torch.Tensor:
     return torch.where(enough, hist[:, -1] / (1 - rate), float("inf"))
 
 
-def _secant_gains(
-    f: Any, dX: torch.Tensor, dZ: torch.Tensor, seen: torch.Tensor, lo: int, alpha: torch.Tensor, beta: torch.Tensor
-) -> None:
-    """Re-fit ``L_k = alpha_k Q + beta_k I`` of states k = lo.. in place from one secant pair each.
-
-    Phi_k(x) = r_k Q x + z_k(eps(x)), so Phi_k(x') - Phi_k(x) = r_k Q dx + dz.  The gains along the
-    step, ``g_Q = <Q dPhi, Q dx> / |Q dx|^2`` and ``g_P = <P dPhi, P dx> / |P dx|^2`` (P = I - Q), per image, give
-    beta = g_P, alpha = g_Q - g_P; clamped to [0, r_k] and [0, 1] (Eq. (9)'s r_k Q is the largest Q gain:
-    x_{0|k} moving one-to-one with x_k).  ``dX``, ``dZ``: ``(n, B, C, H, W)``; ``seen``: ``(n,)``, states
-    with an earlier network evaluation (the surrogate start is not one).
-    """
-    qx, qz = f.Q(dX), f.Q(dZ)
-    px, pz = dX - qx, dZ - qz
-    dot = lambda u, v: (u * v).flatten(2).sum(2).double()  # noqa: E731  (n, B)
-    n = dX.shape[0]
-    r = f.r[lo - 1 : lo - 1 + n].reshape(n, 1).double()
-    nq, np_ = dot(qx, qx), dot(px, px)
-    gq = (r + dot(qz, qx) / nq.clamp_min(1e-30)).clamp(torch.zeros_like(r), r)
-    gp = (dot(pz, px) / np_.clamp_min(1e-30)).clamp(0.0, 1.0)
-    scale = (nq + np_).amax().clamp_min(1e-30)
-    okq = seen[:, None].to(nq.device) & (nq > 1e-12 * scale)  # a step long enough to measure
-    okp = seen[:, None].to(nq.device) & (np_ > 1e-12 * scale)
-    s = slice(lo - 1, lo - 1 + n)
-    old_q = (alpha[s] + beta[s]).double()
-    new_p = torch.where(okp, gp, beta[s].double())
-    new_q = torch.where(okq, gq, old_q)
-    beta[s] = new_p.to(beta.dtype)
-    alpha[s] = (new_q - new_p).to(alpha.dtype)
+def _tri_anderson(Xh: list[torch.Tensor], Fh: list[torch.Tensor], lam: float, triangular: bool) -> torch.Tensor:
+    """Anderson mixing of the history (each ``(b, B, ...)``) with one alpha per state (suffix Gram) or per image."""
+    Xs, Fs = torch.stack(Xh), torch.stack(Fh)  # (n, b, B, ...)
+    n, b, B = Xs.shape[:3]
+    G = (Fs - Xs).reshape(n, b, B, -1).to(solve_dtype(Fs.dtype))
+    G = G / (Fs[-1].reshape(1, b, B, -1).norm(dim=-1, keepdim=True) + 1e-5)  # relative residual of each state
+    gram = torch.einsum("ijbd,kjbd->jbik", G, G)  # (b, B, n, n), per-state Gram matrices
+    gram = gram.flip(0).cumsum(0).flip(0)  # suffix sums: state j sees residuals of states j..b-1
+    if not triangular:
+        gram = gram[:1].expand(b, -1, -1, -1)  # plain Anderson: all states, one alpha per image
+    alpha = anderson_weights(gram, lam, relative=True).to(Fs.dtype)  # (b, B, n), sums to one per state
+    shape = (n, b, B) + (1,) * (Xs.dim() - 3)
+    return (alpha.permute(2, 0, 1).reshape(shape) * Fs).sum(0)  # x_j = sum_i alpha_ji F_i[j]
 
 
 def _record_pass(
     trace: SolverTrace,
-    f: Any,
+    f: ChainMap,
     X: torch.Tensor,
     gres: float,
     res: torch.Tensor,
     change: torch.Tensor,
-    lo: int,
-    hi: int,
+    window: tuple[int, int],
     b: int,
     reference: torch.Tensor | None,
     callback: Callback | None,
 ) -> None:
-    T = f.steps
-    state_res = torch.zeros(T, dtype=torch.float64)
+    """Append one pass to ``trace`` (``trace.record_pass``) and call ``callback``."""
+    state_res = torch.zeros(f.steps, dtype=torch.float64)
     state_res[: res.numel()] = res.detach().double().cpu()
-    trace.residual.append(gres)
-    trace.state_residual.append(state_res)
-    trace.x0_change.append(float(change[0]) if change.numel() else 0.0)
-    if reference is not None:
-        trace.x0_error.append(float((X[0] - reference).abs().max()))
-    trace.passes += 1
-    trace.evaluations.append(int(f.evaluations))
-    trace.window.append((lo, hi))
-    trace.boundary.append(b)
+    x0_change = float(change[0]) if change.numel() else 0.0
+    trace.record_pass(X[0], gres, state_res, x0_change, int(f.evaluations), reference, window=window, boundary=b)
     if callback is not None:
-        callback(
-            {
-                "iteration": trace.passes,
-                "states": X[:T],
-                "residual": trace.residual[-1],
-                "state_residual": state_res,
-                "criterion": float(state_res.max()),
-                "window": (lo, hi),
-                "boundary": b,
-            }
-        )
+        info = {"iteration": trace.passes, "states": X[: f.steps], "residual": gres, "state_residual": state_res}
+        callback({**info, "criterion": float(state_res.max()), "window": window, "boundary": b})

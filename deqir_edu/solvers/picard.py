@@ -6,18 +6,18 @@ F of DeqIR (Eq. (10)) the states x_{T-n..T-1} are exact after n passes, so ``max
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
+from .contract import MapFn
 from .trace import Callback, SolverTrace, check_solver_args, record_iteration
 
 __all__ = ["picard"]
 
 
 def picard(
-    f: Callable[[torch.Tensor], torch.Tensor],
+    f: MapFn,
     init: torch.Tensor,
+    *,
     max_iter: int = 15,
     tol: float = 1e-3,
     stop: str = "x0",

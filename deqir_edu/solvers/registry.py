@@ -1,64 +1,131 @@
 """One registry of fixed-point solvers: every entry point (samplers, inversion, evaluation, CLI,
-benchmarks) looks a solver up here by name, so each accepts every registered solver.
+benchmarks) looks a solver up here by name, and asks the registry, never the name, what it needs to know.
 
-Notation: a solver is a callable ``solver(f, init, max_iter=..., tol=..., stop=..., reference=...,
-callback=..., **options) -> (x_{0:T-1}, SolverTrace)`` on a map ``f`` (``sampling.FixedPointMap``)
-and a start ``init`` ``(T, B, C, H, W)``.
+Notation: a solver is ``solve(f, init, *, max_iter, tol, stop, reference, callback, **its own parameters)
+-> (x_{0:T-1}, SolverTrace)`` (``contract.Solver``); its ``SolverSpec`` says what the sampler needs.
 
-    name             what it is
-    auto             the default: Gaussian then secant linearisation + freezing, stops on x_0 (auto.py)
-    picard           x <- F(x), Eq. (11) without acceleration (T passes are exact)
-    anderson         Algorithm 1 of the paper (per-image mixing)
-    picard-freeze    Eq. (9) pass by pass, final states frozen, per-state stopping
-    picard-window    ... evaluating a sliding window of T/4 states per pass (ParaDiGMS)
-    anderson-freeze  Algorithm 1 + freezing
-    taa              triangular Anderson (one mixing per state, ParaTAA) + freezing
-    gauss-freeze     the Gaussian linearisation of the step + freezing
-    gauss-window     ... in a sliding window of T/4 states
+    name             map   exact after T   default K   what it is
+    picard           F     yes             T           x <- F(x), Eq. (11) without acceleration
+    anderson         F     no              15          Algorithm 1 of the paper (per-image mixing)
+    auto             chain yes             T           beyond the paper, the default: Gaussian then secant
+                                                       linearisation + freezing, stops on x_0 (auto.py)
+    picard-freeze    chain yes             T           beyond: Eq. (9) pass by pass, final states frozen
+    picard-window    chain yes             T           beyond: ... a sliding window of T/4 states (ParaDiGMS)
+    anderson-freeze  chain yes             T           beyond: Algorithm 1 + freezing
+    taa              chain yes             T           beyond: triangular Anderson (ParaTAA) + freezing
+    gauss-freeze     chain yes             T           beyond: the Gaussian linearisation of the step + freezing
+    gauss-window     chain yes             T           beyond: ... in a sliding window of T/4 states
 
-``register(name, solver)`` adds one (the book's exercises do); ``get_solver(name)`` returns it or
-raises a ``ValueError`` that lists the names.
+"map F" solvers call only ``f(x)`` (``contract.MapFn``); "chain" solvers use the ``contract.ChainMap``.
+``register(name, solve, ...)`` adds one (the book's exercises do); ``get_solver(name)`` returns its
+``solve``, ``solver_spec(name)`` its ``SolverSpec``; both raise a ``ValueError`` that lists the names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass, replace
 
 import torch
 
 from .anderson import anderson
-from .auto import auto
-from .freezing import WindowConfig, window_solve
+from .auto import AUTO, auto
+from .contract import ChainMap, Solver
+from .freezing import WINDOW_STOP_RULES, WindowConfig, window_solve
 from .picard import picard
-from .trace import SolverTrace
+from .trace import STOP_RULES, Callback, SolverTrace
 
-__all__ = ["Solver", "SOLVERS", "register", "get_solver", "solver_names"]
+__all__ = ["Solver", "SolverSpec", "SOLVERS", "register", "get_solver", "solver_spec", "solver_names", "preset"]
 
-Solver = Callable[..., tuple[torch.Tensor, SolverTrace]]
 
-SOLVERS: dict[str, Solver] = {
-    "auto": auto,
-    "picard": picard,
-    "anderson": anderson,
-    "picard-freeze": partial(window_solve, config=WindowConfig()),
-    "picard-window": partial(window_solve, config=WindowConfig(window=0.25)),
-    "anderson-freeze": partial(window_solve, config=WindowConfig(accel="anderson")),
-    "taa": partial(window_solve, config=WindowConfig(accel="taa")),
-    "gauss-freeze": partial(window_solve, config=WindowConfig(form="gauss")),
-    "gauss-window": partial(window_solve, config=WindowConfig(form="gauss", window=0.25)),
+@dataclass(frozen=True)
+class SolverSpec:
+    """A registered solver and the facts a sampler needs about it.
+
+    Attributes:
+        solve: the solver (``contract.Solver``).
+        chain: True if it uses the chain structure (``contract.ChainMap``), False if only ``f(x)``.
+        exact_after_T: T passes solve the lower-triangular system exactly (the result is the sequential chain).
+        passes: the default pass budget K; None: T.
+        stop_rules: the stopping rules it accepts; the first is its default.
+        runner_tol: the tolerance of the method ``deqir-NAME`` without K (``experiments.parse_method``);
+            None: the solver's own.  Picard's 0 runs all T passes: the sequential chain (Proposition 1).
+        config: the ``WindowConfig`` preset of a solver with freezing (override it with
+            ``solver_options={"config": dataclasses.replace(spec.config, secant=True)}``); None otherwise.
+    """
+
+    solve: Solver
+    chain: bool = False
+    exact_after_T: bool = False
+    passes: int | None = None
+    stop_rules: tuple[str, ...] = STOP_RULES
+    runner_tol: float | None = None
+    config: WindowConfig | None = None
+
+    def default_passes(self, steps: int) -> int:
+        """K when the caller gives none: ``passes`` or T."""
+        return steps if self.passes is None else self.passes
+
+
+def preset(config: WindowConfig) -> Solver:
+    """``window_solve`` with a fixed ``WindowConfig`` (a registered solver with freezing)."""
+
+    def solve(
+        f: ChainMap,
+        init: torch.Tensor,
+        *,
+        max_iter: int = 15,
+        tol: float = 1e-3,
+        stop: str = "per_state",
+        reference: torch.Tensor | None = None,
+        callback: Callback | None = None,
+        config: WindowConfig = config,
+    ) -> tuple[torch.Tensor, SolverTrace]:
+        return window_solve(
+            f, init, max_iter=max_iter, tol=tol, stop=stop, reference=reference, callback=callback, config=config
+        )
+
+    solve.__doc__ = f"``window_solve`` with ``{config}``; ``config`` overrides the preset."
+    return solve
+
+
+def _window(**fields: object) -> SolverSpec:
+    config = replace(WindowConfig(), **fields)
+    return SolverSpec(preset(config), True, True, stop_rules=WINDOW_STOP_RULES, config=config)
+
+
+SOLVERS: dict[str, SolverSpec] = {
+    "auto": SolverSpec(auto, chain=True, exact_after_T=True, stop_rules=("x0", "per_state"), config=AUTO),
+    "picard": SolverSpec(picard, exact_after_T=True, runner_tol=0.0),
+    "anderson": SolverSpec(anderson, passes=15),
+    "picard-freeze": _window(),
+    "picard-window": _window(window=0.25),
+    "anderson-freeze": _window(accel="anderson"),
+    "taa": _window(accel="taa"),
+    "gauss-freeze": _window(form="gauss"),
+    "gauss-window": _window(form="gauss", window=0.25),
 }
 
 
-def register(name: str, solver: Solver, overwrite: bool = False) -> None:
-    """Add ``solver`` under ``name``; refuse to replace an existing name unless ``overwrite``."""
+def register(
+    name: str,
+    solve: Solver,
+    *,
+    chain: bool = False,
+    exact_after_T: bool = False,
+    passes: int | None = None,
+    stop_rules: tuple[str, ...] = STOP_RULES,
+    overwrite: bool = False,
+) -> None:
+    """Add ``solve`` under ``name`` with its facts (``SolverSpec``); refuse to replace a name unless ``overwrite``."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"a solver name must be a non-empty string, got {name!r}")
-    if not callable(solver):
-        raise ValueError(f"solver {name!r} must be callable as solver(f, init, max_iter=..., tol=..., ...)")
+    if not callable(solve):
+        raise ValueError(f"solver {name!r} must be callable as solve(f, init, *, max_iter=..., tol=..., ...)")
     if name in SOLVERS and not overwrite:
         raise ValueError(f"solver {name!r} is already registered; pass overwrite=True to replace it")
-    SOLVERS[name] = solver
+    if passes is not None and (not isinstance(passes, int) or passes < 1):
+        raise ValueError(f"passes (the default budget K) must be a positive integer or None, got {passes!r}")
+    SOLVERS[name] = SolverSpec(solve, chain, exact_after_T, passes, tuple(stop_rules))
 
 
 def solver_names() -> list[str]:
@@ -66,8 +133,13 @@ def solver_names() -> list[str]:
     return sorted(SOLVERS)
 
 
-def get_solver(name: str) -> Solver:
-    """The solver registered as ``name``."""
-    if name not in SOLVERS:
+def solver_spec(name: str) -> SolverSpec:
+    """The ``SolverSpec`` registered as ``name``."""
+    if not isinstance(name, str) or name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; use one of {', '.join(solver_names())}")
     return SOLVERS[name]
+
+
+def get_solver(name: str) -> Solver:
+    """The solver registered as ``name``."""
+    return solver_spec(name).solve

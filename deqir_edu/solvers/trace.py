@@ -10,7 +10,7 @@ Notation (code name -> paper symbol, DeqIR Eq. (11) and Algorithm 1)
 Two counters only: ``passes`` (the depth of the computation: what parallel hardware waits for) and
 ``evaluations`` (the work: what a single device pays for).
 
-Stopping rules (``stop=``), all relative residuals ``||F(x)_j - x_j|| / (||F(x)_j|| + 1e-5)``:
+Stopping rules (``stop=``; which ones a solver accepts is a fact of the registry), all relative residuals ``||F(x)_j - x_j|| / (||F(x)_j|| + 1e-5)``:
 
     "x0"         the residual of state 0 (the restored image), worst image of the batch
     "per_state"  the largest residual over all states and images
@@ -74,6 +74,30 @@ class SolverTrace:
             return float(self.state_residual[-1].max())
         return float(self.state_residual[-1][0])
 
+    def record_pass(
+        self,
+        x0: torch.Tensor,
+        residual: float,
+        state_residual: torch.Tensor,
+        x0_change: float,
+        evaluations: int,
+        reference: torch.Tensor | None,
+        window: tuple[int, int] | None = None,
+        boundary: int | None = None,
+    ) -> None:
+        """Append one pass: the returned ``x0`` ``(B, C, H, W)``, its residuals and the map's evaluation count."""
+        self.residual.append(residual)
+        self.state_residual.append(state_residual)
+        self.x0_change.append(x0_change)
+        if reference is not None:
+            self.x0_error.append(float((x0 - reference).abs().max()))
+        self.passes += 1
+        self.evaluations.append(evaluations)
+        if window is not None:
+            self.window.append(window)
+        if boundary is not None:
+            self.boundary.append(boundary)
+
 
 def record_iteration(
     trace: SolverTrace,
@@ -84,38 +108,43 @@ def record_iteration(
     reference: torch.Tensor | None,
     callback: Callback | None,
 ) -> None:
-    """Append one pass (the residual at ``x``, the candidate ``fx``) to ``trace``."""
+    """Append one pass of a map solver (the residual at ``x``, the candidate ``fx``) to ``trace``."""
     g = (fx - x).flatten(2)  # (T, B, N)
     fnorm = fx.flatten(2).norm(dim=2)  # (T, B)
-    trace.residual.append(float(g.norm() / (fx.norm() + 1e-5)))
-    trace.state_residual.append((g.norm(dim=2) / (fnorm + 1e-5)).max(dim=1).values.detach().cpu())
+    state_res = (g.norm(dim=2) / (fnorm + 1e-5)).max(dim=1).values.detach().cpu()
     x0 = fx[0]
-    trace.x0_change.append(float("nan") if prev_x0 is None else float((x0 - prev_x0).norm() / (x0.norm() + 1e-5)))
-    if reference is not None:
-        trace.x0_error.append(float((x0 - reference).abs().max()))
-    trace.passes += 1
-    trace.evaluations.append(int(getattr(f, "evaluations", trace.passes)))
+    change = float("nan") if prev_x0 is None else float((x0 - prev_x0).norm() / (x0.norm() + 1e-5))
+    residual = float(g.norm() / (fx.norm() + 1e-5))
+    evaluations = int(getattr(f, "evaluations", trace.passes + 1))  # a plain function: one per pass
+    trace.record_pass(x0, residual, state_res, change, evaluations, reference)
     if callback is not None:
         callback(
             {
                 "iteration": trace.passes,
                 "states": fx,
-                "residual": trace.residual[-1],
-                "state_residual": trace.state_residual[-1],
+                "residual": residual,
+                "state_residual": state_res,
                 "criterion": trace.criterion(),
             }
         )
 
 
-def check_solver_args(init: torch.Tensor, max_iter: int, tol: float, stop: str, reference: torch.Tensor | None) -> None:
-    """Raise ``ValueError`` with the fix for a bad start, budget, tolerance, rule or reference."""
+def check_solver_args(
+    init: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    stop: str,
+    reference: torch.Tensor | None,
+    rules: tuple[str, ...] = STOP_RULES,
+) -> None:
+    """Raise ``ValueError`` with the fix for a bad start, budget, tolerance, rule (one of ``rules``) or reference."""
     if not isinstance(init, torch.Tensor) or init.dim() < 2:
         raise ValueError("the initial iterate must be a stack of shape (T, B, ...) with x[j] = state j")
-    if not isinstance(max_iter, int) or max_iter < 1:
+    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol}")
-    if stop not in STOP_RULES:
-        raise ValueError(f"unknown stopping rule {stop!r}; use one of {STOP_RULES}")
+    if stop not in rules:
+        raise ValueError(f"unknown stopping rule {stop!r} for this solver; use one of {rules}")
     if reference is not None and tuple(reference.shape) != tuple(init.shape[1:]):
         raise ValueError(f"reference must have the shape of x_0, {tuple(init.shape[1:])}, got {tuple(reference.shape)}")
