@@ -32,22 +32,18 @@ from deqir_edu.experiments import (
 from deqir_edu.sampling import FixedPointMap
 
 
-def make_prior(shape: tuple[int, int, int], k: int = 6, seed: int = 0) -> dq.GaussianMixturePrior:
-    g = torch.Generator().manual_seed(seed)
-    means = torch.rand(k, *shape, generator=g, dtype=torch.float64) * 2 - 1
-    return dq.GaussianMixturePrior(means, std=0.1)
+@pytest.fixture(scope="module")
+def grey(toy) -> tuple[dq.GaussianMixturePrior, torch.Tensor]:
+    """The shared toy problem (conftest): 6 components in [-1, 1] over grey 16 x 16 images, two images."""
+    prior, x, *_ = toy(shape=(1, 16, 16), components=6, scale=1.0, sample_seed=1)
+    return prior, x
 
 
 @pytest.fixture(scope="module")
-def grey() -> tuple[dq.GaussianMixturePrior, torch.Tensor]:
-    prior = make_prior((1, 16, 16))
-    return prior, prior.sample(2, torch.Generator().manual_seed(1))
-
-
-@pytest.fixture(scope="module")
-def colour() -> tuple[dq.GaussianMixturePrior, torch.Tensor]:
-    prior = make_prior((3, 16, 16), seed=2)
-    return prior, prior.sample(2, torch.Generator().manual_seed(3))
+def colour(toy) -> tuple[dq.GaussianMixturePrior, torch.Tensor]:
+    """The same on colour 16 x 16 images (another seed)."""
+    prior, x, *_ = toy(shape=(3, 16, 16), components=6, scale=1.0, seed=2, sample_seed=3)
+    return prior, x
 
 
 # ------------------------------------------------------------------------------------------ the grid
@@ -85,7 +81,7 @@ def test_results_do_not_depend_on_batch_size(grey) -> None:
     kw = dict(tasks=["sr4"], methods=["ddnm", "deqir-k3", "deqir-picard"], steps=6, tol=0.0, lpips_fn=None)
     a = evaluate(prior, x, batch_size=1, **kw)
     b = evaluate(prior, x, batch_size=2, **kw)
-    for ra, rb in zip(a, b):
+    for ra, rb in zip(a, b, strict=False):
         assert ra["psnr_per_image"] == pytest.approx(rb["psnr_per_image"], abs=1e-9)
 
 
@@ -98,9 +94,8 @@ def test_lpips_is_never_a_silent_zero(grey, monkeypatch) -> None:
     assert rows[0]["lpips"] == NA_SMALL  # 16 px: AlexNet-LPIPS needs >= 31 px
 
 
-def test_lpips_filled_with_an_injected_network() -> None:
-    prior = make_prior((1, 32, 32), k=4)
-    x = prior.sample(2, torch.Generator().manual_seed(0))
+def test_lpips_filled_with_an_injected_network(toy) -> None:
+    prior, x, *_ = toy(shape=(1, 32, 32), scale=1.0, sample_seed=0)
     net = L.LPIPS.random(seed=3)
     rows = evaluate(prior, x, tasks=["sr4"], methods=["pinv", "ddnm"], steps=4, lpips_fn=net)
     op = dq.make_operator("sr4", (1, 32, 32))

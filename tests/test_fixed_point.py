@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from deqir_edu import load_model, load_testset
-from deqir_edu.diffusion import GaussianMixturePrior, chain_config, draw_noises
+from deqir_edu.diffusion import chain_config
 from deqir_edu.models import ChunkedModel
 from deqir_edu.operators import make_operator
 from deqir_edu.sampling import FixedPointMap, ddnm_sample, deqir_sample
@@ -16,13 +16,9 @@ SHAPE = (3, 8, 8)
 T = 20
 
 
-def setup_chain(task: str, eta: float, steps: int = T):
-    g = torch.Generator().manual_seed(0)
-    prior = GaussianMixturePrior(torch.rand(4, *SHAPE, generator=g, dtype=torch.float64) * 1.6 - 0.8, 0.1)
-    x = prior.sample(2, g)
-    op = make_operator(task, SHAPE)
-    y = op.A(x)
-    x_T, noises = draw_noises(x.shape, steps, torch.Generator().manual_seed(1))
+def setup_chain(toy, task: str, eta: float, steps: int = T):
+    """The shared toy problem (conftest), its sequential states x_0..x_{T-1} and its map F."""
+    prior, _, op, y, x_T, noises = toy(task, steps=steps)
     seen: dict[int, torch.Tensor] = {}
     ddnm_sample(
         prior, op, y, steps, eta, noises=(x_T, noises), callback=lambda d: seen.update({d["k"] - 1: d["x_next"]})
@@ -33,16 +29,16 @@ def setup_chain(task: str, eta: float, steps: int = T):
 
 
 @pytest.mark.parametrize("task, eta", [("inpaint-random", 0.15), ("sr4", 0.0), ("colorize", 0.15)])
-def test_sequential_chain_is_the_fixed_point_of_both_forms(task: str, eta: float) -> None:
-    f, ref, _, _ = setup_chain(task, eta)
+def test_sequential_chain_is_the_fixed_point_of_both_forms(toy, task: str, eta: float) -> None:
+    f, ref, _, _ = setup_chain(toy, task, eta)
     torch.testing.assert_close(f(ref), ref, rtol=0, atol=1e-10)  # cumulative-sum form, Eq. (9)
     torch.testing.assert_close(f.one_step(ref), ref, rtol=0, atol=1e-12)  # naive one-step form
     assert f.evaluations == 2 * T and f.passes == 2
 
 
-def test_lower_triangular_structure() -> None:
+def test_lower_triangular_structure(toy) -> None:
     """F_i depends only on x_{i+1..T} (Eq. (10)); x_0 never enters the network."""
-    f, ref, _, _ = setup_chain("sr4", 0.15)
+    f, ref, _, _ = setup_chain(toy, "sr4", 0.15)
     base = f(ref)
     for j in (0, 5, 13, T - 1):
         bumped = ref.clone()
@@ -53,8 +49,8 @@ def test_lower_triangular_structure() -> None:
             assert float(diff[:j].min()) > 1e-6  # every earlier state moves
 
 
-def test_picard_leading_states_exact_then_residual_zero() -> None:
-    f, ref, _, _ = setup_chain("inpaint-box", 0.15)
+def test_picard_leading_states_exact_then_residual_zero(toy) -> None:
+    f, ref, _, _ = setup_chain(toy, "inpaint-box", 0.15)
     init = f.x_T.expand(T, *f.x_T.shape).clone()  # Algorithm 1, line 1
 
     def err(s):
@@ -77,16 +73,16 @@ def test_picard_leading_states_exact_then_residual_zero() -> None:
     assert torch.equal(torch.tensor(trace.evaluations).diff(), torch.full((T,), T))  # T evaluations per F
 
 
-def test_measurement_consistency_whatever_the_states() -> None:
+def test_measurement_consistency_whatever_the_states(toy) -> None:
     """x_0 = A^+ y + (I - A^+ A) x_{0|1}: A F(x)_0 = y for any input states (surjective A)."""
     for task in ("inpaint-box", "sr4", "colorize"):
-        f, ref, op, y = setup_chain(task, 0.15)
+        f, ref, op, y = setup_chain(toy, task, 0.15)
         junk = torch.randn(ref.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
         torch.testing.assert_close(op.A(f(junk)[0]), y, rtol=0, atol=1e-12)
 
 
-def test_chunks_give_the_same_map_and_gradients_flow_to_x_T() -> None:
-    f, ref, _, _ = setup_chain("colorize", 0.0, steps=8)
+def test_chunks_give_the_same_map_and_gradients_flow_to_x_T(toy) -> None:
+    f, ref, _, _ = setup_chain(toy, "colorize", 0.0, steps=8)
     chunked = ChunkedModel(f.model, max_batch=3)  # bounds the images per network call
     calls = []
 
@@ -104,8 +100,8 @@ def test_chunks_give_the_same_map_and_gradients_flow_to_x_T() -> None:
     assert grad.shape == x_T.shape and float(grad.abs().max()) > 0
 
 
-def test_bad_shapes() -> None:
-    f, ref, _, _ = setup_chain("sr4", 0.0, steps=4)
+def test_bad_shapes(toy) -> None:
+    f, ref, _, _ = setup_chain(toy, "sr4", 0.0, steps=4)
     with pytest.raises(ValueError, match="states must have shape"):
         f(ref[:3])
     with pytest.raises(ValueError, match="noises must have shape"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deqir_edu.diffusion import GaussianMixturePrior, draw_noises
+from deqir_edu.diffusion import draw_noises
 from deqir_edu.inversion import (
     deq_invert,
     exact_chain_gradient,
@@ -13,19 +13,13 @@ from deqir_edu.inversion import (
     phantom_gradient,
     reference_loss,
 )
-from deqir_edu.operators import make_operator
 from deqir_edu.sampling import ddnm_sample
 
-SHAPE = (3, 8, 8)
 
-
-def problem(task: str, n: int = 4, steps: int = 10):
-    g = torch.Generator().manual_seed(0)
-    prior = GaussianMixturePrior(torch.rand(4, *SHAPE, generator=g, dtype=torch.float64) * 1.6 - 0.8, 0.1)
-    x = prior.sample(n, g)
-    op = make_operator(task, SHAPE)
-    x_T, noises = draw_noises(x.shape, steps, torch.Generator().manual_seed(3))
-    return prior, op, x, op.A(x), x_T, noises
+def problem(toy, task: str, n: int = 4, steps: int = 10):
+    """The shared toy problem (conftest) with ``n`` images and the noises of seed 3."""
+    prior, x, op, y, x_T, noises = toy(task, batch=n, steps=steps, noise_seed=3)
+    return prior, op, x, y, x_T, noises
 
 
 def cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -33,9 +27,9 @@ def cos(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("task", ["inpaint-box", "sr4", "colorize"])
-def test_measurement_loss_is_identically_zero(task: str) -> None:
+def test_measurement_loss_is_identically_zero(toy, task: str) -> None:
     """A x_0 = y by construction (last DDNM step), so ||A(x_0) - y||^2 carries no gradient."""
-    prior, op, _, y, x_T, noises = problem(task)
+    prior, op, _, y, x_T, noises = problem(toy, task)
     ex = exact_chain_gradient(prior, op, y, x_T, noises, 10, 0.15, loss=measurement_loss)
     ph = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, loss=measurement_loss)
     assert float(ex.loss.max()) < 1e-25 and float(ph.loss.max()) < 1e-25
@@ -45,13 +39,13 @@ def test_measurement_loss_is_identically_zero(task: str) -> None:
 
 
 @pytest.mark.parametrize("task", ["inpaint-box", "colorize"])
-def test_phantom_gradient_matches_exact_chain_gradient(task: str) -> None:
+def test_phantom_gradient_matches_exact_chain_gradient(toy, task: str) -> None:
     """T = 10, exact prior.  Loss of x_0 (Sec. 4.2's supervised loss): cosine >= 0.9.
 
     Default chain loss: the null-space parts agree (cosine >= 0.9), the one-step phantom gradient
     drops the range-space part (inversion.py docstring); T undamped phantom steps are exact.
     """
-    prior, op, x, y, x_T, noises = problem(task)
+    prior, op, x, y, x_T, noises = problem(toy, task)
     sup = reference_loss(x)
     ex = exact_chain_gradient(prior, op, y, x_T, noises, 10, 0.15, loss=sup)
     ph = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, loss=sup)  # k = 1, tau = 0.1
@@ -70,10 +64,10 @@ def test_phantom_gradient_matches_exact_chain_gradient(task: str) -> None:
     torch.testing.assert_close(full.grad, ex.grad, rtol=1e-8, atol=1e-10)  # J_F is nilpotent
 
 
-def test_inversion_lowers_loss_and_raises_psnr_on_inpainting() -> None:
+def test_inversion_lowers_loss_and_raises_psnr_on_inpainting(toy) -> None:
     """Random-pixel inpainting, 8 images.  With this noise, DDNM commits image 0 to the wrong
     mixture component (PSNR ~11 dB); no-ground-truth inversion repairs it."""
-    prior, op, x, y, _, _ = problem("inpaint-random", n=8)
+    prior, op, x, y, _, _ = problem(toy, "inpaint-random", n=8)
 
     def psnr(z):
         return 10 * torch.log10(4.0 / (z - x).flatten(1).pow(2).mean(1))  # range [-1, 1]
@@ -94,8 +88,8 @@ def test_inversion_lowers_loss_and_raises_psnr_on_inpainting() -> None:
     torch.testing.assert_close(again.loss, res.loss_history[-1], rtol=1e-10, atol=0)
 
 
-def test_anderson_warm_started_inversion_runs() -> None:
-    prior, op, x, y, x_T, noises = problem("colorize", n=2)
+def test_anderson_warm_started_inversion_runs(toy) -> None:
+    prior, op, x, y, x_T, noises = problem(toy, "colorize", n=2)
     seen = []
     res = deq_invert(
         prior,
@@ -116,8 +110,8 @@ def test_anderson_warm_started_inversion_runs() -> None:
     assert float((res.x_T - x_T).abs().max()) > 1e-3
 
 
-def test_bad_arguments() -> None:
-    prior, op, _, y, x_T, noises = problem("sr4", n=2)
+def test_bad_arguments(toy) -> None:
+    prior, op, _, y, x_T, noises = problem(toy, "sr4", n=2)
     with pytest.raises(ValueError, match="tau"):
         phantom_gradient(prior, op, y, x_T, noises, 10, tau=0.0)
     with pytest.raises(ValueError, match="phantom_steps"):

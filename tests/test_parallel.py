@@ -12,22 +12,19 @@ import torch
 
 from deqir_edu.apps.cli import build_parser
 from deqir_edu.apps.launch import parse_devices, run_sharded
-from deqir_edu.diffusion import GaussianMixturePrior, chain_config, draw_noises
+from deqir_edu.diffusion import chain_config, draw_noises
 from deqir_edu.models import ShardedModel
 from deqir_edu.operators import make_operator
 from deqir_edu.sampling import FixedPointMap, ddnm_sample, deqir_sample, prepare_chain
 from deqir_edu.solvers import SOLVERS, window_solve
 
-SHAPE = (3, 8, 8)
 T = 20
 
 
-def problem(task: str = "sr4", batch: int = 2):
-    g = torch.Generator().manual_seed(0)
-    means = (torch.rand(4, *SHAPE, generator=g, dtype=torch.float64) * 2 - 1) * 0.8
-    prior = GaussianMixturePrior(means, 0.1)
-    op = make_operator(task, SHAPE)
-    return prior, op, op.A(prior.sample(batch, g))
+def problem(toy, task: str = "sr4", batch: int = 2):
+    """The shared toy problem (conftest): prior, operator and measurements of ``batch`` images."""
+    prior, _, op, y, _, _ = toy(task, batch=batch)
+    return prior, op, y
 
 
 def run(prior, op, y, eta, solver, **kw):
@@ -39,8 +36,8 @@ def reference(prior, op, y, eta):
 
 
 @pytest.mark.parametrize("task, eta", [("sr4", 0.15), ("inpaint-box", 0.85)])
-def test_every_solver_reaches_the_sequential_chain(task: str, eta: float) -> None:
-    prior, op, y = problem(task)
+def test_every_solver_reaches_the_sequential_chain(toy, task: str, eta: float) -> None:
+    prior, op, y = problem(toy, task)
     ref = reference(prior, op, y, eta)
     for name in (n for n in SOLVERS if n not in ("picard", "anderson")):  # the solvers with freezing
         res = run(prior, op, y, eta, name, max_iter=T, tol=1e-4, reference=ref)
@@ -54,9 +51,9 @@ def test_every_solver_reaches_the_sequential_chain(task: str, eta: float) -> Non
         assert tr.state_residual[0].shape == (T,) and len(tr.window) == n
 
 
-def test_freezing_is_exact_with_half_the_network_evaluations() -> None:
+def test_freezing_is_exact_with_half_the_network_evaluations(toy) -> None:
     """tol = 0 freezes only states whose inputs are final: exact after T passes, T(T+1)/2 evaluations."""
-    prior, op, y = problem()
+    prior, op, y = problem(toy)
     ref = reference(prior, op, y, 0.15)
     plain = run(prior, op, y, 0.15, "picard", max_iter=T, tol=0.0)
     frozen = run(prior, op, y, 0.15, "picard-freeze", max_iter=T, tol=0.0)
@@ -66,8 +63,8 @@ def test_freezing_is_exact_with_half_the_network_evaluations() -> None:
     assert frozen.trace.boundary == list(range(T - 1, -1, -1))  # one more final state per pass
 
 
-def test_faster_solvers_need_fewer_passes_or_evaluations() -> None:
-    prior, op, y = problem()
+def test_faster_solvers_need_fewer_passes_or_evaluations(toy) -> None:
+    prior, op, y = problem(toy)
     ref = reference(prior, op, y, 0.15)
     kw = dict(tol=1e-4, reference=ref)
     picard = run(prior, op, y, 0.15, "picard", max_iter=T + 5, **kw).trace  # 17 passes, 340 evaluations
@@ -85,9 +82,9 @@ def test_faster_solvers_need_fewer_passes_or_evaluations() -> None:
     )
 
 
-def test_secant_gains_need_fewer_passes_and_keep_finite_termination() -> None:
+def test_secant_gains_need_fewer_passes_and_keep_finite_termination(toy) -> None:
     """``secant=True`` re-fits each state's gains from its last two evaluations (freezing._secant_gains)."""
-    prior, op, y = problem()
+    prior, op, y = problem(toy)
     for eta, fewer in ((0.15, 4), (0.85, 7)):  # measured: 6 -> 4 passes at eta 0.15, 12 -> 7 at 0.85
         ref = reference(prior, op, y, eta)
         plain = run(prior, op, y, eta, "gauss-freeze", max_iter=T, tol=1e-4, reference=ref).trace
@@ -122,9 +119,9 @@ def test_auto_cautious_rate_keeps_the_book_prior_within_005_db_at_t100() -> None
     assert res.converged and res.passes < 0.6 * steps and gap < 0.05, (res.passes, gap)
 
 
-def test_ddim_start_keeps_the_first_iterate_in_range() -> None:
+def test_ddim_start_keeps_the_first_iterate_in_range(toy) -> None:
     """Algorithm 1's start x_k = x_T lacks the injected noise (eta > 0): Eq. (9) amplifies the mismatch."""
-    prior, op, y = problem()
+    prior, op, y = problem(toy)
     coeffs = chain_config(T, 0.85)
     x_T, noises, _ = prepare_chain(prior, op, y, coeffs, torch.Generator().manual_seed(1), None)
     first = {}
@@ -142,8 +139,8 @@ def test_ddim_start_keeps_the_first_iterate_in_range() -> None:
     assert first["ddim"][0] < 20 and 10 * first["ddim"][0] < first["given"][0], first  # measured 8.5, 334
 
 
-def test_bad_options_raise() -> None:
-    prior, op, y = problem()
+def test_bad_options_raise(toy) -> None:
+    prior, op, y = problem(toy)
     with pytest.raises(ValueError, match="unknown solver"):
         run(prior, op, y, 0.15, "no-such-solver")
     with pytest.raises(ValueError, match="window"):
@@ -159,27 +156,29 @@ def test_bad_options_raise() -> None:
     assert args.devices == "cpu,cpu"
 
 
-def test_world_size_one_is_the_plain_model() -> None:
-    prior, op, y = problem()
+def test_world_size_one_is_the_plain_model(toy) -> None:
+    prior, op, y = problem(toy)
     plain = run(prior, op, y, 0.15, "anderson")
     sharded = run(ShardedModel(prior), op, y, 0.15, "anderson")
     assert torch.equal(plain.x0, sharded.x0)
 
 
-def _fake_work(wrap) -> dict:
+def _fake_work(toy, wrap) -> dict:
     """A callable on tensors as the CLI's restore passes to run_sharded: sample with the sharded model."""
     torch.set_num_threads(1)
-    prior, op, y = problem(batch=3)
+    prior, op, y = problem(toy, batch=3)
     model = wrap(prior)
     out = {name: run(model, op, y, 0.15, name, max_iter=T, tol=1e-4).x0 for name in ("anderson", "gauss-window")}
     out["evaluations"] = torch.tensor(model.evaluations)
     return out
 
 
-def test_two_gloo_ranks_equal_one_process() -> None:
+def test_two_gloo_ranks_equal_one_process(toy) -> None:
     """``run_sharded`` on cpu,cpu: 2 spawned processes, each evaluates half of every network pass."""
-    multi = run_sharded(parse_devices("cpu,cpu"), _fake_work)
-    prior, op, y = problem(batch=3)
+    from functools import partial
+
+    multi = run_sharded(parse_devices("cpu,cpu"), partial(_fake_work, toy))  # toy: a module-level function
+    prior, op, y = problem(toy, batch=3)
     counter = ShardedModel(prior)  # world size 1: counts every image of every pass
     passes = 0
     for name in ("anderson", "gauss-window"):
@@ -243,12 +242,10 @@ def test_cli_restore_on_two_devices_matches_one(tmp_path) -> None:
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["clean.png", "out0.png", "out2.png"]  # rank 1 wrote none
 
 
-def _eval_rank(rank: int, world: int, device: torch.device) -> list:
+def _eval_rank(rank: int, world: int, device: torch.device, toy) -> list:
     from deqir_edu.experiments import evaluate
 
-    g = torch.Generator().manual_seed(0)
-    prior = GaussianMixturePrior((torch.rand(4, 1, 16, 16, generator=g, dtype=torch.float64) * 2 - 1) * 0.8, 0.1)
-    images = prior.sample(5, g)  # SSIM needs 11 x 11 pixels at least
+    prior, images, *_ = toy(batch=5, shape=(1, 16, 16))  # SSIM needs 11 x 11 pixels at least
     return evaluate(
         prior,
         images,
@@ -261,14 +258,14 @@ def _eval_rank(rank: int, world: int, device: torch.device) -> list:
     )
 
 
-def test_evaluate_spreads_images_over_ranks_with_the_rows_of_one_process() -> None:
+def test_evaluate_spreads_images_over_ranks_with_the_rows_of_one_process(toy) -> None:
     """``evaluate`` inside a 2-rank gloo group: batches 0, 2 on rank 0, batch 1 on rank 1, then gathered."""
     from deqir_edu.apps.launch import spawn
 
-    multi = spawn(_eval_rank, ["cpu", "cpu"])
-    single = _eval_rank(0, 1, torch.device("cpu"))
+    multi = spawn(_eval_rank, ["cpu", "cpu"], toy)
+    single = _eval_rank(0, 1, torch.device("cpu"), toy)
     assert len(multi) == len(single) == 6
-    for a, b in zip(multi, single):
+    for a, b in zip(multi, single, strict=True):
         for key in ("task", "method", "n", "passes", "evaluations", "converged", "psnr_per_image", "psnr", "ssim"):
             assert a[key] == b[key], (a["method"], key, a[key], b[key])
 

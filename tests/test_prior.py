@@ -10,17 +10,10 @@ from deqir_edu.diffusion import GaussianMixturePrior
 SHAPE = (3, 8, 8)
 
 
-def make_prior(k: int = 4, std: float = 0.1, seed: int = 0) -> GaussianMixturePrior:
-    g = torch.Generator().manual_seed(seed)
-    means = torch.rand(k, *SHAPE, generator=g, dtype=torch.float64) * 1.6 - 0.8
-    weights = torch.rand(k, generator=g, dtype=torch.float64) + 0.5
-    return GaussianMixturePrior(means, std, weights=weights)
-
-
 @pytest.mark.parametrize("t", [0, 50, 300, 700, 999])
-def test_eps_is_scaled_score(t: int) -> None:
+def test_eps_is_scaled_score(toy, t: int) -> None:
     """eps(x_t) = -sqrt(1 - abar_t) grad_x log p_t(x_t), with log p_t by autograd."""
-    prior = make_prior()
+    prior = toy(weights=True).prior  # the shared toy problem (conftest), unequal weights
     g = torch.Generator().manual_seed(1)
     a = prior.alphas_cumprod[t]
     x0 = prior.sample(5, g)
@@ -35,9 +28,9 @@ def test_eps_is_scaled_score(t: int) -> None:
     torch.testing.assert_close(x0_pred, prior.posterior_mean(x_t.detach(), tt), rtol=1e-9, atol=1e-9)
 
 
-def test_eps_monte_carlo_orthogonality() -> None:
+def test_eps_monte_carlo_orthogonality(toy) -> None:
     """MMSE property: the error eps - E[eps|x_t] is uncorrelated with any function of x_t."""
-    prior = make_prior(k=3, std=0.3)
+    prior = toy(components=3, std=0.3, weights=True).prior
     g = torch.Generator().manual_seed(2)
     n, t = 8000, 400
     a = prior.alphas_cumprod[t]
@@ -54,8 +47,8 @@ def test_eps_monte_carlo_orthogonality() -> None:
     assert float(err.pow(2).mean()) < float((eps - lin).pow(2).mean())
 
 
-def test_float32_and_flat_means() -> None:
-    prior = make_prior()
+def test_float32_and_flat_means(toy) -> None:
+    prior = toy(weights=True).prior  # the shared toy problem (conftest), unequal weights
     flat = GaussianMixturePrior(prior.means.flatten(1), prior.std, weights=prior.weights, image_shape=SHAPE)
     x = torch.randn(4, *SHAPE, dtype=torch.float64)
     t = torch.tensor([0, 10, 500, 999])
@@ -67,8 +60,8 @@ def test_float32_and_flat_means() -> None:
     assert prior.image_shape == SHAPE and prior.alphas_cumprod.shape == (1000,)
 
 
-def test_sample_and_fit() -> None:
-    prior = make_prior(k=3, std=0.05)
+def test_sample_and_fit(toy) -> None:
+    prior = toy(components=3, std=0.05, weights=True).prior
     g = torch.Generator().manual_seed(3)
     x = prior.sample(600, g)
     assert x.shape == (600, *SHAPE) and x.dtype == torch.float64
@@ -92,9 +85,9 @@ def test_sample_and_fit() -> None:
         (torch.randn(2, 3, 8, 8), torch.tensor([1]), r"shape \(B,\)"),
     ],
 )
-def test_bad_inputs(x: torch.Tensor, t: torch.Tensor, match: str) -> None:
+def test_bad_inputs(toy, x: torch.Tensor, t: torch.Tensor, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        make_prior()(x.double(), t)
+        toy(weights=True).prior(x.double(), t)
 
 
 def test_bad_constructor_arguments() -> None:

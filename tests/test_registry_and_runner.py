@@ -8,9 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-import deqir_edu as dq
 from deqir_edu.apps.cli import main
-from deqir_edu.diffusion import GaussianMixturePrior, chain_config, official_chain
+from deqir_edu.diffusion import chain_config, official_chain
 from deqir_edu.experiments import Method, evaluate, parse_method, restore, run_method
 from deqir_edu.inversion import phantom_gradient
 from deqir_edu.models import ChunkedModel, ClippedModel
@@ -22,14 +21,10 @@ T = 8
 
 
 @pytest.fixture(scope="module")
-def problem():
-    g = torch.Generator().manual_seed(0)
-    means = (torch.rand(5, *SHAPE, generator=g, dtype=torch.float64) * 2 - 1) * 0.8
-    prior = GaussianMixturePrior(means, 0.15)
-    x = prior.sample(3, g)
-    op = dq.make_operator("sr2", SHAPE)
-    noises = dq.draw_noises(tuple(x.shape), T, torch.Generator().manual_seed(1))
-    return prior, op, x, op.A(x), noises
+def problem(toy):
+    """The shared toy problem (conftest) on grey 16 x 16 images: prior, A, x, y and the noises (x_T, eps)."""
+    prior, x, op, y, x_T, noises = toy("sr2", batch=3, steps=T, shape=SHAPE, components=5, std=0.15)
+    return prior, op, x, y, (x_T, noises)
 
 
 def test_registry_lists_the_paper_solvers_and_the_new_ones():

@@ -13,10 +13,9 @@ from deqir_edu.operators import observation_shape, sr_scale
 
 
 @pytest.fixture(scope="module")
-def prior() -> dq.GaussianMixturePrior:
-    g = torch.Generator().manual_seed(0)
-    means = torch.rand(6, 1, 16, 16, generator=g, dtype=torch.float64) * 2 - 1
-    return dq.GaussianMixturePrior(means, std=0.1)
+def prior(toy) -> dq.GaussianMixturePrior:
+    """The shared toy problem's prior (conftest): 6 components in [-1, 1] over grey 16 x 16 images."""
+    return toy(shape=(1, 16, 16), components=6, scale=1.0).prior
 
 
 def test_image_roundtrip(tmp_path):

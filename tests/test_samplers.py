@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deqir_edu.diffusion import GaussianMixturePrior, draw_noises
+from deqir_edu.diffusion import draw_noises
 from deqir_edu.models import ChunkedModel, ClippedModel
 from deqir_edu.operators import TASKS, make_operator
 from deqir_edu.sampling import ddim_sample, ddnm_sample, deqir_sample
@@ -14,14 +14,11 @@ SHAPE = (3, 8, 8)
 T = 20
 
 
-def make_prior(std: float = 0.1, scale: float = 0.8) -> GaussianMixturePrior:
-    g = torch.Generator().manual_seed(0)
-    means = (torch.rand(4, *SHAPE, generator=g, dtype=torch.float64) * 2 - 1) * scale
-    return GaussianMixturePrior(means, std)
-
-
-PRIOR = make_prior()
-X = PRIOR.sample(2, torch.Generator().manual_seed(1))
+@pytest.fixture(scope="module")
+def problem(toy):
+    """The shared toy problem (conftest): its prior and two images drawn with seed 1 (``PRIOR, X`` below)."""
+    prior, x, *_ = toy(sample_seed=1)
+    return prior, x
 
 
 def gen(seed: int = 5) -> torch.Generator:
@@ -30,7 +27,8 @@ def gen(seed: int = 5) -> torch.Generator:
 
 @pytest.mark.parametrize("eta", [0.0, 0.15])
 @pytest.mark.parametrize("task", TASKS)
-def test_proposition1_picard_T_iterations_equals_ddnm(task: str, eta: float) -> None:
+def test_proposition1_picard_T_iterations_equals_ddnm(problem, task: str, eta: float) -> None:
+    PRIOR, X = problem
     op = make_operator(task, SHAPE)
     y = op.A(X)
     seq = ddnm_sample(PRIOR, op, y, T, eta, gen())
@@ -41,7 +39,8 @@ def test_proposition1_picard_T_iterations_equals_ddnm(task: str, eta: float) -> 
     assert par.states.shape == (T + 1, *X.shape)
 
 
-def test_draw_noises_order_and_determinism() -> None:
+def test_draw_noises_order_and_determinism(problem) -> None:
+    PRIOR, X = problem
     x_T, eps = draw_noises((2, *SHAPE), 4, gen(3))
     ref = torch.randn((5, 2, *SHAPE), generator=gen(3), dtype=torch.float64)
     assert torch.equal(x_T, ref[0]) and torch.equal(eps, ref[1:])
@@ -72,7 +71,8 @@ class ZeroOperator:
         return torch.zeros(y.shape[0], *SHAPE, dtype=y.dtype)
 
 
-def test_ddim_is_ddnm_without_measurement_and_parallel_agrees() -> None:
+def test_ddim_is_ddnm_without_measurement_and_parallel_agrees(problem) -> None:
+    PRIOR, _ = problem
     op = ZeroOperator()
     y = torch.zeros(3, 3, 1, 1, dtype=torch.float64)
     x = ddim_sample(PRIOR, 3, 10, 0.3, gen(7))
@@ -85,8 +85,8 @@ def test_ddim_is_ddnm_without_measurement_and_parallel_agrees() -> None:
     assert float(d.max()) < 3.0
 
 
-def test_clipped_model_keeps_proposition1() -> None:
-    prior = make_prior(std=0.3, scale=0.95)  # clean estimates leave [-1, 1]: clipping is active
+def test_clipped_model_keeps_proposition1(toy) -> None:
+    prior = toy(std=0.3, scale=0.95).prior  # clean estimates leave [-1, 1]: clipping is active
     clipped = ClippedModel(prior)
     assert clipped.image_shape == SHAPE and torch.equal(clipped.alphas_cumprod, prior.alphas_cumprod)
     op = make_operator("sr4", SHAPE)
@@ -100,7 +100,8 @@ def test_clipped_model_keeps_proposition1() -> None:
     assert float((par.x0 - seq).abs().max()) <= 1e-8
 
 
-def test_chunked_network_calls_and_float32() -> None:
+def test_chunked_network_calls_and_float32(problem) -> None:
+    PRIOR, X = problem
     op = make_operator("colorize", SHAPE)
     y = op.A(X)
     a = deqir_sample(PRIOR, op, y, T, 0.15, gen(), solver="picard", max_iter=T, tol=0.0)
@@ -114,7 +115,8 @@ def test_chunked_network_calls_and_float32() -> None:
     assert float((seq32.double() - a.x0).abs().max()) < 1e-3
 
 
-def test_parallel_callback_sees_every_iterate() -> None:
+def test_parallel_callback_sees_every_iterate(problem) -> None:
+    PRIOR, X = problem
     op = make_operator("inpaint-box", SHAPE)
     seen = []
     res = deqir_sample(
@@ -140,7 +142,8 @@ def test_parallel_callback_sees_every_iterate() -> None:
         (dict(solver="anderson", stop="maybe"), "stopping rule"),
     ],
 )
-def test_bad_inputs(kwargs: dict, match: str) -> None:
+def test_bad_inputs(problem, kwargs: dict, match: str) -> None:
+    PRIOR, X = problem
     op = make_operator("sr4", SHAPE)
     args = dict(y=op.A(X), steps=T, eta=0.15)
     args.update(kwargs)
@@ -152,6 +155,7 @@ def test_bad_inputs(kwargs: dict, match: str) -> None:
             ddnm_sample(PRIOR, op, y, **args)
 
 
-def test_ddim_shape_mismatch() -> None:
+def test_ddim_shape_mismatch(problem) -> None:
+    PRIOR, _ = problem
     with pytest.raises(ValueError, match="image_shape"):
         ddim_sample(PRIOR, (2, 1, 8, 8), 5)

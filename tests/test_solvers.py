@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deqir_edu.diffusion import GaussianMixturePrior
-from deqir_edu.operators import make_operator
 from deqir_edu.sampling import ddnm_sample, deqir_sample
 from deqir_edu.solvers import anderson, picard
 
-SHAPE = (3, 8, 8)
 T = 20
 
 
@@ -42,12 +39,9 @@ def test_anderson_accelerates_a_linear_map() -> None:
     assert tr_abs.passes > 2 * tr_a.passes
 
 
-def chain(scale: float = 0.8, std: float = 0.1, task: str = "sr4", eta: float = 0.0):
-    g = torch.Generator().manual_seed(0)
-    means = (torch.rand(4, *SHAPE, generator=g, dtype=torch.float64) * 2 - 1) * scale
-    prior = GaussianMixturePrior(means, std)
-    op = make_operator(task, SHAPE)
-    y = op.A(prior.sample(2, g))
+def chain(toy, scale: float = 0.8, std: float = 0.1, task: str = "sr4", eta: float = 0.0):
+    """The shared toy problem (conftest) with means of size ``scale``: a sampler run and its sequential chain."""
+    prior, _, op, y, _, _ = toy(task, scale=scale, std=std)
     ref = ddnm_sample(prior, op, y, T, eta, torch.Generator().manual_seed(1))
 
     def run(**kw):
@@ -57,8 +51,8 @@ def chain(scale: float = 0.8, std: float = 0.1, task: str = "sr4", eta: float = 
 
 
 @pytest.mark.parametrize("task, eta", [("sr4", 0.0), ("inpaint-box", 0.15)])
-def test_anderson_reaches_tolerance_and_traces(task: str, eta: float) -> None:
-    run, ref = chain(task=task, eta=eta)
+def test_anderson_reaches_tolerance_and_traces(toy, task: str, eta: float) -> None:
+    run, ref = chain(toy, task=task, eta=eta)
     res = run(solver="anderson", max_iter=30, tol=1e-3)
     tr = res.trace
     assert tr.converged and tr.passes < 30 and tr.criterion() < 1e-3
@@ -69,13 +63,13 @@ def test_anderson_reaches_tolerance_and_traces(task: str, eta: float) -> None:
     assert tr.x0_error[-1] < 1e-2 < tr.x0_error[0]
 
 
-def test_global_rule_stops_early_with_x0_far_off() -> None:
+def test_global_rule_stops_early_with_x0_far_off(toy) -> None:
     """Data of small norm: the noisy states near x_T dominate ||F(x) - x|| / ||F(x)||.
 
     With the official global rule Anderson declares convergence while x_0 is still far off
     (relative L2: measured 0.19); stopping on x_0's own residual, at the same tolerance, gets within 1%.
     """
-    run, ref = chain(scale=0.05, std=0.05 / 8, task="inpaint-box")
+    run, ref = chain(toy, scale=0.05, std=0.05 / 8, task="inpaint-box")
 
     def rel(r):
         return float((r.x0 - ref).norm() / ref.norm())
@@ -94,11 +88,11 @@ def test_global_rule_stops_early_with_x0_far_off() -> None:
     assert strict.trace.passes >= run(solver="picard", max_iter=40, tol=1e-2, stop="x0").trace.passes
 
 
-def test_anderson_per_state_mixing() -> None:
+def test_anderson_per_state_mixing(toy) -> None:
     """``mix="state"``: one alpha per state and image, as the official code (its batch is the T states of
     one image).  It runs and converges to the chain, in more passes than the default per-image mixing;
     ``mix="image"`` is the default and leaves Algorithm 1 as it was, bit for bit."""
-    run, _ = chain()  # sr4, eta = 0, T = 20
+    run, _ = chain(toy)  # sr4, eta = 0, T = 20
     default = run(solver="anderson", max_iter=15, tol=0.0)
     image = run(solver="anderson", max_iter=15, tol=0.0, mix="image")
     assert torch.equal(default.x0, image.x0) and default.trace.residual == image.trace.residual
