@@ -9,10 +9,23 @@ lists the commands.  Notation: none (no paper symbols; the options name them: T 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
+import warnings
 from collections.abc import Sequence
 
+import torch
+
+from ..core.download import DownloadError, cache_dir
+from ..core.files import check_writable
+from ..core.version import package_version
+from ..metrics.lpips import download_backbone
+from ..models import fetch, list_models, sampling_defaults
+from ..sampling import default_passes
+from ..solvers.trace import ConvergenceWarning
+from ..training import describe, export_checkpoint, load_config, train
 from .cliargs import POSITIVE, Parser, add_chain_options, add_debug, int_in
+from .demo import default_model, format_table, run_demo, save_figure
 from .eval_cmd import add_eval
 from .restore_cmd import add_restore
 
@@ -68,13 +81,6 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    import torch
-
-    from ..core.files import check_writable
-    from ..models import sampling_defaults
-    from ..sampling import default_passes
-    from .demo import default_model, format_table, run_demo, save_figure
-
     check_writable(args.out, "figure")  # before any work
     torch.manual_seed(args.seed)
     model, images, desc = default_model(args.model)
@@ -99,9 +105,6 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_models(args: argparse.Namespace) -> int:
-    from ..core.download import cache_dir
-    from ..models import list_models
-
     rows = list_models()
     header = ("name", "arch", "status", "size", "description")
     table = [header] + [
@@ -116,7 +119,7 @@ def _run_models(args: argparse.Namespace) -> int:
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
     print(f"\ncache: {cache_dir()} (set DEQIR_EDU_CACHE to change); fetch one with `deqir-edu download NAME`")
     return 0
 
@@ -136,12 +139,8 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 
 def _run_download(args: argparse.Namespace) -> int:
     if args.name == "lpips-alex":
-        from ..metrics.lpips import download_backbone
-
         path = download_backbone()
     else:
-        from ..models import fetch
-
         path = fetch(args.name, progress=not args.no_progress, force=args.force)
     print(f"{args.name}: {path}")
     return 0
@@ -172,18 +171,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from ..training import describe, load_config, train
-
     out = args.out or f"runs/{load_config(args.config)['name']}"
     if args.export:
-        from ..training import export_checkpoint
-
         print(f"wrote {export_checkpoint(f'{out}/checkpoint.pt', args.export)}")
         return 0
     deadline = None
     if args.until:
-        import datetime as dt
-
         try:
             hh, mm = (int(v) for v in args.until.split(":"))
             deadline = dt.datetime.now().replace(hour=hh, minute=mm, second=0, microsecond=0).timestamp()
@@ -203,8 +196,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _version() -> str:
-    from ..core.version import package_version
-
     return package_version()
 
 
@@ -222,10 +213,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     prog = f"deqir-edu {args.command}"
-    import warnings
-
-    from ..solvers.trace import ConvergenceWarning
-
     try:
         with warnings.catch_warnings():  # the commands say it in their own words (restore: once, per tile count)
             warnings.simplefilter("ignore", ConvergenceWarning)
@@ -238,8 +225,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # one line, never a traceback (unless --debug)
         if getattr(args, "debug", False):
             raise
-        from ..core.download import DownloadError
-
         text = " ".join(str(err).split()) or type(err).__name__
         if isinstance(err, (*_USER_ERRORS, DownloadError)):
             print(f"{prog}: error: {text}", file=sys.stderr)

@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from ..models.budget import parse_size
+from ..operators import TASKS
+from ..solvers import solver_names
+
 __all__ = [
     "Parser",
     "int_in",
@@ -55,16 +59,12 @@ def eta(text: str) -> float:
 
 
 def task(text: str) -> str:
-    from ..operators import TASKS
-
     if text not in TASKS:
         raise argparse.ArgumentTypeError(f"unknown task {text!r}; choose one of {', '.join(TASKS)}")
     return text
 
 
 def memory(text: str) -> int:
-    from ..models.budget import parse_size
-
     try:
         return parse_size(text)
     except ValueError as err:
@@ -77,8 +77,6 @@ STEPS = int_in(1, 1000, what="a number of steps T")
 
 
 def add_solver(p: argparse.ArgumentParser) -> None:
-    from ..solvers import solver_names
-
     p.add_argument(
         "--solver",
         default="auto",

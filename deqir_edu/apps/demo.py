@@ -116,10 +116,10 @@ def format_table(rows: list[DemoRow], steps: int, iters: int | None, solver: str
 
 def save_figure(shown: dict[str, dict[str, torch.Tensor]], path: str | Path, n: int = 4) -> Path:
     """Grid: per task, rows of ground truth, A^+ y, DDNM, DeqIR for ``n`` images."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (matplotlib: heavy, loaded only to draw; the CLI imports this module at start-up)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (matplotlib, as above; after use("Agg"))
 
     cols = ("gt", "y", "ddnm", "deqir")
     titles = {"gt": "ground truth", "y": "A^+ y", "ddnm": "DDNM", "deqir": "DeqIR"}

@@ -9,9 +9,21 @@ of all ranks.  Notation: none (T = --steps; a method ``deqir-SOLVER-kK`` runs K 
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
+
+from ..core.checks import check_device
+from ..experiments import DEFAULT_METHODS, NA_WEIGHTS, evaluate, load_for_eval, parse_method, write_results
+from ..experiments.evaluation import lpips_status
+from ..models import sampling_defaults
+from ..operators import TASKS
 from .cliargs import POSITIVE, SEED, STEPS, add_debug, eta
+from .launch import init_process
 
 __all__ = ["add_eval"]
 
@@ -53,13 +65,12 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_eval)
 
 
+def _split(text: str | None) -> list[str] | None:
+    """``"a, b,"`` -> ``["a", "b"]``; None or empty -> None."""
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
 def _run_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..experiments import DEFAULT_METHODS, evaluate, load_for_eval, parse_method, write_results
-    from ..operators import TASKS
-
-    split = lambda s: [v.strip() for v in s.split(",") if v.strip()] if s else None  # noqa: E731
     out = Path(args.out or f"results/eval-{Path(args.model).stem}")
     if (out / "results.json").exists() and not args.overwrite:
         raise ValueError(
@@ -67,27 +78,23 @@ def _run_eval(args: argparse.Namespace) -> int:
         )
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
-    for task in split(args.tasks) or []:
+    for task in _split(args.tasks) or []:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r} in --tasks; choose from {', '.join(TASKS)}")
-    for m in split(args.methods) or []:
+    for m in _split(args.methods) or []:
         parse_method(m, args.steps)
-    from ..core.checks import check_device
-
     check_device(args.device, "--device")  # e.g. cuda on a CPU build: one line, before any work
     rank = _join_torchrun(args)  # under torchrun the images are spread over the ranks (evaluate)
     model, images, source = load_for_eval(args.model, args.n, args.images, args.device, args.bf16)
     print(f"model {args.model}: {images.shape[0]} images of shape {tuple(images.shape[1:])} ({source})")
     if args.eta is None:  # the model's default, recorded in the results as the eta used
-        from ..models import sampling_defaults
-
         args.eta = sampling_defaults(model)[0]
         print(f"eta = {args.eta:g} (the model's default; --eta to change)")
     rows = evaluate(
         model,
         images,
-        tasks=split(args.tasks),
-        methods=split(args.methods) or DEFAULT_METHODS,
+        tasks=_split(args.tasks),
+        methods=_split(args.methods) or DEFAULT_METHODS,
         steps=args.steps,
         eta=args.eta,
         seed=args.seed,
@@ -96,8 +103,6 @@ def _run_eval(args: argparse.Namespace) -> int:
         clip=args.clip,
     )
     if rank is not None:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
         if rank > 0:  # rank 0 writes the results of all ranks
             return 0
@@ -109,14 +114,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 def _join_torchrun(args: Any) -> int | None:
     """Under ``torchrun`` (RANK, WORLD_SIZE set): join the group on this rank's device; return the rank."""
-    import os
-
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return None
-    import torch
-
-    from .launch import init_process
-
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:  # one GPU per process: cuda:LOCAL_RANK
@@ -128,13 +127,6 @@ def _join_torchrun(args: Any) -> int | None:
 
 def _meta_for(args: Any, images_source: str) -> dict[str, Any]:
     """Metadata of a run of ``deqir-edu eval`` (parsed arguments), with the command that repeats it."""
-    import datetime
-
-    import torch
-
-    from ..experiments import NA_WEIGHTS
-    from ..experiments.evaluation import lpips_status
-
     lpips_fn, why = lpips_status()
 
     opts = [

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.files import atomic_path
 
@@ -29,8 +30,6 @@ MAX_PIXELS = 64_000_000  # larger images are refused (Pillow's bomb guard is 89 
 
 def _open(path: str | Path, what: str):
     """Open ``path`` with Pillow, EXIF orientation applied and pixels loaded; one-line errors."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     path = Path(path).expanduser()
     if path.is_dir():
         raise ValueError(f"{what} {path} is a folder; give an image file (PNG, JPEG, ...)")
@@ -150,8 +149,6 @@ def load_mask(path: str | Path, hw: tuple[int, int]) -> torch.Tensor:
 
 def save_image(x: torch.Tensor, path: str | Path) -> Path:
     """Write ``(1, C, H, W)`` or ``(C, H, W)`` in ``[-1, 1]`` as an 8-bit PNG (C = 1 or 3), atomically."""
-    from PIL import Image
-
     x = x.detach().float().cpu()
     x = x[0] if x.dim() == 4 else x
     arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()

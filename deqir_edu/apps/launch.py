@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from ..core.checks import check_device
 from ..core.files import atomic_path
@@ -92,8 +93,6 @@ def spawn(fn: Callable[..., Any], devices: list[torch.device | str], *args: Any)
     ``fn`` must be importable (module level) and return tensors, numbers, lists or dicts of them.
     Rendezvous through a file in a fresh temporary folder (``init_method="file://..."``).
     """
-    import torch.multiprocessing as mp
-
     devices = [torch.device(d) for d in devices]
     with tempfile.TemporaryDirectory() as tmp:
         init_method = Path(tmp, "rendezvous").absolute().as_uri()

@@ -12,9 +12,21 @@ import argparse
 import sys
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
+import torch
+
+from ..core.files import check_writable, same_file
+from ..metrics import psnr
+from ..models import ShardedModel, load_model, sampling_defaults
+from ..operators import TASKS, make_operator, sr_scale
+from ..sampling import default_passes
 from .cliargs import add_chain_options, add_debug, int_in, memory, task
+from .images import load_image, load_mask, save_image
+from .launch import parse_devices, run_sharded
+from .restore_folder import run_folder
+from .tiling import choose_sampler, format_seconds, plan_tiled, restore_tiled
 
 __all__ = ["add_restore"]
 
@@ -22,8 +34,6 @@ _LONG_JOB_S = 600.0  # warn before a job estimated to run longer than this
 
 
 def add_restore(sub: argparse._SubParsersAction) -> None:
-    from ..operators import TASKS
-
     p = sub.add_parser("restore", help="restore one image file (PNG/JPEG in, PNG out)")
     p.add_argument(
         "input",
@@ -93,11 +103,6 @@ def _restore_work(
     wrap: Callable | None = None,
 ) -> Any:
     """Load the model, wrap it (``launch.run_sharded``) and restore ``y`` by tiles: ``(x, report)``."""
-    import torch
-
-    from ..models import load_model
-    from .tiling import restore_tiled
-
     model = load_model(model_name, progress=False)
     model = wrap(model) if wrap is not None else model
     report: dict[str, Any] = {}
@@ -107,10 +112,6 @@ def _restore_work(
 
 def _check_restore_paths(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output that is the input (or the mask) or cannot be written."""
-    from pathlib import Path
-
-    from ..core.files import check_writable, same_file
-
     out = Path(args.out).expanduser()
     for name, path in (("input", args.input), ("mask", args.mask)):
         if path is not None and same_file(path, out):
@@ -123,30 +124,38 @@ def _check_restore_paths(args: argparse.Namespace) -> None:
 
 
 def _run_restore(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     if Path(args.input).expanduser().is_dir():  # every image of the folder (restore_folder.py)
-        from .restore_folder import run_folder
-
         return run_folder(args, _run_restore)
-    from ..metrics import psnr
-    from ..models import load_model, sampling_defaults
-    from ..operators import make_operator, sr_scale
-    from ..sampling import default_passes
-    from .images import load_image, load_mask
-    from .tiling import choose_sampler, format_seconds, plan_tiled
-
     _check_restore_paths(args)
     devices = None
     if getattr(args, "devices", None):  # checked before any work too
-        from .launch import parse_devices
-
         devices = parse_devices(args.devices)
     masked = args.task.startswith("inpaint-") or args.task == "old-photo"
     if args.mask is not None and not masked:
         raise ValueError(f"--mask is for the inpainting tasks and old-photo, not {args.task}")
     one_device = bool(devices) and getattr(args, "one_device", False)  # this process restores on devices[0]
     model = load_model(args.model, device=devices[0] if one_device else "cpu")
+    y, gt, hw, op_options = _observation(args, model, masked)
+    like = y.to(devices[0]) if one_device else y  # measured on the device that will do the work
+    options = _restore_options(args, model, hw, like, op_options, several_devices=bool(devices) and not one_device)
+    _announce(args, options, hw)
+    del model
+    work = partial(_restore_work, args.model, args.task, y, hw, args.seed, options)
+    if one_device:  # a share of a folder: this process, this device
+        device = devices[0]
+        result = work(wrap=lambda m: ShardedModel(m.to(device), device, split=False))
+    elif devices:  # one process per device (launch.py); rank 0's result comes back
+        result = run_sharded(devices, work)
+        if result is None:  # a torchrun rank other than 0: rank 0 writes
+            return 0
+    else:
+        result = work()
+    _finish(args, y, gt, result, options)
+    return 0
+
+
+def _observation(args: argparse.Namespace, model: Any, masked: bool) -> tuple[Any, Any, tuple[int, int], dict]:
+    """Read the input (and the mask): ``(y, ground truth or None, (H, W) of the result, op_options)``."""
     c, h, w = model.image_shape
     if args.task in ("colorize", "old-photo") and c != 3:
         raise ValueError(
@@ -180,21 +189,25 @@ def _run_restore(args: argparse.Namespace) -> int:
     y = make_operator(args.task, (c, H, W), **op_options).A(gt) if gt is not None else image
     for note in notes:
         print(f"note: {note}")
+    return y, gt, (H, W), op_options
+
+
+def _restore_options(
+    args: argparse.Namespace, model: Any, hw: tuple[int, int], like: Any, op_options: dict, several_devices: bool
+) -> dict[str, Any]:
+    """The options of ``restore_tiled``: the model's eta and clipping unless given, the sampler, the plan."""
     model_eta, model_clip = sampling_defaults(model)
     eta = model_eta if args.eta is None else args.eta
     clip = args.clip or model_clip
     iters = default_passes(args.solver, args.steps) if args.iters is None else args.iters
-    like = y.to(devices[0]) if one_device else y  # measured on the device that will do the work
     first = "deqir" if args.sampler == "auto" else args.sampler  # auto: planned as deqir, then chosen
-    plan = plan_tiled(model, args.task, (H, W), first, args.steps, iters, args.samples, memory=args.memory, like=like)
-    sampler, why = choose_sampler(
-        model, args.sampler, args.steps, plan, like=like, several_devices=bool(devices) and not one_device
-    )
+    plan = plan_tiled(model, args.task, hw, first, args.steps, iters, args.samples, memory=args.memory, like=like)
+    sampler, why = choose_sampler(model, args.sampler, args.steps, plan, like=like, several_devices=several_devices)
     if why:
         print(why)
     if sampler != first:
         plan = plan.for_sampler(sampler, args.steps, iters)  # the same measured call, no second probe
-    options = dict(
+    return dict(
         sampler=sampler,
         steps=args.steps,
         eta=eta,
@@ -205,54 +218,43 @@ def _run_restore(args: argparse.Namespace) -> int:
         op_options=op_options,
         plan=plan,
     )  # measured once
+
+
+def _announce(args: argparse.Namespace, options: dict[str, Any], hw: tuple[int, int]) -> None:
+    """Print the chain and the planned work; warn before a long job."""
+    eta, plan = options["eta"], options["plan"]
     chain = f"T = {args.steps}, eta = {eta:g}" + (" (the model's default; --eta to change)" if args.eta is None else "")
-    if sampler == "deqir":
-        chain += f", solver {args.solver}, at most {iters} passes"
-    print(f"chain: {chain}" + (", clipped x0" if clip else ""))
-    print(f"restore {W} x {H}: {plan.describe()}")
+    if options["sampler"] == "deqir":
+        chain += f", solver {args.solver}, at most {options['iters']} passes"
+    print(f"chain: {chain}" + (", clipped x0" if options["clip"] else ""))
+    print(f"restore {hw[1]} x {hw[0]}: {plan.describe()}")
     if plan.seconds > _LONG_JOB_S:
         print(
             f"warning: this will take about {format_seconds(plan.seconds)} here; for a quicker result use "
             "--sampler ddnm, fewer --steps or --iters, a smaller image, or a GPU (--devices cuda:0)",
             file=sys.stderr,
         )
-    del model
-    work = partial(_restore_work, args.model, args.task, y, (H, W), args.seed, options)
-    if one_device:  # a share of a folder: this process, this device
-        from ..models import ShardedModel
 
-        device = devices[0]
-        result = work(wrap=lambda m: ShardedModel(m.to(device), device, split=False))
-    elif devices:  # one process per device (launch.py); rank 0's result comes back
-        from .launch import run_sharded
 
-        result = run_sharded(devices, work)
-        if result is None:  # a torchrun rank other than 0: rank 0 writes
-            return 0
-    else:
-        result = work()
+def _finish(args: argparse.Namespace, y: Any, gt: Any, result: tuple[Any, dict], options: dict[str, Any]) -> None:
+    """Save the result, print what was done (PSNR with --simulate), warn when tiles did not converge."""
     x, info = result
     save_image_checked(x, args.out)
-    msg = f"restored {tuple(y.shape[1:])} -> {tuple(x.shape[1:])} with {sampler}: {args.out}"
+    msg = f"restored {tuple(y.shape[1:])} -> {tuple(x.shape[1:])} with {options['sampler']}: {args.out}"
     if gt is not None:
         msg += f" (PSNR {float(psnr(x, gt).mean()):.2f} dB)"
     print(msg)
     if info["not_converged"]:
         print(
-            f"warning: the parallel solver stopped after {iters} passes (--iters) before its tolerance on "
+            f"warning: the parallel solver stopped after {options['iters']} passes (--iters) before its tolerance on "
             f"{info['not_converged']} of {info['tiles']} tiles; the result may be worse than the "
             "sequential chain: raise --iters or use --sampler ddnm",
             file=sys.stderr,
         )
-    return 0
 
 
 def save_image_checked(x: Any, out: str) -> None:
     """Save the result; a model that produced NaN is named as such (not the user's image)."""
-    import torch
-
-    from .images import save_image
-
     if not bool(torch.isfinite(x).all()):
         raise RuntimeError(
             "the model produced NaN or infinite values; nothing was written. Check the checkpoint "

@@ -25,6 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.files import check_writable, same_file
+from .launch import parse_devices, spawn
+
 __all__ = ["IMAGE_SUFFIXES", "folder_jobs", "run_folder"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -32,8 +35,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 def folder_jobs(folder: str | Path, out: str | Path, overwrite: bool = False) -> list[tuple[Path, Path]]:
     """``(input, output)`` for every image of ``folder``; checked before any work (one ``ValueError``)."""
-    from ..core.files import check_writable, same_file
-
     src, dst = Path(folder).expanduser(), Path(out).expanduser()
     if dst.exists() and not dst.is_dir():
         raise ValueError(f"--out {out} is a file; with a folder as input, --out must be a folder")
@@ -71,8 +72,6 @@ def _folder_rank(rank: int, world: int, device: Any, args: dict[str, Any], jobs:
 
 def run_folder(args: argparse.Namespace, run_one: Callable[[argparse.Namespace], int]) -> int:
     """Restore every image of ``args.input`` into ``args.out`` with ``run_one`` (the one-file command)."""
-    from .launch import parse_devices, spawn
-
     jobs = folder_jobs(args.input, args.out, getattr(args, "overwrite", False))
     devices = parse_devices(args.devices) if args.devices else None
     fields = {k: v for k, v in vars(args).items() if k != "func"}

@@ -25,7 +25,7 @@ counts the work before it starts (tiles, network evaluations, an estimated time)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -206,26 +206,71 @@ def restore_tiled(
             parallel solve stopped at K passes before its tolerance) and ``evaluations``.
         plan: the ``plan_tiled`` of this call when the caller has it already (its measured call is
             not repeated); ``memory`` is then ignored.
-        restore_kwargs: ``sampler`` (``"deqir"``, ``"ddnm"``, ``"pinv"`` or ``"auto"``: ``experiments.predict_sampler``), ``steps``, ``eta``, ``iters``, ``solver``, ``clip``, ``samples``
+        restore_kwargs: ``sampler`` (``"deqir"``, ``"ddnm"``, ``"pinv"`` or ``"auto"``:
+            ``experiments.predict_sampler``), ``steps``, ``eta``, ``iters``, ``solver``, ``clip``, ``samples``
             as ``experiments.restore``; ``eta`` and ``clip`` default to the model's (``models.sampling_defaults``).
     Returns:
         ``(1, C, H, W)``: the blended tiles, projected with the full-size operator (Eq. (5)).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
-    opts = dict(restore_kwargs)
-    sampler, steps, iters = opts.pop("sampler", "deqir"), opts.pop("steps", 20), opts.pop("iters", None)
-    solver = opts.pop("solver", "auto")
-    eta, clip, samples = opts.pop("eta", None), opts.pop("clip", None), opts.pop("samples", 1)
-    model_eta, model_clip = sampling_defaults(model)  # the model's config, unless given
-    eta, clip = model_eta if eta is None else eta, model_clip if clip is None else clip
-    if opts:
-        raise ValueError(f"unknown options {sorted(opts)}; use sampler, steps, eta, iters, solver, clip, samples")
+    opts = _TileOptions.parse(model, restore_kwargs)
     c, h, w = (int(v) for v in model.image_shape)
     H, W = (int(v) for v in image_hw)
     s = sr_scale(task)
-    if H % s or W % s:
-        raise ValueError(f"image size {(H, W)} is not divisible by the SR scale {s}; crop it to a multiple of {s}")
+    full_op = _full_operator(task, y, (c, H, W), s, op_options)
+    plan, method = _final_plan(model, task, y, (H, W), overlap, memory, plan, opts)
+    rows, overlap = tile_starts(H, h, overlap, s)
+    cols, _ = tile_starts(W, w, overlap, s)
+    mask = _mask_of(full_op)
+    tiles = _TileRun(ChunkedModel(model, plan.per_call), method, opts, generator, (c, h, w), s)
+    group = plan.group if mask is None else 1  # masked tiles: each has its own operator
+    shared = (
+        None
+        if mask is not None
+        else make_operator(task, (c, h, w), **{k: v for k, v in (op_options or {}).items() if k != "mask"})
+    )
+    blend = _blend(tiles, task, y, (H, W), [(i, j) for i in rows for j in cols], overlap, group, shared, mask)
+    if report is not None:
+        report.update(plan=plan, **tiles.stats)
+    return full_op.A_pinv(y) + blend - full_op.A_pinv(full_op.A(blend))  # Eq. (5) on the full image
+
+
+@dataclass(frozen=True)
+class _TileOptions:
+    """The sampling options of ``restore_tiled`` (its ``restore_kwargs``), with the model's defaults."""
+
+    sampler: str
+    steps: int
+    iters: int | None
+    solver: str
+    eta: float
+    clip: bool
+    samples: int
+
+    @classmethod
+    def parse(cls, model: Any, restore_kwargs: dict[str, Any]) -> _TileOptions:
+        """Read ``restore_kwargs``; ``eta`` and ``clip`` default to ``sampling_defaults(model)``."""
+        opts = dict(restore_kwargs)
+        sampler, steps, iters = opts.pop("sampler", "deqir"), opts.pop("steps", 20), opts.pop("iters", None)
+        solver = opts.pop("solver", "auto")
+        eta, clip, samples = opts.pop("eta", None), opts.pop("clip", None), opts.pop("samples", 1)
+        model_eta, model_clip = sampling_defaults(model)  # the model's config, unless given
+        eta, clip = model_eta if eta is None else eta, model_clip if clip is None else clip
+        if opts:
+            raise ValueError(f"unknown options {sorted(opts)}; use sampler, steps, eta, iters, solver, clip, samples")
+        return cls(sampler, steps, iters, solver, eta, clip, samples)
+
+
+def _full_operator(
+    task: str, y: torch.Tensor, shape: tuple[int, int, int], scale: int, op_options: dict[str, Any] | None
+) -> Any:
+    """The operator of the whole image of ``shape`` (C, H, W), after checking ``y`` against it."""
+    c, H, W = shape
+    if H % scale or W % scale:
+        raise ValueError(
+            f"image size {(H, W)} is not divisible by the SR scale {scale}; crop it to a multiple of {scale}"
+        )
     if y.dim() != 4 or y.shape[0] != 1:
         raise ValueError(f"y must have shape (1, C, H, W) for tiled restoration, got {tuple(y.shape)}")
     check_finite(y, "y")
@@ -233,16 +278,31 @@ def restore_tiled(
     expected = observation_shape(task, (c, H, W))
     if tuple(y.shape[1:]) != expected:
         raise ValueError(f"y has shape {tuple(y.shape[1:])} but task {task!r} on a {(c, H, W)} image gives {expected}")
+    return full_op
+
+
+def _final_plan(
+    model: Any,
+    task: str,
+    y: torch.Tensor,
+    image_hw: tuple[int, int],
+    overlap: int,
+    memory: int | None,
+    plan: TilePlan | None,
+    opts: _TileOptions,
+) -> tuple[TilePlan, Any]:
+    """The plan (measured unless given) and the method; ``sampler="auto"`` is resolved here."""
+    sampler, steps = opts.sampler, opts.steps
     if plan is None:
         first = "deqir" if sampler == "auto" else sampler  # auto: planned as the parallel sampler, then chosen
         plan = plan_tiled(
             model,
             task,
-            (H, W),
+            image_hw,
             first,
             steps,
-            sampler_method(first, steps, iters, solver).iters,
-            samples,
+            sampler_method(first, steps, opts.iters, opts.solver).iters,
+            opts.samples,
             overlap,
             memory,
             like=y,
@@ -250,64 +310,85 @@ def restore_tiled(
     auto = sampler == "auto"
     if auto:  # the faster of DDNM and DeqIR on this device, at equal quality (experiments.choice)
         sampler = choose_sampler(model, sampler, steps, plan, like=y)[0]
-    method = sampler_method(sampler, steps, iters, solver)
+    method = sampler_method(sampler, steps, opts.iters, opts.solver)
     if auto:
         plan = plan.for_sampler(sampler, steps, method.iters)  # the plan's measured call, re-counted
-    rows, overlap = tile_starts(H, h, overlap, s)
-    cols, _ = tile_starts(W, w, overlap, s)
-    mask = _mask_of(full_op)
-    tiles = [(i, j) for i in rows for j in cols]
-    chunked = ChunkedModel(model, plan.per_call)
-    out = torch.zeros(1, c, H, W, dtype=y.dtype, device=y.device)
-    weight = torch.zeros(1, 1, H, W, dtype=y.dtype, device=y.device)
-    win = _window(h, w, overlap, y.dtype).to(y.device)
-    stats = {"not_converged": 0, "evaluations": 0}
+    return plan, method
 
-    def y_tile(i: int, j: int) -> torch.Tensor:
+
+@dataclass
+class _TileRun:
+    """The tiles of one ``restore_tiled`` call under way: the chunked model, the method and the counts."""
+
+    model: ChunkedModel
+    method: Any
+    opts: _TileOptions
+    generator: torch.Generator | None
+    tile: tuple[int, int, int]  # (C, h, w) of the model
+    scale: int
+    stats: dict[str, int] = field(default_factory=lambda: {"not_converged": 0, "evaluations": 0})
+
+    def y_tile(self, y: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """The part of the observation ``y`` under the tile at ``(i, j)``."""
+        _, h, w = self.tile
+        s = self.scale
         return y[..., i // s : (i + h) // s, j // s : (j + w) // s]
 
-    def run(op: Any, ys: torch.Tensor) -> torch.Tensor:
+    def run(self, op: Any, ys: torch.Tensor) -> torch.Tensor:
+        """Restore the tiles ``ys`` with ``op``; one bar of solver passes per group (it may stop before K)."""
+        method, samples = self.method, self.opts.samples
         bar = (
             progress(range(method.iters or 0), desc="solver passes", total=method.iters)
             if method.kind == "deqir"
             else None
         )
-        try:  # one bar per tile group: the parallel solver's passes (it may stop before K)
+        try:
             res = run_method(
-                chunked,
+                self.model,
                 op,
                 ys,
                 method,
-                eta,
-                generator=generator,
-                clip=clip,
+                self.opts.eta,
+                generator=self.generator,
+                clip=self.opts.clip,
                 samples=samples,
                 callback=None if bar is None else (lambda info: bar.update(1)),
             )
         finally:
             if bar is not None:
                 bar.close()
-        stats["not_converged"] += 0 if res.converged else ys.shape[0]
-        stats["evaluations"] += res.evaluations * ys.shape[0] * samples
+        self.stats["not_converged"] += 0 if res.converged else ys.shape[0]
+        self.stats["evaluations"] += res.evaluations * ys.shape[0] * samples
         return res.x
 
-    group = plan.group if mask is None else 1  # masked tiles: each has its own operator
-    batches = [tiles[b : b + group] for b in range(0, len(tiles), group)]
-    shared = (
-        None
-        if mask is not None
-        else make_operator(task, (c, h, w), **{k: v for k, v in (op_options or {}).items() if k != "mask"})
-    )
+
+def _blend(
+    tiles: _TileRun,
+    task: str,
+    y: torch.Tensor,
+    image_hw: tuple[int, int],
+    starts: list[tuple[int, int]],
+    overlap: int,
+    group: int,
+    shared: Any,
+    mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Restore the tiles at ``starts``, ``group`` at a time, and blend them with a smooth window.
+
+    ``shared``: the operator of every tile, or None when each tile has its part of ``mask``."""
+    c, h, w = tiles.tile
+    H, W = image_hw
+    out = torch.zeros(1, c, H, W, dtype=y.dtype, device=y.device)
+    weight = torch.zeros(1, 1, H, W, dtype=y.dtype, device=y.device)
+    win = _window(h, w, overlap, y.dtype).to(y.device)
+    batches = [starts[b : b + group] for b in range(0, len(starts), group)]
     for batch in progress(batches, desc=f"tiles ({group} at a time)" if group > 1 else "tiles", total=len(batches)):
         if shared is not None:
-            xs = run(shared, torch.cat([y_tile(i, j) for i, j in batch]))
+            xs = tiles.run(shared, torch.cat([tiles.y_tile(y, i, j) for i, j in batch]))
         else:
             ((i, j),) = batch
-            xs = run(make_operator(task, (c, h, w), mask=mask[i : i + h, j : j + w]), y_tile(i, j))
-        for (i, j), xt in zip(batch, xs):
+            xs = tiles.run(make_operator(task, (c, h, w), mask=mask[i : i + h, j : j + w]), tiles.y_tile(y, i, j))
+        for (i, j), xt in zip(batch, xs, strict=True):
             out[..., i : i + h, j : j + w] += win * xt
             weight[..., i : i + h, j : j + w] += win
-    if report is not None:
-        report.update(plan=plan, **stats)
-    blend = out / weight
-    return full_op.A_pinv(y) + blend - full_op.A_pinv(full_op.A(blend))  # Eq. (5) on the full image
+    return out / weight

@@ -160,7 +160,8 @@ def verify(
     actual_size = dest.stat().st_size
     if size is not None and actual_size != size:
         raise ValueError(
-            f"{dest} has {actual_size} bytes but {size} are expected (truncated or wrong file); {_fix_hint(dest, reset)}"
+            f"{dest} has {actual_size} bytes but {size} are expected (truncated or wrong file); "
+            f"{_fix_hint(dest, reset)}"
         )
     recorded = _read_sidecar(dest)
     expected = sha256.lower() if sha256 else recorded
@@ -218,42 +219,61 @@ def download(
     try:
         with os.fdopen(fd, "wb") as out:
             received, digest, announced, md5_digest = _stream(url, dest, out, size, progress)
-        if announced is not None and received != announced:
-            raise ValueError(
-                f"download of {url} was truncated: received {received} of {announced} bytes "
-                f"(Content-Length); nothing was saved to {dest}; run again to retry"
-            )
-        if size is not None and received != size:
-            raise ValueError(
-                f"download of {url} has {received} bytes but {size} are expected; nothing was saved to "
-                f"{dest}; run again to retry, or check that the URL still serves the same file"
-            )
-        if expected is not None and digest != expected:
-            raise ValueError(
-                f"sha256 mismatch for the download of {url}: expected {expected}, actual {digest}; "
-                f"nothing was saved to {dest}; the server's file differs from the known one; "
-                f"{_fix_hint(dest, reset)}"
-            )
-        if md5 is not None and md5_digest != md5.lower():
-            raise ValueError(
-                f"md5 mismatch for the download of {url}: the published checksum is {md5}, the download's is "
-                f"{md5_digest}; nothing was saved to {dest}; the server sent another file (an error page?)"
-            )
+        _check_length(url, dest, received, announced, size)
+        _check_sha256(url, dest, digest, expected, reset)
+        _check_md5(url, dest, md5_digest, md5)
         _check_not_html(tmp, url)
         if validate is not None and expected is None and md5 is None:  # nothing else vouches for the bytes
-            try:
-                validate(tmp)
-            except ValueError as err:
-                raise ValueError(
-                    f"the download of {url} is not a valid file ({err}); nothing was saved to "
-                    f"{dest}; run again to retry"
-                ) from None
+            _validate_download(tmp, url, dest, validate)
         os.replace(tmp, dest)  # only a complete, checked file gets the final name
     finally:
         tmp.unlink(missing_ok=True)
     if sha256 is None:
         _write_sidecar(dest, digest)
     return dest
+
+
+def _check_length(url: str, dest: Path, received: int, announced: int | None, size: int | None) -> None:
+    """Refuse a download shorter than its ``Content-Length`` (``announced``) or of another ``size``."""
+    if announced is not None and received != announced:
+        raise ValueError(
+            f"download of {url} was truncated: received {received} of {announced} bytes "
+            f"(Content-Length); nothing was saved to {dest}; run again to retry"
+        )
+    if size is not None and received != size:
+        raise ValueError(
+            f"download of {url} has {received} bytes but {size} are expected; nothing was saved to "
+            f"{dest}; run again to retry, or check that the URL still serves the same file"
+        )
+
+
+def _check_sha256(url: str, dest: Path, digest: str, expected: str | None, reset: str | None) -> None:
+    """Refuse a download whose sha256 ``digest`` is not the ``expected`` one (if any)."""
+    if expected is not None and digest != expected:
+        raise ValueError(
+            f"sha256 mismatch for the download of {url}: expected {expected}, actual {digest}; "
+            f"nothing was saved to {dest}; the server's file differs from the known one; "
+            f"{_fix_hint(dest, reset)}"
+        )
+
+
+def _check_md5(url: str, dest: Path, md5_digest: str, md5: str | None) -> None:
+    """Refuse a download whose md5 is not the published checksum ``md5`` (if any)."""
+    if md5 is not None and md5_digest != md5.lower():
+        raise ValueError(
+            f"md5 mismatch for the download of {url}: the published checksum is {md5}, the download's is "
+            f"{md5_digest}; nothing was saved to {dest}; the server sent another file (an error page?)"
+        )
+
+
+def _validate_download(tmp: Path, url: str, dest: Path, validate: Callable[[Path], None]) -> None:
+    """Run ``validate`` on the downloaded bytes; its ``ValueError`` says that nothing was saved."""
+    try:
+        validate(tmp)
+    except ValueError as err:
+        raise ValueError(
+            f"the download of {url} is not a valid file ({err}); nothing was saved to {dest}; run again to retry"
+        ) from None
 
 
 def _stream(url: str, dest: Path, out, size: int | None, progress: bool) -> tuple[int, str, int | None, str]:

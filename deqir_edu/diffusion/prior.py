@@ -28,9 +28,13 @@ import math
 from collections.abc import Sequence
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from ..core.checks import check_finite, check_image
+from ..core.download import file_sha256
+from ..core.paths import data_dir
+from ..datasets import fashion_subset, pad_to_32, to_tensor_images
 from .schedules import alphas_cumprod as _alphas_cumprod
 from .schedules import linear_betas
 
@@ -238,22 +242,15 @@ def fashion_mixture(
     (2 MB, sha256-checked, identical to a refit); other arguments, or ``refit=True``, fit anew
     (about 5 s) from the Fashion-MNIST images shipped in ``data/``.
     """
-    from ..core.download import file_sha256
-    from ..core.paths import data_dir
-
     args = {"n_components": n_components, "n_images": n_images, "n_iter": n_iter, "seed": seed}
     path = data_dir() / SHIPPED_MIXTURE
     if args == _SHIPPED_FIT and not refit and path.is_file():
-        from safetensors.torch import load_file
-
         if file_sha256(path) != SHIPPED_MIXTURE_SHA256:
             raise ValueError(
                 f"{path} is damaged (sha256 mismatch): reinstall deqir-edu, or call fashion_mixture(refit=True)"
             )
         t = load_file(str(path))
         return GaussianMixturePrior(t["means"].to(dtype), float(t["std"]), weights=t["weights"])
-    from ..datasets import fashion_subset, pad_to_32, to_tensor_images
-
     train, _ = fashion_subset("train", n_images)  # shipped in data/ for n_images <= 4000
     images = pad_to_32(to_tensor_images(train)).to(dtype)
     return GaussianMixturePrior.fit(images, n_components, generator=torch.Generator().manual_seed(seed), n_iter=n_iter)

@@ -8,6 +8,9 @@ from typing import Any
 
 import torch
 
+from ..diffusion import chain_config
+from ..operators import make_operator, null_space_project
+from ..sampling import chain_step
 from ._common import _call, _close, _compare, _gen, _named, _passed
 from ._mistakes import (
     POSTERIOR_VARIANCE,
@@ -22,8 +25,6 @@ from ._mistakes import (
 # ---------------------------------------------------------------------------------------------
 def check_null_space_projection(fn: Callable[[Any, torch.Tensor, torch.Tensor], torch.Tensor]) -> bool:
     """Check ``fn(op, x0, y) -> x0_hat = A^+ y + (I - A^+ A) x0`` (Eq. (5)) on four tasks."""
-    from ..operators import make_operator, null_space_project
-
     name = "null-space projection, Eq. (5)"
     tasks = ("sr4", "inpaint-box", "colorize", "deblur-gauss")
     for i, task in enumerate(tasks):
@@ -76,9 +77,6 @@ def check_ddim_step(fn: Callable[..., torch.Tensor]) -> bool:
 
     against ``sampling.chain_step`` (no operator) for T = 20 steps and eta in {0, 0.15, 0.8}.
     """
-    from ..diffusion import chain_config
-    from ..sampling import chain_step
-
     name = "DDIM step (eta form)"
     for i, eta in enumerate((0.0, 0.15, 0.8)):
         coeffs = chain_config(20, eta)
@@ -130,22 +128,17 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
     package's eta-form step with the true noise and ``eta_t = sqrt(beta / (1 - abar_t))`` (DDPM is
     the member of the DDIM family with this eta), so the check also confirms that identity.
     """
-    from ..diffusion import chain_config
-    from ..sampling import chain_step
-
     name = "DDPM posterior, Eq. (3)"
     base = chain_config(20, 0.0)
     g = _gen(20)
     for k in (20, 12, 5, 2):
         a_t, a_prev = float(base.abar[k]), float(base.abar[k - 1])
         beta = 1 - a_t / a_prev
-        eta_t = (beta / (1 - a_t)) ** 0.5
-        coeffs = chain_config(20, eta_t)
+        coeffs = chain_config(20, (beta / (1 - a_t)) ** 0.5)  # eta_t
         x0, noise = (torch.randn(2, 1, 8, 8, generator=g, dtype=torch.float64) for _ in range(2))
         x_t = a_t**0.5 * x0 + (1 - a_t) ** 0.5 * noise
         true_eps = (x_t - a_t**0.5 * x0) / (1 - a_t) ** 0.5
         want_mean = chain_step(_ConstantEps(true_eps), None, None, x_t, k, coeffs, torch.zeros_like(x_t))[0]
-        want_std = float(coeffs.c1[k])
         ok, got = _call(name, fn, x_t, x0, a_t, a_prev)
         if not ok:
             return False
@@ -153,41 +146,52 @@ def check_ddpm_posterior(fn: Callable[..., tuple[torch.Tensor, Any]]) -> bool:
             print(f"[x] {name}: return the pair (mean, std)")
             return False
         mean, std = got
-        swapped = (
-            isinstance(mean, torch.Tensor)
-            and mean.shape == x_t.shape
-            and _close(
-                mean, a_prev**0.5 * beta / (1 - a_t) * x_t + (a_t / a_prev) ** 0.5 * (1 - a_prev) / (1 - a_t) * x0
-            )
-        )
-        hints = [
-            (
-                swapped,
-                (
-                    "the two weights are swapped: sqrt(abar_prev) beta / (1 - abar_t) multiplies x0, "
-                    "sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) multiplies x_t (alpha_t = abar_t / abar_prev)."
-                ),
-            ),
-            *_named(mean, posterior_mistakes(x_t, x0, a_t, a_prev)),
-            (
-                True,
-                (
-                    "mean = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_prev) / "
-                    "(1 - abar_t) x_t with beta = 1 - alpha_t."
-                ),
-            ),
-        ]
+        hints = _posterior_hints(mean, x_t, x0, a_t, a_prev)
         if not _compare(name, mean, want_mean, f"mean at step k={k}", hints):
             return False
-        std_value = float(std.flatten()[0]) if isinstance(std, torch.Tensor) else float(std)
-        if abs(std_value - want_std) > 1e-10 * max(1.0, want_std):
-            print(f"[x] {name} (std at step k={k}): got {std_value:.6g}, expected {want_std:.6g}.")
-            if abs(std_value - want_std**2) <= 1e-10 * max(1.0, want_std**2):
-                print(f"    hint: {POSTERIOR_VARIANCE}")
-            else:
-                print("    hint: the variance is (1 - abar_prev) / (1 - abar_t) * beta; return its square root.")
+        if not _posterior_std_ok(name, k, std, float(coeffs.c1[k])):
             return False
     return _passed(name, "mean and std equal the eta-form step with eta_t = sqrt(beta_t / (1 - abar_t))")
+
+
+def _posterior_hints(mean: Any, x_t: torch.Tensor, x0: torch.Tensor, a_t: float, a_prev: float) -> list:
+    """The hints of a wrong posterior mean: swapped weights, the usual mistakes, else the formula."""
+    beta = 1 - a_t / a_prev
+    swapped = (
+        isinstance(mean, torch.Tensor)
+        and mean.shape == x_t.shape
+        and _close(mean, a_prev**0.5 * beta / (1 - a_t) * x_t + (a_t / a_prev) ** 0.5 * (1 - a_prev) / (1 - a_t) * x0)
+    )
+    return [
+        (
+            swapped,
+            (
+                "the two weights are swapped: sqrt(abar_prev) beta / (1 - abar_t) multiplies x0, "
+                "sqrt(alpha_t) (1 - abar_prev) / (1 - abar_t) multiplies x_t (alpha_t = abar_t / abar_prev)."
+            ),
+        ),
+        *_named(mean, posterior_mistakes(x_t, x0, a_t, a_prev)),
+        (
+            True,
+            (
+                "mean = sqrt(abar_prev) beta / (1 - abar_t) x0 + sqrt(alpha_t) (1 - abar_prev) / "
+                "(1 - abar_t) x_t with beta = 1 - alpha_t."
+            ),
+        ),
+    ]
+
+
+def _posterior_std_ok(name: str, k: int, std: Any, want_std: float) -> bool:
+    """Compare the returned std with ``want_std``; print the verdict and a hint (the variance?) if it differs."""
+    std_value = float(std.flatten()[0]) if isinstance(std, torch.Tensor) else float(std)
+    if abs(std_value - want_std) > 1e-10 * max(1.0, want_std):
+        print(f"[x] {name} (std at step k={k}): got {std_value:.6g}, expected {want_std:.6g}.")
+        if abs(std_value - want_std**2) <= 1e-10 * max(1.0, want_std**2):
+            print(f"    hint: {POSTERIOR_VARIANCE}")
+        else:
+            print("    hint: the variance is (1 - abar_prev) / (1 - abar_t) * beta; return its square root.")
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,10 +205,6 @@ def check_ddnm_step(fn: Callable[..., torch.Tensor]) -> bool:
     A wrong answer is compared with the usual wrong formulas (``_mistakes.ddnm_mistakes``) on the same
     case, and the hint names the one it equals: c1 and c2 swapped, a sign error in Eq. (5), the paper's
     literal ``sqrt(1 - abar_t)`` in c1, c2, or eps recomputed from ``x0_hat``."""
-    from ..diffusion import chain_config
-    from ..operators import make_operator
-    from ..sampling import chain_step
-
     name = "DDNM step, Eqs. (4)-(5)"
     for i, task in enumerate(("sr2", "inpaint-box", "colorize")):
         op = make_operator(task, (3, 8, 8))

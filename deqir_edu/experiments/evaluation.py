@@ -1,6 +1,7 @@
-"""Evaluation grid: tasks x methods on a frozen test set (`deqir-edu eval`); ``results.py`` writes it as JSON and Markdown.
+"""Evaluation grid: tasks x methods on a frozen test set (`deqir-edu eval`).
 
-The methods are run by ``runner.run_method`` (the same runner as the demo and ``restore``).
+``results.py`` writes the grid as JSON and Markdown.  The methods are run by ``runner.run_method`` (the
+same runner as the demo and ``restore``).
 
 Every method of one task uses the SAME noises: ``draw_noises`` with one seed for the whole test set,
 then sliced per batch.  Methods with the same T therefore share x_T and every eps_k, and DeqIR
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,6 +33,7 @@ import torch.distributed as dist
 
 from ..core.progress import progress
 from ..diffusion.noises import draw_noises
+from ..metrics import lpips as lpips_metric
 from ..metrics.quality import consistency, psnr, ssim
 from ..operators import make_operator
 from .runner import parse_method, run_method
@@ -69,10 +72,8 @@ def default_tasks(image_shape: Sequence[int]) -> tuple[str, ...]:
 
 def lpips_status() -> tuple[Callable | None, str]:
     """``(the LPIPS function, "AlexNet-LPIPS v0.1")`` if its weights are present, else ``(None, why not)``."""
-    from ..metrics.lpips import lpips, lpips_available
-
-    ok, why = lpips_available()
-    return (lpips, "AlexNet-LPIPS v0.1") if ok else (None, why)
+    ok, why = lpips_metric.lpips_available()
+    return (lpips_metric.lpips, "AlexNet-LPIPS v0.1") if ok else (None, why)
 
 
 def _quantise(x: torch.Tensor) -> torch.Tensor:
@@ -114,6 +115,31 @@ def evaluate(
     rows of one process: same batches, same noises (drawn for all N images), same results.
     """
     images = images.to(device) if device is not None else images
+    shape, tasks = _check_grid(model, images, tasks)
+    parsed = [parse_method(m, steps) for m in methods]
+    if isinstance(lpips_fn, str):
+        if lpips_fn != "auto":
+            raise ValueError(f"lpips_fn must be 'auto', a callable or None, got {lpips_fn!r}")
+        lpips_fn, _ = lpips_status()
+    small = min(shape[1:]) < 31
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    batches = _Batches(batch_size, rank, world)
+    rows: list[dict[str, Any]] = []
+    for task in progress(tasks, "tasks"):
+        op = make_operator(task, shape)
+        y = op.A(images)
+        noise_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for method in progress(parsed, task):
+            noises = _task_noises(noise_cache, method.steps, images, seed)
+            done = _run_batches(model, op, y, method, noises, batches, eta=eta, clip=clip, tol=tol)
+            runs = _gathered(done, world, images.device)
+            x = torch.cat([r[0] for r in runs])
+            rows.append(_row(task, method, runs, x, images, y, op, _lpips_cell(lpips_fn, small, x, images)))
+    return rows
+
+
+def _check_grid(model: Any, images: torch.Tensor, tasks: Sequence[str] | None) -> tuple[tuple, tuple[str, ...]]:
+    """The image shape ``(C, H, W)`` and the tasks of the grid, checked against the model."""
     if images.dim() != 4 or tuple(images.shape[1:]) != tuple(model.image_shape):
         raise ValueError(
             f"images must be (N, C, H, W) with (C, H, W) = {tuple(model.image_shape)}, got {tuple(images.shape)}"
@@ -122,70 +148,104 @@ def evaluate(
     tasks = tuple(default_tasks(shape) if tasks is None else tasks)
     if "colorize" in tasks and shape[0] != 3:
         raise ValueError(f"colorize needs a 3-channel model; this one has {shape[0]} channel(s): drop it from tasks")
-    parsed = [parse_method(m, steps) for m in methods]
-    if isinstance(lpips_fn, str):
-        if lpips_fn != "auto":
-            raise ValueError(f"lpips_fn must be 'auto', a callable or None, got {lpips_fn!r}")
-        lpips_fn, _ = lpips_status()
-    small = min(shape[1:]) < 31
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    rows: list[dict[str, Any]] = []
-    n = images.shape[0]
-    for task in progress(tasks, "tasks"):
-        op = make_operator(task, shape)
-        y = op.A(images)
-        noise_cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for method in progress(parsed, task):
-            T = method.steps
-            if T and T not in noise_cache:  # one draw per (task, T): shared by every method with this T
-                gen = torch.Generator(device="cpu").manual_seed(seed)
-                x_T, eps = draw_noises(tuple(images.shape), T, gen, images.dtype)
-                noise_cache[T] = (x_T.to(images.device), eps.to(images.device))
-            done: dict[int, tuple] = {}
-            for lo in range(0, n, batch_size):
-                if (lo // batch_size) % world != rank:  # torch.distributed: batch b goes to rank b mod P
-                    continue
-                sl = slice(lo, lo + batch_size)
-                noises = (noise_cache[T][0][sl], noise_cache[T][1][:, sl]) if T else None
-                start = time.perf_counter()
-                run = run_method(model, op, y[sl], method, eta, noises, clip=clip, tol=tol)
-                if run.x.is_cuda:  # wall-clock of finished GPU work
-                    torch.cuda.synchronize(run.x.device)
-                done[lo] = (run.x, run.evaluations, run.passes, run.converged, time.perf_counter() - start)
-            if world > 1:  # every rank gets every batch (CPU tensors), so the rows are those of one process
-                parts: list[Any] = [None] * world
-                dist.all_gather_object(parts, {lo: (v[0].cpu(), *v[1:]) for lo, v in done.items()})
-                done = {lo: (v[0].to(images.device), *v[1:]) for part in parts for lo, v in part.items()}
-            runs = [done[lo] for lo in sorted(done)]
-            x = torch.cat([r[0] for r in runs])
-            evals, passes = max(r[1] for r in runs), max(r[2] for r in runs)
-            conv, seconds = all(r[3] for r in runs), sum(r[4] for r in runs)
-            p = psnr(x, images)
-            if lpips_fn is None:
-                lp: float | str = NA_WEIGHTS
-            elif small:
-                lp = NA_SMALL
-            else:
-                with torch.no_grad():
-                    lp = float(lpips_fn(x.float(), images.float()).mean())
-            rows.append(
-                dict(
-                    task=task,
-                    method=method.name,
-                    steps=T,
-                    iters=method.iters,
-                    solver=method.solver,
-                    n=n,
-                    psnr=float(p.mean()),
-                    ssim=float(ssim(x, images).mean()),
-                    lpips=lp,
-                    consistency=float(consistency(x, y, op).mean()),
-                    cons=float(consistency(_quantise(x), y, op, norm="l1", unit_range=True).mean()),
-                    evaluations=evals,
-                    passes=passes,
-                    seconds=seconds,
-                    converged=conv,
-                    psnr_per_image=[round(float(v), 4) for v in p],
-                )
-            )
-    return rows
+    return shape, tasks
+
+
+def _task_noises(
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]], T: int, images: torch.Tensor, seed: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(x_T, eps)`` for all N images, drawn once per (task, T) and shared by every method with this T."""
+    if not T:
+        return None
+    if T not in cache:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        x_T, eps = draw_noises(tuple(images.shape), T, gen, images.dtype)
+        cache[T] = (x_T.to(images.device), eps.to(images.device))
+    return cache[T]
+
+
+@dataclass(frozen=True)
+class _Batches:
+    """Batches of ``size`` images; under ``torch.distributed`` batch b goes to rank b mod ``world``."""
+
+    size: int
+    rank: int
+    world: int
+
+
+def _run_batches(
+    model: Any,
+    op: Any,
+    y: torch.Tensor,
+    method: Any,
+    noises: tuple[torch.Tensor, torch.Tensor] | None,
+    batches: _Batches,
+    *,
+    eta: float,
+    clip: bool,
+    tol: float | None,
+) -> dict[int, tuple]:
+    """Run ``method`` on this rank's batches: first index -> (x, evaluations, passes, converged, seconds)."""
+    done: dict[int, tuple] = {}
+    for lo in range(0, y.shape[0], batches.size):
+        if (lo // batches.size) % batches.world != batches.rank:  # torch.distributed: batch b goes to rank b mod P
+            continue
+        sl = slice(lo, lo + batches.size)
+        batch_noises = (noises[0][sl], noises[1][:, sl]) if noises is not None else None
+        start = time.perf_counter()
+        run = run_method(model, op, y[sl], method, eta, batch_noises, clip=clip, tol=tol)
+        if run.x.is_cuda:  # wall-clock of finished GPU work
+            torch.cuda.synchronize(run.x.device)
+        done[lo] = (run.x, run.evaluations, run.passes, run.converged, time.perf_counter() - start)
+    return done
+
+
+def _gathered(done: dict[int, tuple], world: int, device: torch.device) -> list[tuple]:
+    """The batch results of every rank in order (``torch.distributed``: gathered as CPU tensors)."""
+    if world > 1:  # every rank gets every batch (CPU tensors), so the rows are those of one process
+        parts: list[Any] = [None] * world
+        dist.all_gather_object(parts, {lo: (v[0].cpu(), *v[1:]) for lo, v in done.items()})
+        done = {lo: (v[0].to(device), *v[1:]) for part in parts for lo, v in part.items()}
+    return [done[lo] for lo in sorted(done)]
+
+
+def _lpips_cell(lpips_fn: Callable | None, small: bool, x: torch.Tensor, images: torch.Tensor) -> float | str:
+    """Mean LPIPS of ``x`` against ``images``, or why there is none (no weights, images < 31 px)."""
+    if lpips_fn is None:
+        return NA_WEIGHTS
+    if small:
+        return NA_SMALL
+    with torch.no_grad():
+        return float(lpips_fn(x.float(), images.float()).mean())
+
+
+def _row(
+    task: str,
+    method: Any,
+    runs: list[tuple],
+    x: torch.Tensor,
+    images: torch.Tensor,
+    y: torch.Tensor,
+    op: Any,
+    lp: float | str,
+) -> dict[str, Any]:
+    """The result row of one (task, method): ``x`` restored from ``y`` (all batches), ``lp`` its LPIPS cell."""
+    p = psnr(x, images)
+    return dict(
+        task=task,
+        method=method.name,
+        steps=method.steps,
+        iters=method.iters,
+        solver=method.solver,
+        n=images.shape[0],
+        psnr=float(p.mean()),
+        ssim=float(ssim(x, images).mean()),
+        lpips=lp,
+        consistency=float(consistency(x, y, op).mean()),
+        cons=float(consistency(_quantise(x), y, op, norm="l1", unit_range=True).mean()),
+        evaluations=max(r[1] for r in runs),
+        passes=max(r[2] for r in runs),
+        seconds=sum(r[4] for r in runs),
+        converged=all(r[3] for r in runs),
+        psnr_per_image=[round(float(v), 4) for v in p],
+    )

@@ -107,7 +107,7 @@ def per_image_gap(rows: Sequence[dict[str, Any]], a: str = "ddnm", b: str = "deq
     Proposition 1 (Picard with K = T returns the DDNM chain) on an eval grid."""
     by = {(r["task"], r["method"]): r["psnr_per_image"] for r in rows}
     return {
-        task: max(abs(u - v) for u, v in zip(by[(task, a)], by[(task, b)]))
+        task: max(abs(u - v) for u, v in zip(by[(task, a)], by[(task, b)], strict=True))
         for task in dict.fromkeys(r["task"] for r in rows)
         if (task, a) in by and (task, b) in by
     }

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..core.checks import check_image
+from ..core.download import DownloadError, cache_dir, download, file_sha256, sidecar_path
 
 __all__ = [
     "LPIPS",
@@ -66,8 +67,6 @@ _DOWNLOAD_HINT = "`deqir-edu download lpips-alex`"
 # ----------------------------------------------------------------------------- weight files
 def _cache_dir() -> Path:
     """The deqir-edu download cache (``$DEQIR_EDU_CACHE`` or the platform cache dir)."""
-    from ..core.download import cache_dir  # imported here: keeps `import deqir_edu.metrics.lpips` light
-
     return Path(cache_dir())
 
 
@@ -99,8 +98,6 @@ def download_backbone(dest: Path | None = None) -> Path:
     """Download the AlexNet weights to ``dest`` (default: the deqir-edu cache, unless a cache already holds
     them) and check that their sha256 starts with ``BACKBONE_SHA256_PREFIX``.  Raises ``ValueError`` for a
     corrupt file (which is deleted) and ``deqir_edu.core.DownloadError`` when offline."""
-    from ..core.download import download, file_sha256, sidecar_path
-
     if dest is None and backbone_path() is not None:  # already in the hub cache or ours
         return backbone_path()
     dest = Path(dest) if dest is not None else _cache_dir() / BACKBONE_FILE
@@ -117,8 +114,6 @@ def download_backbone(dest: Path | None = None) -> Path:
 
 
 def _find_or_download_backbone() -> Path:
-    from ..core.download import DownloadError
-
     found = backbone_path()
     if found is not None:
         return found
@@ -260,7 +255,7 @@ class LPIPS(nn.Module):
         fx = self.layer_features((x - self.shift) / self.scale)  # input scaling layer
         fy = self.layer_features((y - self.shift) / self.scale)
         d = x.new_zeros(x.shape[0])
-        for head, a, b in zip(self.heads, fx, fy):
+        for head, a, b in zip(self.heads, fx, fy, strict=True):
             diff2 = (_unit(a) - _unit(b)).pow(2)  # (B, C_l, H_l, W_l)
             d = d + head(diff2).mean(dim=(1, 2, 3))  # sum_c w_lc * diff2, then mean over (h, w); Eq. (1)
         return d

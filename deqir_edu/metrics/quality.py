@@ -120,7 +120,8 @@ def nn_distance(x: torch.Tensor, ref: torch.Tensor) -> float:
     should be close to that of real images and far below that of noise (model cards)."""
     if x.dim() != 4 or ref.dim() != 4 or x.shape[1:] != ref.shape[1:]:
         raise ValueError(
-            f"x and ref must be (N, C, H, W) stacks of the same image shape, got {tuple(x.shape)} and {tuple(ref.shape)}"
+            "x and ref must be (N, C, H, W) stacks of the same image shape, "
+            f"got {tuple(x.shape)} and {tuple(ref.shape)}"
         )
     d = torch.cdist(x.flatten(1).double(), ref.flatten(1).double()) / x[0].numel() ** 0.5
     return float(d.min(dim=1).values.mean())

@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 from .networks import ADMUNet, DDPMUNet
 
@@ -136,9 +138,6 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` or a torch checkpoint (``weights_only=True``) into a flat state dict."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as err:  # corrupt header, truncated data

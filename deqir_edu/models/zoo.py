@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from ..core.checks import check_device
 from ..core.download import cache_dir, download, file_sha256, forget, verify
@@ -255,8 +256,6 @@ def _find_spec(path: Path, config: Mapping[str, Any] | str | Path | None) -> Mod
         if cand.is_file():
             return parse_spec(json.loads(cand.read_text()), str(cand))
     if path.suffix == ".safetensors":  # deqir_edu.training stores its config in the metadata too
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}

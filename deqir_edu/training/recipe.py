@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from tqdm.auto import tqdm
 from ..core.files import atomic_path, safe_name
 from ..datasets import make_sampler
 from ..diffusion.schedules import alphas_cumprod, linear_betas
+from ..models.networks import ADMUNet
 from .runs import check_run_folder, read_checkpoint, save_weights, write_log
 
 __all__ = ["load_config", "build_model", "train", "DEFAULTS"]
@@ -104,8 +106,6 @@ def load_config(config: str | Path | dict) -> dict:
 
 def build_model(model_cfg: dict) -> torch.nn.Module:
     """The ADM UNet described by guided-diffusion flags (``image_size``, ``num_channels``, ...)."""
-    from ..models.networks import ADMUNet
-
     return ADMUNet.from_config(model_cfg)
 
 
@@ -119,6 +119,29 @@ def _lr_at(step: int, opt_cfg: dict, total: int) -> float:
         frac = min(1.0, (step - start) / max(1, total - start))
         lr += (float(opt_cfg.get("lr_final", 0.0)) - lr) * frac
     return lr
+
+
+@dataclass
+class _Run:
+    """A training run in progress: the network, its EMA, the optimiser, the RNG and what was logged."""
+
+    cfg: dict
+    out: Path
+    batch: int
+    sampler: Any
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    abar: torch.Tensor
+    gen: torch.Generator
+    step: int = 0
+    elapsed: float = 0.0
+    log_rows: list = field(default_factory=list)
+    window: list[float] = field(default_factory=list)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out / "checkpoint.pt"
 
 
 def train(
@@ -148,18 +171,47 @@ def train(
         overwrite: start afresh in a folder that holds a run (its files are replaced); without it,
             and without ``resume``, such a folder is refused (``ValueError``).
     """
+    cfg = _config_with_steps(config, steps)
+    planned, batch = int(cfg["steps"]), int(cfg["batch_size"])
+    out = Path(out)
+    check_run_folder(out, cfg["name"], resume, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    run = _start(cfg, out, batch)
+    if resume:
+        _resume(run)
+    end = planned if stop_after is None else min(planned, run.step + int(stop_after))
+    stopped_early = _loop(run, end, planned, deadline, progress)
+    total = run.step if stopped_early else planned
+    summary = {
+        "name": cfg["name"],
+        "step": run.step,
+        "finished": run.step >= total,
+        "seconds": round(run.elapsed, 1),
+        "final_loss": run.log_rows[-1][1] if run.log_rows else None,
+        "parameters": sum(p.numel() for p in run.model.parameters()),
+        "planned_steps": planned,
+        "stopped_at_deadline": stopped_early,
+    }
+    if run.step >= total and run.step > 0:
+        save_weights(run.ema.state_dict(), cfg, summary, out)
+    return summary
+
+
+def _config_with_steps(config: str | Path | dict, steps: int | None) -> dict:
+    """``load_config(config)`` with ``steps`` (when given) as its total number of steps."""
     cfg = load_config(config)
     if steps is not None:
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be a positive integer (optimiser steps), got {steps!r}")
         cfg["steps"] = steps
-    total, batch, opt_cfg = int(cfg["steps"]), int(cfg["batch_size"]), cfg["optimizer"]
-    out = Path(out)
-    check_run_folder(out, cfg["name"], resume, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+def _start(cfg: dict, out: Path, batch: int) -> _Run:
+    """Seed the RNGs, build the data sampler, the network, its EMA copy and the optimiser."""
+    opt_cfg = cfg["optimizer"]
     torch.set_num_threads(int(cfg["num_threads"]))
     torch.manual_seed(int(cfg["seed"]))  # initial weights and dropout (global RNG)
-
     sampler = make_sampler(cfg["data"])
     model = build_model(cfg["model"])
     if tuple(getattr(model, "image_shape", sampler.image_shape)) != tuple(sampler.image_shape):
@@ -174,114 +226,126 @@ def train(
     sched = cfg["schedule"]
     abar = alphas_cumprod(linear_betas(sched["n_train"], sched["beta_start"], sched["beta_end"])).float()
     gen = torch.Generator().manual_seed(int(cfg["seed"]) + 1)  # batches, times and noise
-    step, log_rows, elapsed = 0, [], 0.0
+    return _Run(cfg, out, batch, sampler, model, ema, opt, abar, gen)
 
-    ckpt_path = out / "checkpoint.pt"
-    if resume:
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
-        state = read_checkpoint(ckpt_path)
-        if json.loads(state["config"])["model"] != cfg["model"]:
-            raise ValueError(f"{ckpt_path} was written for another model config; use a fresh --out folder")
-        try:
-            model.load_state_dict(state["model"])
-            ema.load_state_dict(state["ema"])
-            opt.load_state_dict(state["optimizer"])
-            gen.set_state(state["gen_state"])
-            torch.set_rng_state(state["torch_rng_state"])
-        except (RuntimeError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(
-                f"{ckpt_path} does not fit this config ({str(err).splitlines()[0]}); use a fresh --out folder"
-            ) from None
-        step, elapsed = int(state["step"]), float(state["seconds"])
-        log_rows = state["loss_log"].tolist()
-        print(f"resumed {cfg['name']} from step {step} ({ckpt_path})")
 
-    def save_checkpoint() -> None:
-        state = {
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "seconds": elapsed,
-            "gen_state": gen.get_state(),
-            "torch_rng_state": torch.get_rng_state(),
-            "config": json.dumps(cfg),
-            "loss_log": torch.tensor(log_rows, dtype=torch.float64).reshape(-1, 4),
-        }
-        with atomic_path(ckpt_path) as tmp:  # a crash never leaves a half-written checkpoint
-            torch.save(state, tmp)
-        write_log(out / "loss_log.csv", log_rows)
+def _resume(run: _Run) -> None:
+    """Load ``run.out/checkpoint.pt`` into ``run`` (weights, optimiser, RNG states, step, loss log)."""
+    ckpt_path = run.ckpt_path
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; start without --resume")
+    state = read_checkpoint(ckpt_path)
+    if json.loads(state["config"])["model"] != run.cfg["model"]:
+        raise ValueError(f"{ckpt_path} was written for another model config; use a fresh --out folder")
+    try:
+        run.model.load_state_dict(state["model"])
+        run.ema.load_state_dict(state["ema"])
+        run.opt.load_state_dict(state["optimizer"])
+        run.gen.set_state(state["gen_state"])
+        torch.set_rng_state(state["torch_rng_state"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"{ckpt_path} does not fit this config ({str(err).splitlines()[0]}); use a fresh --out folder"
+        ) from None
+    run.step, run.elapsed = int(state["step"]), float(state["seconds"])
+    run.log_rows = state["loss_log"].tolist()
+    print(f"resumed {run.cfg['name']} from step {run.step} ({ckpt_path})")
 
-    end = total if stop_after is None else min(total, step + int(stop_after))
-    ema_params = list(ema.parameters())
-    dc_weight, dc_from = float(cfg["loss"]["dc_weight"]), int(cfg["loss"]["dc_from_step"])
-    model.train()
-    window: list[float] = []
-    bar = tqdm(total=total, initial=step, disable=not progress, desc=cfg["name"], dynamic_ncols=True)
-    t_start = time.perf_counter() - elapsed
-    planned, stopped_early = total, False
-    while step < end:
+
+def _save_checkpoint(run: _Run) -> None:
+    """Write the full state of ``run`` atomically, and the loss log."""
+    state = {
+        "model": run.model.state_dict(),
+        "ema": run.ema.state_dict(),
+        "optimizer": run.opt.state_dict(),
+        "step": run.step,
+        "seconds": run.elapsed,
+        "gen_state": run.gen.get_state(),
+        "torch_rng_state": torch.get_rng_state(),
+        "config": json.dumps(run.cfg),
+        "loss_log": torch.tensor(run.log_rows, dtype=torch.float64).reshape(-1, 4),
+    }
+    with atomic_path(run.ckpt_path) as tmp:  # a crash never leaves a half-written checkpoint
+        torch.save(state, tmp)
+    write_log(run.out / "loss_log.csv", run.log_rows)
+
+
+def _loop(run: _Run, end: int, planned: int, deadline: float | None, progress: bool) -> bool:
+    """Optimiser steps up to ``end``, logging and checkpointing; True if ``deadline`` stopped it first."""
+    cfg = run.cfg
+    dc = float(cfg["loss"]["dc_weight"]), int(cfg["loss"]["dc_from_step"])
+    run.model.train()
+    bar = tqdm(total=planned, initial=run.step, disable=not progress, desc=cfg["name"], dynamic_ncols=True)
+    t_start = time.perf_counter() - run.elapsed
+    stopped_early = False
+    while run.step < end:
         if deadline is not None and time.time() >= deadline:
-            stopped_early, total = True, step
+            stopped_early = True
             break
-        x0 = sampler.sample(batch, gen)
-        t = torch.randint(0, abar.numel(), (batch,), generator=gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        a = abar[t].view(-1, 1, 1, 1)
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise  # Eq. (2)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg["autocast_bf16"])):
-            eps = model(x_t, t)
-        eps = eps.float()
-        mse = F.mse_loss(eps, noise)  # || eps - eps_theta(x_t, t) ||^2 (Ho et al., Eq. 14)
-        loss = mse
-        if dc_weight > 0 and step >= dc_from:  # same minimiser, the per-channel means weighted more
-            loss = mse + dc_weight * (eps - noise).mean(dim=(2, 3)).square().mean()
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, opt_cfg, planned)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if opt_cfg["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), float(opt_cfg["grad_clip"]))
-        opt.step()
-        rate = float(cfg["ema_rate"])
-        if cfg["ema_warmup"]:  # shorter memory early on, so a short run's EMA forgets the random init
-            rate = min(rate, (1 + step) / (10 + step))
-        with torch.no_grad():  # theta_EMA <- r theta_EMA + (1 - r) theta
-            torch._foreach_lerp_(ema_params, list(model.parameters()), 1.0 - rate)
-            for b_ema, b in zip(ema.buffers(), model.buffers()):
-                b_ema.copy_(b)
-        step += 1
-        window.append(mse.item())  # the plain DDPM loss, comparable across recipes
+        mse = _optimiser_step(run, planned, dc)
+        run.step += 1
+        run.window.append(mse)  # the plain DDPM loss, comparable across recipes
         bar.update(1)
-        if step % int(cfg["log_every"]) == 0 or step == total:
-            elapsed = time.perf_counter() - t_start
-            log_rows.append([step, sum(window) / len(window), _lr_at(step - 1, opt_cfg, planned), elapsed])
-            bar.set_postfix(loss=f"{log_rows[-1][1]:.4f}")
-            window = []
-        if step % int(cfg["checkpoint_every"]) == 0 or step == end:
-            elapsed = time.perf_counter() - t_start
-            save_checkpoint()
+        if run.step % int(cfg["log_every"]) == 0 or run.step == planned:
+            run.elapsed = time.perf_counter() - t_start
+            _log_window(run, planned)
+            bar.set_postfix(loss=f"{run.log_rows[-1][1]:.4f}")
+        if run.step % int(cfg["checkpoint_every"]) == 0 or run.step == end:
+            run.elapsed = time.perf_counter() - t_start
+            _save_checkpoint(run)
     bar.close()
     if stopped_early:
-        elapsed = time.perf_counter() - t_start
-        if window:
-            log_rows.append([step, sum(window) / len(window), _lr_at(step - 1, opt_cfg, planned), elapsed])
-        save_checkpoint()
-        cfg["steps"] = step
+        run.elapsed = time.perf_counter() - t_start
+        if run.window:
+            _log_window(run, planned)
+        _save_checkpoint(run)
+        cfg["steps"] = run.step
+    return stopped_early
 
-    summary = {
-        "name": cfg["name"],
-        "step": step,
-        "finished": step >= total,
-        "seconds": round(elapsed, 1),
-        "final_loss": log_rows[-1][1] if log_rows else None,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "planned_steps": planned,
-        "stopped_at_deadline": stopped_early,
-    }
-    if step >= total and step > 0:
-        save_weights(ema.state_dict(), cfg, summary, out)
-    return summary
+
+def _log_window(run: _Run, planned: int) -> None:
+    """Append a loss-log row (step, mean loss of the window, learning rate, seconds); empty the window."""
+    lr = _lr_at(run.step - 1, run.cfg["optimizer"], planned)
+    run.log_rows.append([run.step, sum(run.window) / len(run.window), lr, run.elapsed])
+    run.window = []
+
+
+def _optimiser_step(run: _Run, planned: int, dc: tuple[float, int]) -> float:
+    """One step on a fresh batch (Eq. (2) noising, eps-MSE; ``dc``: the DC term's weight and first step),
+    then the EMA update; returns the MSE."""
+    cfg, opt_cfg, step = run.cfg, run.cfg["optimizer"], run.step
+    x0 = run.sampler.sample(run.batch, run.gen)
+    t = torch.randint(0, run.abar.numel(), (run.batch,), generator=run.gen)
+    noise = torch.randn(x0.shape, generator=run.gen)
+    a = run.abar[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise  # Eq. (2)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg["autocast_bf16"])):
+        eps = run.model(x_t, t)
+    eps = eps.float()
+    mse = F.mse_loss(eps, noise)  # || eps - eps_theta(x_t, t) ||^2 (Ho et al., Eq. 14)
+    loss = mse
+    dc_weight, dc_from = dc
+    if dc_weight > 0 and step >= dc_from:  # same minimiser, the per-channel means weighted more
+        loss = mse + dc_weight * (eps - noise).mean(dim=(2, 3)).square().mean()
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+    for group in run.opt.param_groups:
+        group["lr"] = _lr_at(step, opt_cfg, planned)
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if opt_cfg["grad_clip"]:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), float(opt_cfg["grad_clip"]))
+    run.opt.step()
+    _update_ema(run)
+    return mse.item()
+
+
+def _update_ema(run: _Run) -> None:
+    """theta_EMA <- r theta_EMA + (1 - r) theta (rate r = ``ema_rate``, shorter early with ``ema_warmup``)."""
+    rate = float(run.cfg["ema_rate"])
+    if run.cfg["ema_warmup"]:  # shorter memory early on, so a short run's EMA forgets the random init
+        rate = min(rate, (1 + run.step) / (10 + run.step))
+    with torch.no_grad():
+        torch._foreach_lerp_(list(run.ema.parameters()), list(run.model.parameters()), 1.0 - rate)
+        for b_ema, b in zip(run.ema.buffers(), run.model.buffers(), strict=True):
+            b_ema.copy_(b)

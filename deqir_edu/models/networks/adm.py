@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from dataclasses import fields as fields_of
 from typing import Any
 
 import torch
@@ -229,6 +228,72 @@ class ADMConfig:
     norm_groups: int = 32
 
 
+class _BlockMaker:
+    """Makes the blocks of one ``ADMUNet`` from its ``ADMConfig`` (guided-diffusion's order and names)."""
+
+    def __init__(self, cfg: ADMConfig) -> None:
+        self.cfg = cfg
+        self.mult = tuple(cfg.channel_mult)
+        self.rates = set(int(r) for r in cfg.attention_rates)
+        self.heads_up = cfg.num_heads if cfg.num_heads_upsample == -1 else cfg.num_heads_upsample
+        self.emb_ch = 4 * cfg.model_channels
+
+    def res(self, cin: int, cout: int, up: bool = False, down: bool = False) -> ResBlock:
+        """A residual block from ``cin`` to ``cout`` channels, resampling when ``up`` or ``down``."""
+        c = self.cfg
+        return ResBlock(
+            cin, self.emb_ch, c.dropout, cout, c.use_scale_shift_norm, up=up, down=down, norm_groups=c.norm_groups
+        )
+
+    def attn(self, ch: int, heads: int) -> AttentionBlock:
+        """A self-attention block on ``ch`` channels."""
+        c = self.cfg
+        return AttentionBlock(ch, heads, c.num_head_channels, c.use_new_attention_order, c.norm_groups)
+
+    def encoder(self) -> tuple[nn.ModuleList, list[int], int, int]:
+        """Input blocks: N per level, then halve the size; returns them, the skip widths, the width and the rate."""
+        c, mult = self.cfg, self.mult
+        ch = int(mult[0] * c.model_channels)
+        blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(c.in_channels, ch, 3, padding=1))])
+        skips, ds = [ch], 1  # widths of the skip connections, current downsampling rate
+        for level, m in enumerate(mult):
+            for _ in range(c.num_res_blocks):
+                layers: list[nn.Module] = [self.res(ch, int(m * c.model_channels))]
+                ch = int(m * c.model_channels)
+                if ds in self.rates:
+                    layers.append(self.attn(ch, c.num_heads))
+                blocks.append(EmbedSequential(*layers))
+                skips.append(ch)
+            if level != len(mult) - 1:
+                down = (
+                    self.res(ch, ch, down=True)
+                    if c.resblock_updown
+                    else Resample(ch, up=False, use_conv=c.conv_resample)
+                )
+                blocks.append(EmbedSequential(down))
+                skips.append(ch)
+                ds *= 2
+        return blocks, skips, ch, ds
+
+    def decoder(self, ch: int, skips: list[int], ds: int) -> tuple[nn.ModuleList, int]:
+        """Output blocks: N + 1 per level (each takes a skip), then double the size; returns them and the width."""
+        c = self.cfg
+        blocks = nn.ModuleList()
+        for level, m in reversed(list(enumerate(self.mult))):
+            for i in range(c.num_res_blocks + 1):
+                layers: list[nn.Module] = [self.res(ch + skips.pop(), int(m * c.model_channels))]
+                ch = int(m * c.model_channels)
+                if ds in self.rates:
+                    layers.append(self.attn(ch, self.heads_up))
+                if level and i == c.num_res_blocks:
+                    layers.append(
+                        self.res(ch, ch, up=True) if c.resblock_updown else Resample(ch, True, c.conv_resample)
+                    )
+                    ds //= 2
+                blocks.append(EmbedSequential(*layers))
+        return blocks, ch
+
+
 class ADMUNet(nn.Module):
     """The guided-diffusion ``UNetModel`` (unconditional), written from the paper and the config flags.
 
@@ -241,70 +306,18 @@ class ADMUNet(nn.Module):
             cfg = replace(config or ADMConfig(), **fields)
         except TypeError as err:
             raise ValueError(f"unknown ADMUNet field: {err}") from None
-        (
-            in_channels,
-            model_channels,
-            out_channels,
-            num_res_blocks,
-            attention_rates,
-            channel_mult,
-            dropout,
-            num_heads,
-            num_head_channels,
-            num_heads_upsample,
-            use_scale_shift_norm,
-            resblock_updown,
-            use_new_attention_order,
-            conv_resample,
-            image_size,
-            norm_groups,
-        ) = (getattr(cfg, f.name) for f in fields_of(ADMConfig))
-        if norm_groups < 1 or 32 % norm_groups:
-            raise ValueError(f"norm_groups must divide 32 (widths are multiples of 32), got {norm_groups}")
-        mult = tuple(channel_mult)
-        rates = set(int(r) for r in attention_rates)
-        heads_up = num_heads if num_heads_upsample == -1 else num_heads_upsample
-        self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
-        self.downsample_factor = 2 ** (len(mult) - 1)
-        emb_ch = 4 * model_channels
-
-        def res(cin: int, cout: int, **kw: bool) -> ResBlock:
-            return ResBlock(cin, emb_ch, dropout, cout, use_scale_shift_norm, norm_groups=norm_groups, **kw)
-
-        def attn(ch: int, heads: int) -> AttentionBlock:
-            return AttentionBlock(ch, heads, num_head_channels, use_new_attention_order, norm_groups)
-
-        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
-        ch = int(mult[0] * model_channels)
-        self.input_blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(in_channels, ch, 3, padding=1))])
-        skips, ds = [ch], 1  # widths of the skip connections, current downsampling rate
-        for level, m in enumerate(mult):  # encoder: N blocks per level, then halve the size
-            for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [res(ch, int(m * model_channels))]
-                ch = int(m * model_channels)
-                if ds in rates:
-                    layers.append(attn(ch, num_heads))
-                self.input_blocks.append(EmbedSequential(*layers))
-                skips.append(ch)
-            if level != len(mult) - 1:
-                down = res(ch, ch, down=True) if resblock_updown else Resample(ch, up=False, use_conv=conv_resample)
-                self.input_blocks.append(EmbedSequential(down))
-                skips.append(ch)
-                ds *= 2
-        self.middle_block = EmbedSequential(res(ch, ch), attn(ch, num_heads), res(ch, ch))
-        self.output_blocks = nn.ModuleList()
-        for level, m in reversed(list(enumerate(mult))):  # decoder: N + 1 blocks per level, then double
-            for i in range(num_res_blocks + 1):
-                layers = [res(ch + skips.pop(), int(m * model_channels))]
-                ch = int(m * model_channels)
-                if ds in rates:
-                    layers.append(attn(ch, heads_up))
-                if level and i == num_res_blocks:
-                    layers.append(res(ch, ch, up=True) if resblock_updown else Resample(ch, True, conv_resample))
-                    ds //= 2
-                self.output_blocks.append(EmbedSequential(*layers))
-        self.out = nn.Sequential(_norm(ch, norm_groups), nn.SiLU(), nn.Conv2d(ch, out_channels, 3, padding=1))
-        self.model_channels = model_channels
+        if cfg.norm_groups < 1 or 32 % cfg.norm_groups:
+            raise ValueError(f"norm_groups must divide 32 (widths are multiples of 32), got {cfg.norm_groups}")
+        blocks = _BlockMaker(cfg)
+        self.in_channels, self.out_channels, self.image_size = cfg.in_channels, cfg.out_channels, cfg.image_size
+        self.downsample_factor = 2 ** (len(blocks.mult) - 1)
+        emb_ch = blocks.emb_ch
+        self.time_embed = nn.Sequential(nn.Linear(cfg.model_channels, emb_ch), nn.SiLU(), nn.Linear(emb_ch, emb_ch))
+        self.input_blocks, skips, ch, ds = blocks.encoder()
+        self.middle_block = EmbedSequential(blocks.res(ch, ch), blocks.attn(ch, cfg.num_heads), blocks.res(ch, ch))
+        self.output_blocks, ch = blocks.decoder(ch, skips, ds)
+        self.out = nn.Sequential(_norm(ch, cfg.norm_groups), nn.SiLU(), nn.Conv2d(ch, cfg.out_channels, 3, padding=1))
+        self.model_channels = cfg.model_channels
 
     @property
     def dtype(self) -> torch.dtype:

@@ -138,6 +138,62 @@ class AttnBlock(nn.Module):
         return x + self.proj_out(a.transpose(-1, -2).reshape(b, c, hgt, wid))
 
 
+class _StageMaker:
+    """Makes the encoder and decoder stages of one ``DDPMUNet`` (the DDIM code's order and names)."""
+
+    def __init__(
+        self,
+        ch: int,
+        mult: tuple[int, ...],
+        num_res_blocks: int,
+        attn_res: set[int],
+        dropout: float,
+        resamp_with_conv: bool,
+    ) -> None:
+        self.ch, self.mult, self.num_res_blocks, self.attn_res = ch, mult, num_res_blocks, attn_res
+        self.dropout, self.resamp_with_conv, self.temb_ch = dropout, resamp_with_conv, 4 * ch
+        self.in_mult = (1,) + mult
+
+    def encoder(self, resolution: int) -> tuple[nn.ModuleList, int, int]:
+        """``down``: N blocks per level, then halve the size; returns it, the width and the resolution reached."""
+        ch, mult = self.ch, self.mult
+        res, block_in = resolution, ch
+        down = nn.ModuleList()
+        for level, m in enumerate(mult):
+            stage = nn.Module()
+            stage.block, stage.attn = nn.ModuleList(), nn.ModuleList()
+            block_in = ch * self.in_mult[level]
+            for _ in range(self.num_res_blocks):
+                stage.block.append(ResnetBlock(block_in, ch * m, self.temb_ch, self.dropout))
+                block_in = ch * m
+                if res in self.attn_res:
+                    stage.attn.append(AttnBlock(block_in))
+            if level != len(mult) - 1:
+                stage.downsample = Downsample(block_in, self.resamp_with_conv)
+                res //= 2
+            down.append(stage)
+        return down, block_in, res
+
+    def decoder(self, block_in: int, res: int) -> tuple[nn.ModuleList, int]:
+        """``up``: N + 1 blocks per level (each takes a skip), then double the size; returns it and the width."""
+        ch, mult = self.ch, self.mult
+        up_stages: list[nn.Module] = []
+        for level in reversed(range(len(mult))):
+            stage = nn.Module()
+            stage.block, stage.attn = nn.ModuleList(), nn.ModuleList()
+            for i in range(self.num_res_blocks + 1):
+                skip_in = ch * (self.in_mult[level] if i == self.num_res_blocks else mult[level])
+                stage.block.append(ResnetBlock(block_in + skip_in, ch * mult[level], self.temb_ch, self.dropout))
+                block_in = ch * mult[level]
+                if res in self.attn_res:
+                    stage.attn.append(AttnBlock(block_in))
+            if level != 0:
+                stage.upsample = Upsample(block_in, self.resamp_with_conv)
+                res *= 2
+            up_stages.insert(0, stage)  # up[level] is the decoder stage of that level
+        return nn.ModuleList(up_stages), block_in
+
+
 class DDPMUNet(nn.Module):
     """The DDIM/SDEdit ``Model`` ("simple" DDPM UNet), written from the paper and the config keys."""
 
@@ -155,51 +211,19 @@ class DDPMUNet(nn.Module):
     ) -> None:
         super().__init__()
         mult = tuple(int(m) for m in ch_mult)
-        attn_res = {int(r) for r in attn_resolutions}
         self.ch, self.in_channels, self.out_channels, self.resolution = ch, in_channels, out_ch, resolution
         self.num_res_blocks, self.downsample_factor = num_res_blocks, 2 ** (len(mult) - 1)
-        temb_ch = 4 * ch
+        stages = _StageMaker(ch, mult, num_res_blocks, {int(r) for r in attn_resolutions}, dropout, resamp_with_conv)
+        temb_ch = stages.temb_ch
         self.temb = nn.Module()
         self.temb.dense = nn.ModuleList([nn.Linear(ch, temb_ch), nn.Linear(temb_ch, temb_ch)])
         self.conv_in = nn.Conv2d(in_channels, ch, 3, padding=1)
-
-        in_mult = (1,) + mult
-        res, block_in = resolution, ch
-        self.down = nn.ModuleList()
-        for level, m in enumerate(mult):  # encoder: N blocks per level, then halve the size
-            stage = nn.Module()
-            stage.block, stage.attn = nn.ModuleList(), nn.ModuleList()
-            block_in = ch * in_mult[level]
-            for _ in range(num_res_blocks):
-                stage.block.append(ResnetBlock(block_in, ch * m, temb_ch, dropout))
-                block_in = ch * m
-                if res in attn_res:
-                    stage.attn.append(AttnBlock(block_in))
-            if level != len(mult) - 1:
-                stage.downsample = Downsample(block_in, resamp_with_conv)
-                res //= 2
-            self.down.append(stage)
-
+        self.down, block_in, res = stages.encoder(resolution)
         self.mid = nn.Module()
         self.mid.block_1 = ResnetBlock(block_in, block_in, temb_ch, dropout)
         self.mid.attn_1 = AttnBlock(block_in)
         self.mid.block_2 = ResnetBlock(block_in, block_in, temb_ch, dropout)
-
-        up_stages: list[nn.Module] = []
-        for level in reversed(range(len(mult))):  # decoder: N + 1 blocks per level, then double
-            stage = nn.Module()
-            stage.block, stage.attn = nn.ModuleList(), nn.ModuleList()
-            for i in range(num_res_blocks + 1):
-                skip_in = ch * (in_mult[level] if i == num_res_blocks else mult[level])
-                stage.block.append(ResnetBlock(block_in + skip_in, ch * mult[level], temb_ch, dropout))
-                block_in = ch * mult[level]
-                if res in attn_res:
-                    stage.attn.append(AttnBlock(block_in))
-            if level != 0:
-                stage.upsample = Upsample(block_in, resamp_with_conv)
-                res *= 2
-            up_stages.insert(0, stage)  # self.up[level] is the decoder stage of that level
-        self.up = nn.ModuleList(up_stages)
+        self.up, block_in = stages.decoder(block_in, res)
         self.norm_out = _norm(block_in)
         self.conv_out = nn.Conv2d(block_in, out_ch, 3, padding=1)
 
