@@ -35,7 +35,7 @@ def peak_tensor_bytes(fn) -> float:
 
 def one(kind: str, loss_name: str, steps: int, n: int) -> dict:
     from deqir_edu.diffusion import draw_noises
-    from deqir_edu.inversion import exact_chain_gradient, phantom_gradient, reference_loss
+    from deqir_edu.inversion import PhantomConfig, exact_chain_gradient, phantom_gradient, reference_loss
     from deqir_edu.models import load_model
     from deqir_edu.operators import make_operator
 
@@ -50,7 +50,8 @@ def one(kind: str, loss_name: str, steps: int, n: int) -> dict:
     if kind == "exact":
         fn = lambda: exact_chain_gradient(model, op, y, x_T, noises, steps, 0.15, loss=loss)  # noqa: E731
     else:  # the fixed point is solved without a graph: 2 Picard passes suffice to measure memory
-        fn = lambda: phantom_gradient(model, op, y, x_T, noises, steps, 0.15, loss=loss, max_iter=2)  # noqa: E731
+        cfg = PhantomConfig(loss=loss, max_iter=2)
+        fn = lambda: phantom_gradient(model, op, y, x_T, noises, steps, 0.15, phantom=cfg)  # noqa: E731
     status = lambda key: int(next(ln for ln in open("/proc/self/status") if ln.startswith(key)).split()[1])  # noqa: E731
     rss0 = status("VmRSS")
     open("/proc/self/clear_refs", "w").write("5")  # reset the peak-RSS counter (Linux)

@@ -13,7 +13,8 @@ express each of its choices through the package's parameters; none of its code r
   (c) Anderson per state.  The official X, F, H have the T states as their batch dimension, so every
       state gets its own mixing weights; the package mixes once per image.  x_0's distance to the
       sequential chain after 15 iterations on the README setting, ``solvers.anderson(mix="image"|"state")``
-      (the paper's m = 4, i.e. the official code's m = 5 columns, lam = 1e-3, beta = 1; the official stop, a global relative residual
+      (the paper's m = 4, i.e. the official code's m = 5 columns, lam = 1e-3, beta = 1; the official stop,
+      a global relative residual
       below 1e-3, is recorded but not applied).
 
 PSNR is that of the image clamped to [-1, 1], as the official code saves it; distances are unclamped.

@@ -113,7 +113,8 @@ def main() -> None:
         [],
         [
             f"# (a) passes and network evaluations to reach the sequential chain\n\n{desc}; task {args.task}; "
-            f"first hit: runs with tol = {args.tol_track}; own stopping: tol = {args.tol}\n\n`python {' '.join(sys.argv)}`\n"
+            f"first hit: runs with tol = {args.tol_track}; own stopping: tol = {args.tol}\n\n"
+            f"`python {' '.join(sys.argv)}`\n"
         ],
     )
     for T in args.steps:

@@ -81,7 +81,7 @@ def stop_pass(
         if upper is not None and not upper[k] < tol_upper:
             continue
         h = change[max(0, k - r) : k + 1]
-        ratios = [b / a for a, b in zip(h, h[1:]) if math.isfinite(a) and math.isfinite(b) and a > 0]
+        ratios = [b / a for a, b in zip(h, h[1:], strict=False) if math.isfinite(a) and math.isfinite(b) and a > 0]
         if len(ratios) < min(r, 2):
             continue
         rate = min(max(max(ratios), 0.0), 0.99)
@@ -105,8 +105,11 @@ def evaluate(cells: list[dict], form: str, r: int, tol: float, tol_upper: float 
         or len(c["change"])
         for c in cells
     ]
-    gaps = [c["gap"][s - 1] for c, s in zip(cells, stops)]
-    frac = {T: [s / c["T"] for c, s in zip(cells, stops) if c["T"] == T] for T in sorted({c["T"] for c in cells})}
+    gaps = [c["gap"][s - 1] for c, s in zip(cells, stops, strict=False)]
+    frac = {
+        T: [s / c["T"] for c, s in zip(cells, stops, strict=False) if c["T"] == T]
+        for T in sorted({c["T"] for c in cells})
+    }
     row = dict(
         form=form,
         r=r,

@@ -115,7 +115,8 @@ def run_dtype(model, op, y, x, args, dtype: str) -> list[dict]:
         row["ratio_equal_vs_ddnm"] = None if k is None else row["t_equal"] / t_ddnm
         rows.append(row)
         print(
-            f"[{dtype}] {solver}: {total:.2f} s ({row['passes']} passes, {row['evaluations']} NFE), within {args.db} dB "
+            f"[{dtype}] {solver}: {total:.2f} s ({row['passes']} passes, {row['evaluations']} NFE), "
+            f"within {args.db} dB "
             f"after {row['passes_equal']} passes = {row['t_equal']} s; overhead {row['overhead_share']:.1%}",
             flush=True,
         )

@@ -23,7 +23,18 @@ Public names are imported lazily so that ``import deqir_edu`` stays fast and nev
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for editors and type checkers: the lazy names below, with their definitions
+    from .datasets import load_testset
+    from .diffusion import GaussianMixturePrior, chain_config, draw_noises, fashion_mixture
+    from .experiments import restore
+    from .inversion import deq_invert, phantom_gradient
+    from .metrics import consistency, psnr, ssim
+    from .models import ClippedModel, load_model
+    from .operators import make_operator
+    from .sampling import FixedPointMap, ddim_sample, ddnm_sample, deqir_sample
+    from .solvers import get_solver
 
 # public name -> subpackage that defines it
 _EXPORTS: dict[str, str] = {
@@ -48,12 +59,33 @@ _EXPORTS: dict[str, str] = {
     "restore": "experiments",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [  # the names of _EXPORTS (tests/test_layout.py checks), and the version
+    "ClippedModel",
+    "FixedPointMap",
+    "GaussianMixturePrior",
+    "chain_config",
+    "consistency",
+    "ddim_sample",
+    "ddnm_sample",
+    "deq_invert",
+    "deqir_sample",
+    "draw_noises",
+    "fashion_mixture",
+    "get_solver",
+    "load_model",
+    "load_testset",
+    "make_operator",
+    "phantom_gradient",
+    "psnr",
+    "restore",
+    "ssim",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # from pyproject.toml, through the installed metadata (core/version.py)
-        from .core.version import package_version
+        from .core.version import package_version  # noqa: PLC0415 (lazy: import deqir_edu stays fast)
 
         globals()[name] = package_version()
         return globals()[name]

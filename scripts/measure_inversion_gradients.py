@@ -13,7 +13,7 @@ from torch import nn
 
 torch.set_num_threads(1)
 from deqir_edu.diffusion import draw_noises
-from deqir_edu.inversion import exact_chain_gradient, phantom_gradient, reference_loss
+from deqir_edu.inversion import PhantomConfig, exact_chain_gradient, phantom_gradient, reference_loss
 from deqir_edu.models import ChunkedModel, ClippedModel
 from deqir_edu.operators import make_operator
 
@@ -69,7 +69,7 @@ def grad(kind, lossname, net, op, x, y, x_T, noises):
         return exact_chain_gradient(net, op, y, x_T, noises, T, ETA, loss=loss)
     if kind == "phantom-chunk1":  # the solve runs one state (B images) per network call
         net = ChunkedModel(net, B)
-    return phantom_gradient(net, op, y, x_T, noises, T, ETA, loss=loss)
+    return phantom_gradient(net, op, y, x_T, noises, T, ETA, phantom=PhantomConfig(loss=loss))
 
 
 def saved_bytes(fn):
@@ -104,7 +104,8 @@ if __name__ == "__main__":
         live = torch.tensor([m for _, m in ev], dtype=torch.float64).cumsum(0)
         peak = float(live.max()) if live.numel() else 0.0
         print(
-            f"{MODE:8s} {sys.argv[1]:14s} {sys.argv[2]:8s} saved-for-backward {nbytes / 2**20:7.1f} MiB   peak tensor memory (profiler) {peak / 2**20:7.1f} MiB"
+            f"{MODE:8s} {sys.argv[1]:14s} {sys.argv[2]:8s} saved-for-backward {nbytes / 2**20:7.1f} MiB   "
+            f"peak tensor memory (profiler) {peak / 2**20:7.1f} MiB"
         )
         sys.exit()
     print(f"network: {MODE}, T={T}, B={B}, {SHAPE}, inpaint-box, eta={ETA}, clip=True, float32")
@@ -115,7 +116,9 @@ if __name__ == "__main__":
     for lossname in ("default", "x0"):
         ex, ph = grad("exact", lossname, *args), grad("phantom", lossname, *args)
         print(
-            f"loss={lossname}: cos(exact, phantom k=1 tau=0.1) = {cos(ex.grad, ph.grad):.4f}   null-space cos = {cos(q(ex.grad), q(ph.grad)):.4f}   range fraction of exact = {float((ex.grad - q(ex.grad)).norm() / ex.grad.norm()):.3f}"
+            f"loss={lossname}: cos(exact, phantom k=1 tau=0.1) = {cos(ex.grad, ph.grad):.4f}   "
+            f"null-space cos = {cos(q(ex.grad), q(ph.grad)):.4f}   "
+            f"range fraction of exact = {float((ex.grad - q(ex.grad)).norm() / ex.grad.norm()):.3f}"
         )
         full = phantom_gradient(
             ClippedModel(args[0]),
@@ -125,9 +128,9 @@ if __name__ == "__main__":
             args[5],
             T,
             ETA,
-            loss=None if lossname == "default" else reference_loss(args[2]),
-            phantom_steps=T,
-            tau=1.0,
+            phantom=PhantomConfig(
+                loss=None if lossname == "default" else reference_loss(args[2]), phantom_steps=T, tau=1.0
+            ),
         )
         print(f"   phantom k=T tau=1 vs exact: cos = {cos(ex.grad, full.grad):.6f}")
     for kind in ("exact", "phantom", "phantom-chunk1"):

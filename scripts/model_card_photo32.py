@@ -1,6 +1,7 @@
 """Quality figures of the embedded `photo32` model for its model card (data/models/README.md).
 
-    python scripts/model_card_photo32.py [--n 64] [--steps 20 100] [--out data/models] [--model NAME_OR_PATH] [--no-tiles]
+    python scripts/model_card_photo32.py [--n 64] [--steps 20 100] [--out data/models] [--model NAME_OR_PATH] \
+        [--no-tiles]
 
 1. 64 unconditional DDIM samples (T = 50, eta = 0) -> photo32_samples.png, and the mean
    nearest-neighbour distance (per pixel RMS) of samples to the 64 held-out test crops, next to that
@@ -125,7 +126,7 @@ def tiled_figure(model, overlap: int, out: Path) -> dict:
         (tiled[0], f"restore_tiled, overlap {overlap}"),
         (tiled_mean[0], "restore_tiled, mean of 16 runs"),
     ]
-    for ax, (img, title) in zip(axes, panels):
+    for ax, (img, title) in zip(axes, panels, strict=False):
         ax.imshow(to_img(img), interpolation="nearest")
         ax.set_title(f"{title}\n{float(dq.psnr(img[None], big)):.2f} dB", fontsize=10)
         ax.axis("off")

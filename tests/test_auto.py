@@ -72,7 +72,7 @@ def test_warns_and_says_so_when_the_budget_runs_out(models):
     assert not res.converged and res.passes == 2
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)  # tol = 0: a fixed number of passes was asked for
-        deqir_sample(model, op, y, 10, 0.85, torch.Generator().manual_seed(0), max_iter=2, tol=0.0)
+        deqir_sample(model, op, y, 10, 0.85, torch.Generator().manual_seed(0), max_iter=2, solver_options={"tol": 0.0})
         deqir_sample(model, op, y, 6, 0.85, torch.Generator().manual_seed(0), solver="picard", max_iter=6)
 
 

@@ -260,7 +260,9 @@ def test_any_coefficient_set_keeps_proposition_1(grey) -> None:
     noises = dq.draw_noises(tuple(x.shape), 8, torch.Generator().manual_seed(0))
     for chain in (official_chain(8), official_chain(8, svd=False), chain_config(8, 0.15)):
         seq = dq.ddnm_sample(prior, op, y, noises=noises, chain=chain)
-        res = dq.deqir_sample(prior, op, y, noises=noises, chain=chain, solver="picard", max_iter=8, tol=0.0)
+        res = dq.deqir_sample(
+            prior, op, y, noises=noises, chain=chain, solver="picard", max_iter=8, solver_options={"tol": 0.0}
+        )
         assert (seq - res.x0).abs().max() < 1e-10 and res.evaluations == 64 and res.passes == 8
     ref = dq.ddnm_sample(prior, op, y, steps=8, eta=0.15, noises=noises)
     assert torch.equal(dq.ddnm_sample(prior, op, y, noises=noises, chain=chain_config(8, 0.15)), ref)
@@ -281,7 +283,9 @@ def test_official_setting_runs_the_freezing_solvers(grey) -> None:
     assert chain.eta is None and chain.setting.startswith("official")
     seq = dq.ddnm_sample(prior, op, y, noises=noises, chain=chain)
     for solver in ("picard-freeze", "taa", "gauss-freeze"):
-        res = dq.deqir_sample(prior, op, y, noises=noises, chain=chain, solver=solver, max_iter=8, tol=0.0)
+        res = dq.deqir_sample(
+            prior, op, y, noises=noises, chain=chain, solver=solver, max_iter=8, solver_options={"tol": 0.0}
+        )
         assert (res.x0 - seq).abs().max() < 1e-8, solver
 
 

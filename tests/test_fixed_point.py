@@ -131,7 +131,7 @@ def test_float32_fixed_point_stays_on_the_sequential_chain(task: str) -> None:
         generator=torch.Generator().manual_seed(0),
         solver="picard",
         max_iter=10,
-        tol=0.0,
+        solver_options={"tol": 0.0},
     )
     assert seq.dtype == par.x0.dtype == torch.float32
     assert (seq - par.x0).abs().max().item() < 2e-4

@@ -7,6 +7,7 @@ import torch
 
 from deqir_edu.diffusion import draw_noises
 from deqir_edu.inversion import (
+    PhantomConfig,
     deq_invert,
     exact_chain_gradient,
     measurement_loss,
@@ -31,7 +32,7 @@ def test_measurement_loss_is_identically_zero(toy, task: str) -> None:
     """A x_0 = y by construction (last DDNM step), so ||A(x_0) - y||^2 carries no gradient."""
     prior, op, _, y, x_T, noises = problem(toy, task)
     ex = exact_chain_gradient(prior, op, y, x_T, noises, 10, 0.15, loss=measurement_loss)
-    ph = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, loss=measurement_loss)
+    ph = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, phantom=PhantomConfig(loss=measurement_loss))
     assert float(ex.loss.max()) < 1e-25 and float(ph.loss.max()) < 1e-25
     assert float(ex.grad.abs().max()) < 1e-12 and float(ph.grad.abs().max()) < 1e-12
     # the default loss is not degenerate
@@ -48,7 +49,7 @@ def test_phantom_gradient_matches_exact_chain_gradient(toy, task: str) -> None:
     prior, op, x, y, x_T, noises = problem(toy, task)
     sup = reference_loss(x)
     ex = exact_chain_gradient(prior, op, y, x_T, noises, 10, 0.15, loss=sup)
-    ph = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, loss=sup)  # k = 1, tau = 0.1
+    ph = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, phantom=PhantomConfig(loss=sup))  # k = 1, tau = 0.1
     assert cos(ex.grad, ph.grad) >= 0.9  # measured 0.998 / 0.970
     torch.testing.assert_close(ph.loss, ex.loss, rtol=1e-10, atol=1e-12)  # same chain, same loss
 
@@ -60,7 +61,7 @@ def test_phantom_gradient_matches_exact_chain_gradient(toy, task: str) -> None:
 
     assert cos(q(ex.grad), q(ph.grad)) >= 0.9  # measured 0.989 / 0.986
     assert cos(ex.grad, ph.grad) > 0.3  # still a descent direction; measured 0.52 / 0.80
-    full = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, phantom_steps=10, tau=1.0)
+    full = phantom_gradient(prior, op, y, x_T, noises, 10, 0.15, phantom=PhantomConfig(phantom_steps=10, tau=1.0))
     torch.testing.assert_close(full.grad, ex.grad, rtol=1e-8, atol=1e-10)  # J_F is nilpotent
 
 
@@ -99,9 +100,7 @@ def test_anderson_warm_started_inversion_runs(toy) -> None:
         eta=0.0,
         noises=(x_T, noises),
         n_steps=3,
-        solver="anderson",
-        max_iter=15,
-        tol=1e-4,
+        phantom=PhantomConfig(solver="anderson", max_iter=15, solver_options={"tol": 1e-4}),
         callback=seen.append,
     )
     assert [d["step"] for d in seen] == [1, 2, 3] and res.loss_history.shape == (4, 2)
@@ -113,9 +112,9 @@ def test_anderson_warm_started_inversion_runs(toy) -> None:
 def test_bad_arguments(toy) -> None:
     prior, op, _, y, x_T, noises = problem(toy, "sr4", n=2)
     with pytest.raises(ValueError, match="tau"):
-        phantom_gradient(prior, op, y, x_T, noises, 10, tau=0.0)
+        phantom_gradient(prior, op, y, x_T, noises, 10, phantom=PhantomConfig(tau=0.0))
     with pytest.raises(ValueError, match="phantom_steps"):
-        phantom_gradient(prior, op, y, x_T, noises, 10, phantom_steps=0)
+        phantom_gradient(prior, op, y, x_T, noises, 10, phantom=PhantomConfig(phantom_steps=0))
     with pytest.raises(ValueError, match="noises"):
         exact_chain_gradient(prior, op, y, x_T, noises[:5], 10)
     with pytest.raises(ValueError, match="n_steps"):

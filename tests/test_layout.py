@@ -6,6 +6,13 @@
 * No private name (``_x``) or private module is imported across subpackages, by the package, the
   book's notebooks, the benchmarks or the scripts.
 * No public function or method takes more than 12 parameters; the top level exports at most 20 names.
+* No function of the package is longer than 60 lines.
+* Solvers are typed: no parameter of a function in ``solvers/`` is ``Any`` or unannotated (the map is a
+  ``contract.MapFn`` or ``ChainMap``).
+* Eq. (5) is written once: only ``operators/base.py`` composes ``A_pinv`` with ``A``.
+* No solver name is compared as a string outside the registry: what a sampler needs to know about a
+  solver is a fact of ``solvers.registry.SolverSpec``.
+* CI runs ``ruff check`` and ``ruff format --check``.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ LAYERS: dict[str, int] = {
 }
 MAX_PARAMS = 12
 MAX_EXPORTS = 20
+MAX_LINES = 60
+# the one place that may compose A^+ with A: Eq. (5) and the projector (and the check of the Penrose identities)
+EQ5_HOME = ("operators/base.py", ("project", "penrose_residuals", "sym", "<lambda>"))
 
 
 def modules_of(pkg: Path) -> dict[str, Path]:
@@ -172,6 +182,99 @@ def long_signatures(modules: dict[str, Path]) -> list[str]:
     return long
 
 
+def long_functions(modules: dict[str, Path]) -> list[str]:
+    """Functions and methods longer than ``MAX_LINES`` lines (``def`` to last line, docstring included)."""
+    long = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_LINES:
+                    long.append(f"{name}.{node.name}: {n} lines")
+    return long
+
+
+def untyped_solvers(modules: dict[str, Path]) -> list[str]:
+    """Parameters of functions in ``solvers/`` that are unannotated or annotated ``Any`` (the map above all)."""
+    bad = []
+    for name, path in modules.items():
+        if _subpackage(name) != "solvers":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            a = node.args
+            for arg in a.posonlyargs + a.args + a.kwonlyargs:
+                if arg.arg in ("self", "cls"):
+                    continue
+                if arg.annotation is None or ast.unparse(arg.annotation) in ("Any", "typing.Any"):
+                    bad.append(
+                        f"{name}.{node.name}({arg.arg}): {ast.unparse(arg.annotation) if arg.annotation else 'no type'}"
+                    )
+    return bad
+
+
+def _is_call_of(node: ast.AST, attr: str) -> bool:
+    f = node.func if isinstance(node, ast.Call) else None
+    return (isinstance(f, ast.Attribute) and f.attr == attr) or (isinstance(f, ast.Name) and f.id == attr)
+
+
+def eq5_rewritten(modules: dict[str, Path], root: Path) -> list[str]:
+    """Places outside ``EQ5_HOME`` that compose ``A_pinv(... A(...))``: Eq. (5) or its projector written again."""
+    bad = []
+    home_file, home_funcs = EQ5_HOME
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        home = path.relative_to(root).as_posix() == home_file
+        for func in [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.Lambda)] or [tree]:
+            fname = getattr(func, "name", "<lambda>")
+            if home and fname in home_funcs:
+                continue
+            for node in ast.walk(func):
+                if _is_call_of(node, "A_pinv") and any(_is_call_of(a, "A") for a in node.args):
+                    bad.append(
+                        f"{name}:{node.lineno} ({fname}) composes A_pinv with A; call operators.project, "
+                        "null_space or null_space_project"
+                    )
+    return sorted(set(bad))
+
+
+def _strings(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.Tuple | ast.List | ast.Set):
+        return [e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return []
+
+
+def _mentions_solver(node: ast.AST) -> bool:
+    return any(
+        (isinstance(n, ast.Name) and "solver" in n.id) or (isinstance(n, ast.Attribute) and "solver" in n.attr)
+        for n in ast.walk(node)
+    )
+
+
+def solver_string_checks(modules: dict[str, Path]) -> list[str]:
+    """Comparisons of a solver with a string (``solver == "picard"``, ``solver in ("anderson", ...)``) outside
+    ``solvers/registry.py``."""
+    bad = []
+    for name, path in modules.items():
+        if name == "deqir_edu.solvers.registry":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(_strings(s) for s in sides) and any(_mentions_solver(s) for s in sides if not _strings(s)):
+                    bad.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+    return bad
+
+
+def ci_runs_ruff(script: str) -> bool:
+    """Whether a CI script runs both ``ruff check`` and ``ruff format --check`` (outside comments)."""
+    code = "\n".join(line.split("#", 1)[0] for line in script.splitlines())
+    return "ruff check" in code and "ruff format --check" in code
+
+
 MODULES = modules_of(PKG)
 
 
@@ -226,12 +329,50 @@ def test_small_top_level_api():
     assert set(exports.values()) <= set(LAYERS), "every top-level name comes from a subpackage"
 
 
+def test_no_function_is_longer_than_60_lines():
+    long = long_functions(MODULES)
+    assert not long, f"functions longer than {MAX_LINES} lines (split them into named steps):\n" + "\n".join(long)
+
+
+def test_solvers_are_typed():
+    bad = untyped_solvers(MODULES)
+    assert not bad, "solver parameters without a type, or typed Any (use contract.MapFn / ChainMap):\n" + "\n".join(bad)
+
+
+def test_eq5_is_written_once():
+    bad = eq5_rewritten(MODULES, PKG)
+    assert not bad, "Eq. (5) or its projector written outside operators/base.py:\n" + "\n".join(bad)
+
+
+def test_no_solver_name_is_compared_as_a_string():
+    bad = solver_string_checks(MODULES)
+    assert not bad, "solver names compared as strings (ask solvers.solver_spec(name) instead):\n" + "\n".join(bad)
+
+
+def test_ci_runs_ruff():
+    assert ci_runs_ruff((ROOT / ".ci" / "run").read_text()), ".ci/run must run ruff check and ruff format --check"
+    assert not ci_runs_ruff("pytest\n# ruff check . && ruff format --check .\n"), "a comment does not run ruff"
+
+
 BAD_PACKAGES = {
     "up": ({"core/bad.py": "from ..apps import cli\n"}, upward_imports),
     "sideways": ({"operators/bad.py": "from ..diffusion import chain\n"}, upward_imports),
     "lazy": ({"core/bad.py": "def f():\n    from deqir_edu.sampling import x\n"}, upward_imports),
     "cycle": ({"core/bad.py": "from . import worse\n", "core/worse.py": "from .bad import f\n"}, import_cycles),
     "long": ({"core/bad.py": "def f(a, b, c, d, e, f, g, h, i, j, k, l, m):\n    pass\n"}, long_signatures),
+    "long-function": ({"core/bad.py": "def f():\n" + "    x = 1\n" * 60}, long_functions),
+    "any-solver": ({"solvers/bad.py": "from typing import Any\ndef solve(f: Any, init):\n    pass\n"}, untyped_solvers),
+    "untyped-solver": ({"solvers/bad.py": "def solve(f, init: int):\n    pass\n"}, untyped_solvers),
+    "eq5": ({"sampling/bad.py": "def step(op, y, x):\n    return op.A_pinv(y) + x - op.A_pinv(op.A(x))\n"}, None),
+    "eq5-lambda": ({"apps/bad.py": "Q = lambda op, v: v - op.A_pinv(op.A(v))\n"}, None),
+    "solver-string": (
+        {"sampling/bad.py": "def k(solver):\n    return 15 if solver == 'anderson' else 20\n"},
+        solver_string_checks,
+    ),
+    "solver-in": (
+        {"experiments/bad.py": "def f(m):\n    return m.solver in ('picard', 'taa')\n"},
+        solver_string_checks,
+    ),
 }
 
 
@@ -245,7 +386,8 @@ def test_each_check_fails_on_a_package_that_breaks_it(case, tmp_path):
     (fake / "__init__.py").write_text("")
     for rel, text in files.items():
         (fake / rel).write_text(text)
-    assert check(modules_of(fake)), f"the {case!r} check passed a package that breaks it"
+    found = eq5_rewritten(modules_of(fake), fake) if check is None else check(modules_of(fake))
+    assert found, f"the {case!r} check passed a package that breaks it"
 
 
 def test_private_import_check_fails_on_a_private_import():

@@ -60,7 +60,7 @@ def reference_lpips(x, y, sd: dict, heads: list[torch.Tensor]) -> torch.Tensor:
         return [r1, r2, r3, r4, r5]
 
     total = torch.zeros(x.shape[0], dtype=x.dtype)
-    for a, b, w in zip(taps(x), taps(y), heads):
+    for a, b, w in zip(taps(x), taps(y), heads, strict=False):
         a = a / (a.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
         b = b / (b.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
         per_pixel = ((a - b) ** 2 * w.view(1, -1, 1, 1)).sum(1)  # (B, H_l, W_l)
@@ -137,7 +137,7 @@ def test_heads_load_from_installed_wheel():
     raw = torch.load(path, map_location="cpu", weights_only=True)
     assert sorted(raw) == [f"lin{i}.model.1.weight" for i in range(5)]
     model = LPIPS.random(heads="auto")
-    for i, (head, c) in enumerate(zip(model.heads, (64, 192, 384, 256, 256))):
+    for i, (head, c) in enumerate(zip(model.heads, (64, 192, 384, 256, 256), strict=False)):
         assert tuple(raw[f"lin{i}.model.1.weight"].shape) == (1, c, 1, 1)
         assert torch.equal(head.weight, raw[f"lin{i}.model.1.weight"])
         assert bool((head.weight >= 0).all()) and head.weight.sum() > 0

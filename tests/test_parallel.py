@@ -7,6 +7,8 @@ over gloo must give the single-process result.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -16,7 +18,7 @@ from deqir_edu.diffusion import chain_config, draw_noises
 from deqir_edu.models import ShardedModel
 from deqir_edu.operators import make_operator
 from deqir_edu.sampling import FixedPointMap, ddnm_sample, deqir_sample, prepare_chain
-from deqir_edu.solvers import SOLVERS, window_solve
+from deqir_edu.solvers import SOLVERS, WindowConfig, solver_spec, window_solve
 
 T = 20
 
@@ -27,8 +29,13 @@ def problem(toy, task: str = "sr4", batch: int = 2):
     return prior, op, y
 
 
-def run(prior, op, y, eta, solver, **kw):
-    return deqir_sample(prior, op, y, T, eta, torch.Generator().manual_seed(1), solver=solver, **kw)
+def run(prior, op, y, eta, solver, max_iter=None, **options):
+    """DeqIR with ``solver``; options that are fields of ``WindowConfig`` override the solver's preset."""
+    fields = {k: options.pop(k) for k in list(options) if k in WindowConfig.__dataclass_fields__}
+    if fields:
+        options["config"] = replace(solver_spec(solver).config, **fields)
+    gen = torch.Generator().manual_seed(1)
+    return deqir_sample(prior, op, y, T, eta, gen, solver=solver, max_iter=max_iter, solver_options=options)
 
 
 def reference(prior, op, y, eta):
@@ -122,18 +129,18 @@ def test_auto_cautious_rate_keeps_the_book_prior_within_005_db_at_t100() -> None
 def test_ddim_start_keeps_the_first_iterate_in_range(toy) -> None:
     """Algorithm 1's start x_k = x_T lacks the injected noise (eta > 0): Eq. (9) amplifies the mismatch."""
     prior, op, y = problem(toy)
-    coeffs = chain_config(T, 0.85)
-    x_T, noises, _ = prepare_chain(prior, op, y, coeffs, torch.Generator().manual_seed(1), None)
+    chain = chain_config(T, 0.85)
+    x_T, noises, _ = prepare_chain(prior, op, y, chain, torch.Generator().manual_seed(1), None)
     first = {}
     for start in ("given", "ddim"):
-        f = FixedPointMap(prior, op, y, x_T, noises, coeffs)
+        f = FixedPointMap(prior, op, y, x_T, noises, chain)
         first[start] = []
         window_solve(
             f,
             x_T.expand(T, *x_T.shape).clone(),
             max_iter=1,
             tol=0.0,
-            start=start,
+            config=WindowConfig(start=start),
             callback=lambda d, s=start: first[s].append(float(d["states"].abs().max())),
         )
     assert first["ddim"][0] < 20 and 10 * first["ddim"][0] < first["given"][0], first  # measured 8.5, 334

@@ -11,7 +11,7 @@ import torch
 from deqir_edu.apps.cli import main
 from deqir_edu.diffusion import chain_config, official_chain
 from deqir_edu.experiments import Method, evaluate, parse_method, restore, run_method
-from deqir_edu.inversion import phantom_gradient
+from deqir_edu.inversion import PhantomConfig, phantom_gradient
 from deqir_edu.models import ChunkedModel, ClippedModel
 from deqir_edu.sampling import FixedPointMap, ddnm_sample, deqir_sample
 from deqir_edu.solvers import SOLVERS, get_solver, picard, register, solver_names
@@ -40,7 +40,7 @@ def test_registry_lists_the_paper_solvers_and_the_new_ones():
 def test_deqir_sample_takes_every_registered_solver(problem, solver):
     prior, op, x, y, noises = problem
     ref = ddnm_sample(prior, op, y, T, 0.15, noises=noises)
-    res = deqir_sample(prior, op, y, T, 0.15, noises=noises, solver=solver, max_iter=3 * T, tol=0.0)
+    res = deqir_sample(prior, op, y, T, 0.15, noises=noises, solver=solver, max_iter=3 * T, solver_options={"tol": 0.0})
     assert res.passes <= 3 * T and res.evaluations >= res.passes
     if solver != "anderson":  # Algorithm 1 need not terminate at T; every other solver is exact by T passes
         assert float((res.x0 - ref).abs().max()) < 1e-8, solver
@@ -50,8 +50,17 @@ def test_deqir_sample_takes_every_registered_solver(problem, solver):
 def test_inversion_takes_every_registered_solver(problem, solver):
     """The phantom gradient at the exact fixed point does not depend on which solver found it."""
     prior, op, x, y, (x_T, eps) = problem
-    want = phantom_gradient(prior, op, y, x_T, eps, T, 0.15, solver="picard")
-    got = phantom_gradient(prior, op, y, x_T, eps, T, 0.15, solver=solver, max_iter=4 * T, tol=1e-12)
+    want = phantom_gradient(prior, op, y, x_T, eps, T, 0.15, phantom=PhantomConfig(solver="picard"))
+    got = phantom_gradient(
+        prior,
+        op,
+        y,
+        x_T,
+        eps,
+        T,
+        0.15,
+        phantom=PhantomConfig(solver=solver, max_iter=4 * T, solver_options={"tol": 1e-12}),
+    )
     assert float((got.grad - want.grad).abs().max()) < 1e-6 * float(want.grad.abs().max())
 
 
@@ -114,7 +123,9 @@ def test_one_chain_configuration_for_every_sampler(problem):
     prior, op, x, y, noises = problem
     chain = official_chain(T, etw=0.1, nw=0.2, svd=False, alphas_cumprod_full=prior.alphas_cumprod)
     seq = ddnm_sample(prior, op, y, noises=noises, chain=chain)
-    par = deqir_sample(prior, op, y, noises=noises, chain=chain, solver="picard", max_iter=T, tol=0.0)
+    par = deqir_sample(
+        prior, op, y, noises=noises, chain=chain, solver="picard", max_iter=T, solver_options={"tol": 0.0}
+    )
     assert float((seq - par.x0).abs().max()) < 1e-10
     assert float((seq - ddnm_sample(prior, op, y, T, 0.15, noises=noises)).abs().max()) > 1e-3  # another chain
     grad = phantom_gradient(prior, op, y, *noises, chain=chain).grad

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deqir_edu.diffusion import draw_noises
+from deqir_edu.diffusion import chain_config, draw_noises
 from deqir_edu.models import ChunkedModel, ClippedModel
 from deqir_edu.operators import TASKS, make_operator
 from deqir_edu.sampling import ddim_sample, ddnm_sample, deqir_sample
@@ -32,7 +32,7 @@ def test_proposition1_picard_T_iterations_equals_ddnm(problem, task: str, eta: f
     op = make_operator(task, SHAPE)
     y = op.A(X)
     seq = ddnm_sample(PRIOR, op, y, T, eta, gen())
-    par = deqir_sample(PRIOR, op, y, T, eta, gen(), solver="picard", max_iter=T, tol=0.0)
+    par = deqir_sample(PRIOR, op, y, T, eta, gen(), solver="picard", max_iter=T, solver_options={"tol": 0.0})
     assert par.trace.passes == T and par.evaluations == T * T
     assert float((par.x0 - seq).abs().max()) <= 1e-8
     assert float((op.A(seq) - y).abs().max()) < 1e-10  # A x_0 = y: the last step is a projection
@@ -78,7 +78,7 @@ def test_ddim_is_ddnm_without_measurement_and_parallel_agrees(problem) -> None:
     x = ddim_sample(PRIOR, 3, 10, 0.3, gen(7))
     assert x.shape == (3, *SHAPE) and torch.equal(x, ddim_sample(PRIOR, (3, *SHAPE), 10, 0.3, gen(7)))
     torch.testing.assert_close(ddnm_sample(PRIOR, op, y, 10, 0.3, gen(7)), x, rtol=0, atol=1e-12)
-    par = deqir_sample(PRIOR, op, y, 10, 0.3, gen(7), solver="picard", max_iter=10, tol=0.0)
+    par = deqir_sample(PRIOR, op, y, 10, 0.3, gen(7), solver="picard", max_iter=10, solver_options={"tol": 0.0})
     assert float((par.x0 - x).abs().max()) < 1e-8
     # samples of the exact prior land near a component mean (distance ~ std * sqrt(D) ~ 1.4)
     d = torch.cdist(x.flatten(1), PRIOR.means.flatten(1)).min(1).values
@@ -96,7 +96,7 @@ def test_clipped_model_keeps_proposition1(toy) -> None:
     seq = ddnm_sample(clipped, op, y, T, 0.15, gen(), callback=lambda d: preds.append(d["x0_pred"]))
     assert max(float(p.abs().max()) for p in preds) <= 1.0 + 1e-12
     assert float((seq - ddnm_sample(prior, op, y, T, 0.15, gen())).abs().max()) > 1e-3
-    par = deqir_sample(clipped, op, y, T, 0.15, gen(), solver="picard", max_iter=T, tol=0.0)
+    par = deqir_sample(clipped, op, y, T, 0.15, gen(), solver="picard", max_iter=T, solver_options={"tol": 0.0})
     assert float((par.x0 - seq).abs().max()) <= 1e-8
 
 
@@ -104,12 +104,16 @@ def test_chunked_network_calls_and_float32(problem) -> None:
     PRIOR, X = problem
     op = make_operator("colorize", SHAPE)
     y = op.A(X)
-    a = deqir_sample(PRIOR, op, y, T, 0.15, gen(), solver="picard", max_iter=T, tol=0.0)
-    b = deqir_sample(ChunkedModel(PRIOR, 6), op, y, T, 0.15, gen(), solver="picard", max_iter=T, tol=0.0)
+    a = deqir_sample(PRIOR, op, y, T, 0.15, gen(), solver="picard", max_iter=T, solver_options={"tol": 0.0})
+    b = deqir_sample(
+        ChunkedModel(PRIOR, 6), op, y, T, 0.15, gen(), solver="picard", max_iter=T, solver_options={"tol": 0.0}
+    )
     torch.testing.assert_close(a.x0, b.x0, rtol=0, atol=1e-12)
     noises32 = tuple(z.float() for z in draw_noises(X.shape, T, gen()))  # same numbers as float64
     seq32 = ddnm_sample(PRIOR, op, y.float(), T, 0.15, noises=noises32)
-    par32 = deqir_sample(PRIOR, op, y.float(), T, 0.15, noises=noises32, solver="picard", max_iter=T, tol=0.0)
+    par32 = deqir_sample(
+        PRIOR, op, y.float(), T, 0.15, noises=noises32, solver="picard", max_iter=T, solver_options={"tol": 0.0}
+    )
     assert seq32.dtype == par32.x0.dtype == torch.float32
     assert float((seq32 - par32.x0).abs().max()) < 1e-3
     assert float((seq32.double() - a.x0).abs().max()) < 1e-3
@@ -120,7 +124,16 @@ def test_parallel_callback_sees_every_iterate(problem) -> None:
     op = make_operator("inpaint-box", SHAPE)
     seen = []
     res = deqir_sample(
-        PRIOR, op, op.A(X), 6, 0.0, gen(), solver="picard", max_iter=4, tol=0.0, callback=lambda d: seen.append(d)
+        PRIOR,
+        op,
+        op.A(X),
+        6,
+        0.0,
+        gen(),
+        solver="picard",
+        max_iter=4,
+        callback=lambda d: seen.append(d),
+        solver_options={"tol": 0.0},
     )
     assert [d["iteration"] for d in seen] == [1, 2, 3, 4]
     assert seen[-1]["states"].shape == (6, *X.shape) and torch.equal(seen[-1]["states"][0], res.x0)
@@ -139,7 +152,13 @@ def test_parallel_callback_sees_every_iterate(problem) -> None:
         (dict(eta=1.0), "eta"),
         (dict(steps=0), "steps"),
         (dict(solver="broyden"), "unknown solver"),
-        (dict(solver="anderson", stop="maybe"), "stopping rule"),
+        (dict(solver="anderson", solver_options={"stop": "maybe"}), "stopping rule"),
+        (dict(solver="auto", solver_options={"stop": "global"}), "stopping rule"),
+        (dict(solver_options={"max_iter": 3}), "deqir_sample itself"),
+        (dict(solver_options=[("tol", 0)]), "mapping"),
+        (dict(chain=chain_config(T, 0.15)), "not both"),
+        (dict(generator=torch.Generator(), noises=draw_noises((2, *SHAPE), T)), "not both"),
+        (dict(generator="seed"), "torch.Generator"),
     ],
 )
 def test_bad_inputs(problem, kwargs: dict, match: str) -> None:
@@ -150,7 +169,7 @@ def test_bad_inputs(problem, kwargs: dict, match: str) -> None:
     y = args.pop("y")
     with pytest.raises(ValueError, match=match):
         deqir_sample(PRIOR, op, y, **args)
-    if "solver" not in args and "stop" not in args:
+    if "solver" not in args and "solver_options" not in args:
         with pytest.raises(ValueError, match=match):
             ddnm_sample(PRIOR, op, y, **args)
 

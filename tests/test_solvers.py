@@ -44,8 +44,11 @@ def chain(toy, scale: float = 0.8, std: float = 0.1, task: str = "sr4", eta: flo
     prior, _, op, y, _, _ = toy(task, scale=scale, std=std)
     ref = ddnm_sample(prior, op, y, T, eta, torch.Generator().manual_seed(1))
 
-    def run(**kw):
-        return deqir_sample(prior, op, y, T, eta, torch.Generator().manual_seed(1), reference=ref, **kw)
+    def run(solver: str, max_iter: int, **options):
+        gen = torch.Generator().manual_seed(1)
+        return deqir_sample(
+            prior, op, y, T, eta, gen, solver=solver, max_iter=max_iter, solver_options={"reference": ref, **options}
+        )
 
     return run, ref
 
@@ -125,7 +128,7 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
     for solver in (picard, anderson):
         with pytest.raises(ValueError, match=match):
             solver(f, init, **kwargs)
-    with pytest.raises(ValueError, match="history length"):
+    with pytest.raises(ValueError, match="history parameter m"):
         anderson(f, init, m=0)
     with pytest.raises(ValueError, match="mix"):
         anderson(f, init, mix="states")

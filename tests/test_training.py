@@ -151,7 +151,7 @@ def test_lr_schedule_warmup_constant_then_linear_decay(full_run, tmp_path):
     lrs = [training._lr_at(s, opt, 20) for s in range(21)]
     assert lrs[0] == pytest.approx(2.5e-4) and lrs[3] == lrs[9] == pytest.approx(1e-3)
     assert lrs[15] == pytest.approx(1e-3 + (1e-4 - 1e-3) * 0.5) and lrs[20] == pytest.approx(1e-4)
-    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:]))  # never increases after the warm-up
+    assert all(a >= b for a, b in zip(lrs[3:], lrs[4:], strict=False))  # never increases after the warm-up
     assert training._lr_at(15, {"lr": 1e-3, "warmup": 4}, 20) == pytest.approx(1e-3)  # no decay_from: constant
     out, _ = full_run
     cfg = {**TINY, "optimizer": {**TINY["optimizer"], "decay_from": 10, "lr_final": 0.0}}

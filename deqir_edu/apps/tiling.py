@@ -36,7 +36,7 @@ from ..experiments.choice import predict_sampler
 from ..experiments.runner import run_method, sampler_method
 from ..models.budget import default_budget, format_bytes, images_per_call, model_device, probe
 from ..models.wrappers import ChunkedModel, sampling_defaults
-from ..operators import TASKS, Inpainting, make_operator, observation_shape, sr_scale
+from ..operators import TASKS, Inpainting, make_operator, null_space_project, observation_shape, sr_scale
 
 __all__ = ["restore_tiled", "tile_starts", "plan_tiled", "choose_sampler", "TilePlan"]
 
@@ -233,7 +233,7 @@ def restore_tiled(
     blend = _blend(tiles, task, y, (H, W), [(i, j) for i in rows for j in cols], overlap, group, shared, mask)
     if report is not None:
         report.update(plan=plan, **tiles.stats)
-    return full_op.A_pinv(y) + blend - full_op.A_pinv(full_op.A(blend))  # Eq. (5) on the full image
+    return null_space_project(full_op, blend, y)  # Eq. (5) on the full image
 
 
 @dataclass(frozen=True)

@@ -48,5 +48,5 @@ def official_noises(
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x_T, noises)`` with ONE noise image repeated at every step, as the official DeqIR code does."""
-    x_T, eps = draw_noises(shape, steps, generator, dtype, device)
-    return x_T, eps[:1].expand_as(eps).clone()
+    x_T, noises = draw_noises(shape, steps, generator, dtype, device)
+    return x_T, noises[:1].expand_as(noises).clone()

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..diffusion import chain_config
-from ..operators import make_operator, null_space_project
+from ..operators import make_operator, null_space, null_space_project, project
 from ..sampling import chain_step
 from ._common import _call, _close, _compare, _gen, _named, _passed
 from ._mistakes import (
@@ -38,11 +38,11 @@ def check_null_space_projection(fn: Callable[[Any, torch.Tensor, torch.Tensor], 
         want = null_space_project(op, x0, y)
         hints = [
             (
-                isinstance(got, torch.Tensor) and _close(got, x0 - op.A_pinv(op.A(x0))),
+                isinstance(got, torch.Tensor) and _close(got, null_space(op, x0)),
                 "the range part A^+ y is missing: add op.A_pinv(y).",
             ),
             (
-                isinstance(got, torch.Tensor) and _close(got, op.A_pinv(y) + op.A_pinv(op.A(x0))),
+                isinstance(got, torch.Tensor) and _close(got, op.A_pinv(y) + project(op, x0)),
                 "you kept the range part of x0 (A^+ A x0); the null-space part is x0 - A^+ A x0.",
             ),
             (

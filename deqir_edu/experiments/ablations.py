@@ -15,7 +15,8 @@ Notation (code name -> symbol)
 
     x, y            x, y = A x          ground truth and measurement
     x0_iter[k-1]    x_0^(k)             the x_0 returned after k applications of F
-    chain           x_0 (DDNM)          the sequential chain, same T, coefficients and noises
+    x_chain         x_0 (DDNM)          the sequential chain's result, same T, coefficients and noises
+    chain           T, c^1, c^2         the ``ChainConfig``
     hf              ||L x||^2 / N       high-frequency energy (L: 3x3 Laplacian); blur lowers it
 """
 
@@ -58,8 +59,8 @@ def coefficient_sets(model: Any, steps: int) -> dict[str, ChainConfig]:
 
 
 def _noises(x: torch.Tensor, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    x_T, eps = draw_noises(tuple(x.shape), steps, torch.Generator().manual_seed(seed), x.dtype)
-    return x_T.to(x.device), eps.to(x.device)
+    x_T, noises = draw_noises(tuple(x.shape), steps, torch.Generator().manual_seed(seed), x.dtype)
+    return x_T.to(x.device), noises.to(x.device)
 
 
 def _scores(x0: torch.Tensor, x: torch.Tensor) -> dict[str, list[float]]:
@@ -79,7 +80,7 @@ def iterate_curve(
     seed: int = 0,
     max_iter: int | None = None,
     solver: str = "anderson",
-    coeffs: ChainConfig | None = None,
+    chain: ChainConfig | None = None,
     keep_images: bool = False,
 ) -> dict[str, Any]:
     """Score every DeqIR iterate x_0^(k), k = 1..K (no early stop), against x and against the chain.
@@ -90,18 +91,18 @@ def iterate_curve(
     (``(K, B, C, H, W)``) and ``chain_image``.  K defaults to T (Picard is then exact).
     """
     y = op.A(x)
-    coeffs = coeffs or chain_config(steps, eta, alphas_cumprod_of(model))
-    noises = _noises(x, coeffs.steps, seed)
-    chain = ddnm_sample(model, op, y, noises=noises, chain=coeffs)
+    chain = chain or chain_config(steps, eta, alphas_cumprod_of(model))
+    noises = _noises(x, chain.steps, seed)
+    x_chain = ddnm_sample(model, op, y, noises=noises, chain=chain)
     iterates: list[torch.Tensor] = []
     trace = deqir_sample(
         model,
         op,
         y,
         noises=noises,
-        chain=coeffs,
+        chain=chain,
         solver=solver,
-        max_iter=max_iter or coeffs.steps,
+        max_iter=max_iter or chain.steps,
         callback=lambda info: iterates.append(info["states"][0].clone()),
         solver_options={"tol": 0.0},
     ).trace
@@ -112,16 +113,16 @@ def iterate_curve(
         "hf": [],
         "to_chain": [],
         "residual": trace.residual,
-        "chain": _scores(chain, x),
+        "chain": _scores(x_chain, x),
         "gt_hf": high_frequency_energy(x).tolist(),
     }
     for x0 in iterates:
         s = _scores(x0, x)
         for key in ("psnr", "ssim", "hf"):
             out[key].append(s[key])
-        out["to_chain"].append(float((x0 - chain).abs().max()))
+        out["to_chain"].append(float((x0 - x_chain).abs().max()))
     if keep_images:
-        out["images"], out["chain_image"] = torch.stack(iterates), chain
+        out["images"], out["chain_image"] = torch.stack(iterates), x_chain
     return out
 
 
@@ -152,14 +153,14 @@ def sweep(
         T = int(v) if factor == "steps" else steps
         e = float(v) if factor == "eta" else eta
         K = int(v) if factor == "iters" else iters
-        coeffs = chain_config(T, e, alphas_cumprod_of(model))
+        chain = chain_config(T, e, alphas_cumprod_of(model))
         noises = _noises(x, T, seed)
-        chain = ddnm_sample(model, op, y, noises=noises, chain=coeffs)
+        x_chain = ddnm_sample(model, op, y, noises=noises, chain=chain)
         res = deqir_sample(
-            model, op, y, noises=noises, chain=coeffs, solver=solver, max_iter=K, solver_options={"tol": 0.0}
+            model, op, y, noises=noises, chain=chain, solver=solver, max_iter=K, solver_options={"tol": 0.0}
         )
         x0 = res.x0
-        a, b = _scores(chain, x), _scores(x0, x)
+        a, b = _scores(x_chain, x), _scores(x0, x)
         rows.append(
             dict(
                 value=v,
@@ -172,7 +173,7 @@ def sweep(
                 ddnm_hf=a["hf"],
                 deqir_hf=b["hf"],
                 gap=float(torch.tensor(b["psnr"]).mean() - torch.tensor(a["psnr"]).mean()),
-                to_chain=float((x0 - chain).abs().max()),
+                to_chain=float((x0 - x_chain).abs().max()),
             )
         )
     return rows
@@ -194,13 +195,13 @@ def compare_coefficient_sets(
     y = op.A(x)
     sets = sets or coefficient_sets(model, steps)
     rows = []
-    for name, coeffs in sets.items():
-        noises = _noises(x, coeffs.steps, seed)
-        chain = ddnm_sample(model, op, y, noises=noises, chain=coeffs)
+    for name, chain in sets.items():
+        noises = _noises(x, chain.steps, seed)
+        x_chain = ddnm_sample(model, op, y, noises=noises, chain=chain)
         x0 = deqir_sample(
-            model, op, y, noises=noises, chain=coeffs, solver="anderson", max_iter=iters, solver_options={"tol": 0.0}
+            model, op, y, noises=noises, chain=chain, solver="anderson", max_iter=iters, solver_options={"tol": 0.0}
         ).x0
-        a, b = _scores(chain, x), _scores(x0, x)
+        a, b = _scores(x_chain, x), _scores(x0, x)
         rows.append(
             dict(
                 name=name,
@@ -208,7 +209,7 @@ def compare_coefficient_sets(
                 deqir_psnr=b["psnr"],
                 ddnm_hf=a["hf"],
                 deqir_hf=b["hf"],
-                to_chain=float((x0 - chain).abs().max()),
+                to_chain=float((x0 - x_chain).abs().max()),
             )
         )
     return rows

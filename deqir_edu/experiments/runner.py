@@ -96,10 +96,9 @@ def run_method(
 ) -> RunResult:
     """Restore ``y`` ``(B, ...)`` with one method (a ``Method`` or its name).
 
-    ``noises`` (from ``draw_noises``) take precedence over ``generator``; ``tol`` is the solver's
-    tolerance (None: the solver's own default; Picard runs its K = T passes with tol 0).  ``samples = k > 1`` returns the mean of k
-    independent runs (one batch of k B images; needs ``generator``, not ``noises``).  ``callback``: the
-    parallel solver's per-pass callback (``deqir_sample``).
+    ``noises`` (the pair of ``draw_noises``) or ``generator``, not both; ``tol`` is the solver's tolerance (None:
+    the solver's own default).  ``samples = k > 1`` returns the mean of k independent runs (one batch of k B
+    images; needs ``generator``, not ``noises``).  ``callback``: the parallel solver's per-pass callback.
     """
     method = parse_method(method) if isinstance(method, str) else method
     if not isinstance(samples, int) or samples < 1:
@@ -128,7 +127,6 @@ def run_method(
         x = ddnm_sample(model, op, y, steps=method.steps, eta=eta, noises=noises, generator=generator)
         return RunResult(x, method.steps, method.steps, True)
     tol = tol if method.tol is None else method.tol  # deqir-picard fixes its own (0: all T passes)
-    options = {} if tol is None else {"tol": tol}  # None: the solver's own default
     res = deqir_sample(
         model,
         op,
@@ -140,7 +138,7 @@ def run_method(
         solver=method.solver,
         max_iter=method.iters,
         callback=callback,
-        solver_options=options,
+        solver_options={} if tol is None else {"tol": tol},  # None: the solver's own default
     )
     return RunResult(res.x0, res.evaluations, res.passes, bool(res.converged))  # exact after T: converged
 

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["box_mask", "random_mask", "stripes_mask", "text_mask", "MASKS"]
 
@@ -84,8 +85,6 @@ def text_mask(h: int, w: int, text: str = _DEFAULT_TEXT, scale: int | None = Non
     mask has letters about 20 pixels high.  Consecutive lines start at shifted positions of ``text``.
     No font file is read: the bitmap font ships inside Pillow, so the mask is the same everywhere.
     """
-    from PIL import Image, ImageDraw, ImageFont  # pillow is a runtime dependency
-
     h, w = _check_size(h, w)
     scale = max(1, min(h, w) // 128) if scale is None else int(scale)
     if scale < 1:

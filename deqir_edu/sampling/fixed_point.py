@@ -68,31 +68,30 @@ class FixedPointMap:
         noises: torch.Tensor,
         chain: ChainConfig,
     ) -> None:
-        coeffs = chain
-        if not isinstance(coeffs, ChainConfig):
+        if not isinstance(chain, ChainConfig):
             raise ValueError("chain must be a ChainConfig: diffusion.chain_config(T, eta) or official_chain(T)")
-        T = coeffs.steps
+        T = chain.steps
         check_image(x_T, getattr(model, "image_shape", None), "x_T")
         if tuple(noises.shape) != (T, *x_T.shape):
             raise ValueError(f"noises must have shape (T, B, C, H, W) = {(T, *x_T.shape)}, got {tuple(noises.shape)}")
-        self.model, self.op, self.y, self.x_T, self.chain = model, op, y, x_T, coeffs
+        self.model, self.op, self.y, self.x_T, self.chain = model, op, y, x_T, chain
         self.pinv_y = op.A_pinv(y)  # A^+ y, (B, C, H, W)
-        abar = coeffs.abar.to(x_T.device, x_T.dtype)  # (T+1,), abar[0] = 1
+        abar = chain.abar.to(x_T.device, x_T.dtype)  # (T+1,), abar[0] = 1
         view = (T, 1, 1, 1, 1)
         # per step k = 1..T (index k-1): noise_k, coefficients of z_k
         self.step_noise = noises.flip(0)  # step_noise[k-1] = noises[T-k]
         self.sqrt_prev = abar[:-1].sqrt().view(view)  # sqrt(abar_{k-1})
         self.r = (abar[:-1] / abar[1:]).sqrt().view(view)  # r_k
         self.d = (abar[:-1] * (1 - abar[1:]) / abar[1:]).sqrt().view(view)  # coefficient of Q eps_k
-        self.c1 = coeffs.c1[1:].to(x_T).view(view)
-        self.c2 = coeffs.c2[1:].to(x_T).view(view)
+        self.c1 = chain.c1[1:].to(x_T).view(view)
+        self.c2 = chain.c2[1:].to(x_T).view(view)
         self.sqrt_abar = abar.sqrt().view(T + 1, 1, 1, 1, 1)  # sqrt(abar_j), j = 0..T
         # The sum of Eq. (9) runs in float64 (see __call__): its weights, once, in that dtype
         self.sum_dtype = torch.float64 if x_T.dtype in (torch.float32, torch.float16, torch.bfloat16) else x_T.dtype
-        root = coeffs.abar.to(x_T.device, self.sum_dtype).sqrt()
+        root = chain.abar.to(x_T.device, self.sum_dtype).sqrt()
         self.sum_scale = root[:T].view(view)  # sqrt(abar_j), j = 0..T-1
         self.w_scale = torch.cat([root.new_ones(1), root[1:]]).view(T + 1, 1, 1, 1, 1)  # divisors of w[0..T]
-        self.t = coeffs.timesteps.to(x_T.device)  # network time of state k is t[k-1]
+        self.t = chain.timesteps.to(x_T.device)  # network time of state k is t[k-1]
         self.evaluations = 0
         self.passes = 0
 

@@ -97,10 +97,8 @@ def deqir_sample(
         solver_options: the solver's keyword parameters, e.g. ``{"tol": 0.0, "stop": "x0", "reference": x,
             "m": 4, "lam": 1e-3}`` (``reference``: the trace records the x_0 error to it).
     Memory: each pass is one network call on T x B images; ``models.ChunkedModel`` bounds it.
-
     Half precision (``y`` in bf16/fp16): the states and the solver run in float32 (the sums of Eq. (9)
-    and the Anderson systems lose too much in 8-11 bits), the network in its own dtype; the result is
-    returned in ``y``'s dtype.
+    and the Anderson systems lose too much in 8-11 bits), the network in its own dtype; the result in ``y``'s.
 
     Warns (``solvers.ConvergenceWarning``) when the solver used up ``max_iter`` before its tolerance
     (``tol > 0``); ``result.converged`` says the same.

@@ -35,7 +35,7 @@ __all__ = ["anderson", "anderson_weights"]
 
 
 def anderson_weights(gram: torch.Tensor, lam: float, relative: bool = False) -> torch.Tensor:
-    """Mixing weights ``alpha`` ``(..., n)`` from Gram matrices ``gram = G G^T`` ``(..., n, n)``, rows of G the residuals.
+    """Mixing weights ``alpha`` ``(..., n)`` from Gram matrices ``gram = G G^T`` ``(..., n, n)`` (rows of G: residuals).
 
     ``alpha`` minimises ``||G^T alpha||^2 + lam ||alpha||^2`` subject to ``1^T alpha = 1`` (Algorithm 1, line 7);
     its Lagrange conditions are the bordered system::

@@ -24,7 +24,7 @@ Two kinds of solver, one signature (every parameter after ``init`` keyword-only,
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -72,11 +72,11 @@ class ChainMap(Protocol):
 
 
 class Solver(Protocol):
-    """A registered solver (``registry.SolverSpec.solve``); ``f`` is a ``MapFn`` or a ``ChainMap``."""
+    """A registered solver (``registry.SolverSpec.solve``); ``f`` is a ``MapFn``, or a ``ChainMap`` (which is one)."""
 
     def __call__(
         self,
-        f: Any,
+        f: MapFn,
         init: torch.Tensor,
         *,
         max_iter: int,

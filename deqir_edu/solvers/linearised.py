@@ -77,7 +77,7 @@ def linearisation(f: ChainMap, form: str, sigma: float = 0.3) -> tuple[torch.Ten
 def scan(
     f: ChainMap, X: torch.Tensor, Z: torch.Tensor, b: int, alpha: torch.Tensor, beta: torch.Tensor
 ) -> torch.Tensor:
-    """New ``x_j``, j = 0..b-1, from the frozen anchor x_b of the chain ``X`` ``(T+1, B, C, H, W)``: ``(b, B, C, H, W)``.
+    """New ``x_j``, j = 0..b-1, ``(b, B, C, H, W)``, from the frozen anchor x_b of the chain ``X`` (T+1 states).
 
     Split into Q-part q and range part p, the linearised recurrences (module docstring) have scalar factors:
     q_{k-1} = (alpha_k + beta_k) q_k + Q c_k, p_{k-1} = beta_k p_k + (I - Q) c_k, with

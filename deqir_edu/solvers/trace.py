@@ -10,7 +10,8 @@ Notation (code name -> paper symbol, DeqIR Eq. (11) and Algorithm 1)
 Two counters only: ``passes`` (the depth of the computation: what parallel hardware waits for) and
 ``evaluations`` (the work: what a single device pays for).
 
-Stopping rules (``stop=``; which ones a solver accepts is a fact of the registry), all relative residuals ``||F(x)_j - x_j|| / (||F(x)_j|| + 1e-5)``:
+Stopping rules (``stop=``; which ones a solver accepts is a fact of the registry), all relative residuals
+``||F(x)_j - x_j|| / (||F(x)_j|| + 1e-5)``:
 
     "x0"         the residual of state 0 (the restored image), worst image of the batch
     "per_state"  the largest residual over all states and images
