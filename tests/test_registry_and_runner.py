@@ -5,6 +5,8 @@ Exact prior, float64, tiny images: the sequential chain is the reference every p
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -14,7 +16,7 @@ from deqir_edu.experiments import Method, evaluate, parse_method, restore, run_m
 from deqir_edu.inversion import PhantomConfig, phantom_gradient
 from deqir_edu.models import ChunkedModel, ClippedModel
 from deqir_edu.sampling import FixedPointMap, ddnm_sample, deqir_sample
-from deqir_edu.solvers import SOLVERS, get_solver, picard, register, solver_names
+from deqir_edu.solvers import SOLVERS, get_solver, picard, register, solver_names, solver_spec
 
 SHAPE = (1, 16, 16)
 T = 8
@@ -181,3 +183,25 @@ def test_cli_restore_takes_a_solver(tmp_path):
     )
     assert Image.open(out).size == (32, 32)
     assert main(["restore", str(tmp_path / "small.png"), "--task", "sr4", "--out", str(out), "--solver", "nope"]) == 2
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_every_solver_takes_its_parameters_keyword_only_in_one_order(name):
+    """``solve(f, init, *, max_iter, tol, stop, reference, callback, <its own>)``, typed (``contract.Solver``)."""
+    params = list(inspect.signature(solver_spec(name).solve).parameters.values())
+    assert [p.name for p in params[:2]] == ["f", "init"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in params[2:]), params
+    assert [p.name for p in params[2:7]] == ["max_iter", "tol", "stop", "reference", "callback"]
+    assert solver_spec(name).stop_rules[0] == inspect.signature(solver_spec(name).solve).parameters["stop"].default
+
+
+def test_solver_facts_come_from_the_registry():
+    assert solver_spec("anderson").default_passes(20) == 15 and solver_spec("auto").default_passes(20) == 20
+    assert solver_spec("picard").exact_after_T and not solver_spec("anderson").exact_after_T
+    assert "global" in solver_spec("anderson").stop_rules and "global" not in solver_spec("taa").stop_rules
+    assert parse_method("deqir-picard").tol == 0.0 and parse_method("deqir-taa").tol is None
+    register("plain-chain", solver_spec("picard").solve, exact_after_T=True, passes=7)
+    try:
+        assert parse_method("deqir-plain-chain").iters == 7
+    finally:
+        del SOLVERS["plain-chain"]

@@ -156,6 +156,8 @@ def test_parallel_callback_sees_every_iterate(problem) -> None:
         (dict(solver="auto", solver_options={"stop": "global"}), "stopping rule"),
         (dict(solver_options={"max_iter": 3}), "deqir_sample itself"),
         (dict(solver_options=[("tol", 0)]), "mapping"),
+        (dict(solver="taa", solver_options={"form": "gauss"}), "no option form.*WindowConfig"),
+        (dict(solver="picard", solver_options={"m": 3}), "no option m"),
         (dict(chain=chain_config(T, 0.15)), "not both"),
         (dict(generator=torch.Generator(), noises=draw_noises((2, *SHAPE), T)), "not both"),
         (dict(generator="seed"), "torch.Generator"),

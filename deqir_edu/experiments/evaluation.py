@@ -154,13 +154,13 @@ def _check_grid(model: Any, images: torch.Tensor, tasks: Sequence[str] | None) -
 def _task_noises(
     cache: dict[int, tuple[torch.Tensor, torch.Tensor]], T: int, images: torch.Tensor, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(x_T, eps)`` for all N images, drawn once per (task, T) and shared by every method with this T."""
+    """``(x_T, noises)`` for all N images, drawn once per (task, T) and shared by every method with this T."""
     if not T:
         return None
     if T not in cache:
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        x_T, eps = draw_noises(tuple(images.shape), T, gen, images.dtype)
-        cache[T] = (x_T.to(images.device), eps.to(images.device))
+        x_T, noises = draw_noises(tuple(images.shape), T, gen, images.dtype)
+        cache[T] = (x_T.to(images.device), noises.to(images.device))
     return cache[T]
 
 

@@ -15,6 +15,7 @@ With the same noises and ``solver="picard"``, ``max_iter = T`` the result equals
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -134,10 +135,21 @@ def _solver_options(solver: str, options: Mapping[str, Any] | None) -> dict[str,
     own = {"max_iter", "callback"} & set(options)
     if own:
         raise ValueError(f"give {', '.join(sorted(own))} to deqir_sample itself, not in solver_options")
+    spec = solver_spec(solver)
     stop = options.get("stop")
-    rules = solver_spec(solver).stop_rules
-    if stop is not None and stop not in rules:
-        raise ValueError(f"solver {solver!r} has no stopping rule {stop!r}; use one of {rules}")
+    if stop is not None and stop not in spec.stop_rules:
+        raise ValueError(f"solver {solver!r} has no stopping rule {stop!r}; use one of {spec.stop_rules}")
+    params = inspect.signature(spec.solve).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(options) - set(list(params)[2:]))
+        if unknown:
+            hint = " (a field of its WindowConfig: pass config=dataclasses.replace(spec.config, ...))" * bool(
+                spec.config
+            )
+            raise ValueError(
+                f"solver {solver!r} has no option {', '.join(unknown)}; its options are "
+                f"{', '.join(list(params)[2:])}{hint}"
+            )
     return dict(options)
 
 

@@ -24,15 +24,14 @@ Notation: a solver is ``solve(f, init, *, max_iter, tol, stop, reference, callba
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-
-import torch
+from functools import partial
 
 from .anderson import anderson
 from .auto import AUTO, auto
-from .contract import ChainMap, Solver
+from .contract import Solver
 from .freezing import WINDOW_STOP_RULES, WindowConfig, window_solve
 from .picard import picard
-from .trace import STOP_RULES, Callback, SolverTrace
+from .trace import STOP_RULES
 
 __all__ = ["Solver", "SolverSpec", "SOLVERS", "register", "get_solver", "solver_spec", "solver_names", "preset"]
 
@@ -67,25 +66,8 @@ class SolverSpec:
 
 
 def preset(config: WindowConfig) -> Solver:
-    """``window_solve`` with a fixed ``WindowConfig`` (a registered solver with freezing)."""
-
-    def solve(
-        f: ChainMap,
-        init: torch.Tensor,
-        *,
-        max_iter: int = 15,
-        tol: float = 1e-3,
-        stop: str = "per_state",
-        reference: torch.Tensor | None = None,
-        callback: Callback | None = None,
-        config: WindowConfig = config,
-    ) -> tuple[torch.Tensor, SolverTrace]:
-        return window_solve(
-            f, init, max_iter=max_iter, tol=tol, stop=stop, reference=reference, callback=callback, config=config
-        )
-
-    solve.__doc__ = f"``window_solve`` with ``{config}``; ``config`` overrides the preset."
-    return solve
+    """``window_solve`` with a fixed ``WindowConfig`` (a registered solver with freezing; ``config=`` overrides it)."""
+    return partial(window_solve, config=config)
 
 
 def _window(**fields: object) -> SolverSpec:
