@@ -13,10 +13,11 @@ import datetime as dt
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
-from ..core.download import DownloadError, cache_dir
+from ..core.download import cache_dir
 from ..core.files import check_writable
 from ..core.version import package_version
 from ..metrics.lpips import download_backbone
@@ -24,23 +25,17 @@ from ..models import fetch, list_models, sampling_defaults
 from ..sampling import default_passes
 from ..solvers.trace import ConvergenceWarning
 from ..training import describe, export_checkpoint, load_config, train
-from .cliargs import POSITIVE, Parser, add_chain_options, add_debug, int_in
+from .cliargs import POSITIVE, Parser, add_chain_options, add_debug, int_in, solver_of
 from .demo import default_model, format_table, run_demo, save_figure
+from .errors import user_error_text
 from .eval_cmd import add_eval
 from .restore_cmd import add_restore
 
 __all__ = ["main", "build_parser"]
 
-# Errors of the user (bad files, options, data): one line, exit code 2.  Anything else is a bug: one
-# line that says so, exit code 1; ``--debug`` shows the traceback of either.
-_USER_ERRORS: tuple[type[BaseException], ...] = (
-    ValueError,
-    FileNotFoundError,
-    PermissionError,
-    IsADirectoryError,
-    NotADirectoryError,
-    FileExistsError,
-)
+# Errors of the user (bad files, options, data, a full disk, ...: errors.user_error_text): one line, exit
+# code 2.  Anything else is a bug: one line that says so, exit code 1; ``--debug`` shows the traceback of either.
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +76,14 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    check_writable(args.out, "figure")  # before any work
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in _FIGURE_SUFFIXES:  # before any work
+        raise ValueError(
+            f"--out {args.out}: a figure cannot be written as {suffix or 'a file without an extension'}; end the "
+            f"name in one of {', '.join(_FIGURE_SUFFIXES)}, e.g. --out {Path(args.out).with_suffix('.png')}"
+        )
+    check_writable(args.out, "--out")
+    args.solver = solver_of(args)
     torch.manual_seed(args.seed)
     model, images, desc = default_model(args.model)
     images = images[: args.n]
@@ -112,7 +114,7 @@ def _run_models(args: argparse.Namespace) -> int:
             r["name"],
             r["architecture"],
             r["status"],
-            "-" if r["size"] is None else f"{r['size'] / 2**20:.1f} MiB",
+            "-" if r["size"] is None else f"{r['size'] / 2**20:.1f} MiB" if r["size"] else "0 bytes",
             r["description"],
         )
         for r in rows
@@ -120,6 +122,9 @@ def _run_models(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+    for r in rows:
+        if r.get("problem"):  # damaged or incomplete weights: what is wrong and the fix
+            print(f"{r['name']}: {r['problem']}")
     print(f"\ncache: {cache_dir()} (set DEQIR_EDU_CACHE to change); fetch one with `deqir-edu download NAME`")
     return 0
 
@@ -170,7 +175,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_train)
 
 
+def _check_train_options(args: argparse.Namespace) -> None:
+    """Options that contradict each other, or that --export would ignore: one line, before any work."""
+    if args.resume and args.overwrite:
+        raise ValueError(
+            "--resume continues the run in OUT, --overwrite replaces it: give only one (--resume to go on, "
+            "--overwrite to start afresh)"
+        )
+    ignored = [f"--{k}" for k in ("steps", "resume", "overwrite", "until") if getattr(args, k)]
+    if args.export and ignored:
+        raise ValueError(
+            f"--export only writes the weights of OUT/checkpoint.pt and trains nothing: drop {', '.join(ignored)} "
+            "(or run the training first, then --export)"
+        )
+
+
 def _run_train(args: argparse.Namespace) -> int:
+    _check_train_options(args)
     out = args.out or f"runs/{load_config(args.config)['name']}"
     if args.export:
         print(f"wrote {export_checkpoint(f'{out}/checkpoint.pt', args.export)}")
@@ -225,13 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # one line, never a traceback (unless --debug)
         if getattr(args, "debug", False):
             raise
+        line = user_error_text(err)  # a full disk, a bad file, a NaN network, ...: the user's to fix
+        if line is not None:
+            print(f"{prog}: error: {line}", file=sys.stderr)
+            return 2
         text = " ".join(str(err).split()) or type(err).__name__
-        if isinstance(err, (*_USER_ERRORS, DownloadError)):
-            print(f"{prog}: error: {text}", file=sys.stderr)
-            return 2
-        if isinstance(err, RuntimeError) and ("NaN" in text or "CUDA" in text or "out of memory" in text):
-            print(f"{prog}: error: {text}", file=sys.stderr)
-            return 2
         print(
             f"{prog}: internal error ({type(err).__name__}: {text[:300]}); this is a bug: rerun with --debug "
             "and report the traceback",

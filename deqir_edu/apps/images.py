@@ -45,13 +45,13 @@ def _open(path: str | Path, what: str):
                     f"{MAX_PIXELS:,}; crop or downscale it first"
                 )
             img.load()
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        kind = (
-            "too large (decompression bomb guard)"
-            if "bomb" in type(err).__name__.lower()
-            else "not an image Pillow can read"
-        )
-        raise ValueError(f"{what} {path} is {kind}; give a PNG or JPEG file") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(
+            f"{what} {path} has more pixels than Pillow opens safely (more than {MAX_PIXELS:,}, a guard "
+            "against decompression bombs); crop or downscale it first"
+        ) from err
+    except UnidentifiedImageError as err:
+        raise ValueError(f"{what} {path} is not an image Pillow can read; give a PNG or JPEG file") from err
     except PermissionError as err:
         raise ValueError(f"cannot read {what} {path}: permission denied") from err
     except (OSError, SyntaxError, EOFError) as err:
@@ -120,14 +120,20 @@ def load_image(path: str | Path, channels: int, notes: list[str] | None = None) 
     return t.contiguous()
 
 
-def load_mask(path: str | Path, hw: tuple[int, int]) -> torch.Tensor:
+_GREY = (0.2, 0.8)  # a mask pixel strictly between these is neither black nor white
+_MAX_GREY = 0.1  # a mask with more grey pixels than this fraction is a photo, not a mask
+
+
+def load_mask(path: str | Path, hw: tuple[int, int], notes: list[str] | None = None) -> torch.Tensor:
     """Read a mask image as ``(H, W)`` float32: 1 = pixel kept (observed), 0 = missing (to fill in).
 
     Black pixels are the damaged region; white (or any value above half) are kept, as the masks of
     DDNM/RePaint.  The mask must have the image's size ``hw``; a transparent pixel counts as missing.
+    A mask is black and white: a few grey pixels (anti-aliased or JPEG edges) are thresholded at half
+    (said in ``notes``); more than 10 % grey pixels is a photo given as the mask (``ValueError``).
     """
     img, _ = _open(path, "mask")
-    notes: list[str] = []
+    notes = [] if notes is None else notes
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         alpha = np.asarray(img.convert("RGBA"), dtype=np.float32)[..., 3] / 255.0
         value = np.asarray(img.convert("L"), dtype=np.float32) / 255.0 * alpha
@@ -138,6 +144,7 @@ def load_mask(path: str | Path, hw: tuple[int, int]) -> torch.Tensor:
             f"mask {path} is {value.shape[1]} x {value.shape[0]} but the image is {hw[1]} x {hw[0]}; "
             "draw the mask at the image's size (black = missing, white = kept)"
         )
+    _check_binary(value, path, notes)
     mask = torch.from_numpy((value > 0.5).astype(np.float32))
     if float(mask.mean()) in (0.0, 1.0):
         raise ValueError(
@@ -145,6 +152,18 @@ def load_mask(path: str | Path, hw: tuple[int, int]) -> torch.Tensor:
             f"{'fill in' if float(mask.mean()) else 'keep'}; black = missing, white = kept"
         )
     return mask
+
+
+def _check_binary(value: np.ndarray, path: str | Path, notes: list[str]) -> None:
+    """A mask is black and white: refuse a photo, note a thresholded grey edge."""
+    grey = float(((value > _GREY[0]) & (value < _GREY[1])).mean())
+    if grey > _MAX_GREY:
+        raise ValueError(
+            f"mask {path} looks like a photo, not a mask: {grey:.0%} of its pixels are grey (neither black nor "
+            "white); draw the mask in black (missing) and white (kept) only"
+        )
+    if grey > 0:
+        notes.append(f"mask {Path(path).name}: {grey:.1%} grey pixels thresholded at half (above = kept)")
 
 
 def save_image(x: torch.Tensor, path: str | Path) -> Path:

@@ -17,14 +17,16 @@ from typing import Any
 
 import torch
 
+from ..core.checks import NotFiniteError
 from ..core.files import check_writable, same_file
 from ..metrics import psnr
 from ..models import ShardedModel, load_model, sampling_defaults
 from ..operators import TASKS, make_operator, sr_scale
 from ..sampling import default_passes
-from .cliargs import add_chain_options, add_debug, int_in, memory, task
+from .cliargs import add_chain_options, add_debug, add_devices, int_in, memory, solver_of, task
 from .images import load_image, load_mask, save_image
 from .launch import parse_devices, run_sharded
+from .restore_checks import check_folder, check_memory, check_options, masked_task
 from .restore_folder import run_folder
 from .tiling import choose_sampler, format_seconds, plan_tiled, restore_tiled
 
@@ -61,7 +63,8 @@ def add_restore(sub: argparse._SubParsersAction) -> None:
         choices=("auto", "deqir", "ddnm"),
         default="auto",
         help="auto (default): the parallel DeqIR where a measured call predicts it faster than the "
-        "sequential DDNM on this device, else DDNM (same result within 0.05 dB); with --devices: deqir",
+        "sequential DDNM on this device, else DDNM (same result within 0.05 dB); with --devices, --solver or "
+        "--iters: deqir (a note says so); --solver and --iters with --sampler ddnm are an error",
     )
     add_chain_options(p)
     p.add_argument("--clip", action="store_true", help="clip the clean estimate to [-1, 1]")
@@ -77,19 +80,14 @@ def add_restore(sub: argparse._SubParsersAction) -> None:
         type=memory,
         default=None,
         metavar="SIZE",
-        help="memory budget of the network calls, e.g. 2GB (default: a quarter of the free memory, "
-        "at most 1 GiB on a CPU)",
+        help="memory budget of the network calls, e.g. 2GB, at most the machine's (or GPU's) memory (default: "
+        "a quarter of the free memory, at most 1 GiB on a CPU)",
     )
     add_debug(p)
     p.add_argument(
         "--simulate", action="store_true", help="INPUT is a clean image: degrade it with the task first and report PSNR"
     )
-    p.add_argument(
-        "--devices",
-        default=None,
-        metavar="D0,D1,...",
-        help="split each network pass across devices, e.g. cuda:0,cuda:1 (torch.distributed; also under torchrun)",
-    )
+    add_devices(p)
     p.set_defaults(func=_run_restore)
 
 
@@ -106,7 +104,10 @@ def _restore_work(
     model = load_model(model_name, progress=False)
     model = wrap(model) if wrap is not None else model
     report: dict[str, Any] = {}
-    x = restore_tiled(model, task, y, hw, generator=torch.Generator().manual_seed(seed), report=report, **options)
+    try:
+        x = restore_tiled(model, task, y, hw, generator=torch.Generator().manual_seed(seed), report=report, **options)
+    except NotFiniteError as err:  # the network (or the solver), not the user's image
+        raise NotFiniteError(f"--model {model_name}: {err}") from None
     return x, {"not_converged": report.get("not_converged", 0), "tiles": report["plan"].tiles}
 
 
@@ -124,15 +125,15 @@ def _check_restore_paths(args: argparse.Namespace) -> None:
 
 
 def _run_restore(args: argparse.Namespace) -> int:
+    check_options(args)  # --solver/--iters with ddnm, --mask without a masked task: before any work
+    devices = parse_devices(args.devices) if args.devices is not None else None
+    check_memory(args.memory, devices)
+    masked = masked_task(args.task)
     if Path(args.input).expanduser().is_dir():  # every image of the folder (restore_folder.py)
+        net = load_model(args.model)  # its image shape: every input is checked against it, first
+        check_folder(args, lambda one: _observation(one, net, masked, quiet=True))
         return run_folder(args, _run_restore)
     _check_restore_paths(args)
-    devices = None
-    if getattr(args, "devices", None):  # checked before any work too
-        devices = parse_devices(args.devices)
-    masked = args.task.startswith("inpaint-") or args.task == "old-photo"
-    if args.mask is not None and not masked:
-        raise ValueError(f"--mask is for the inpainting tasks and old-photo, not {args.task}")
     one_device = bool(devices) and getattr(args, "one_device", False)  # this process restores on devices[0]
     model = load_model(args.model, device=devices[0] if one_device else "cpu")
     y, gt, hw, op_options = _observation(args, model, masked)
@@ -154,8 +155,11 @@ def _run_restore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _observation(args: argparse.Namespace, model: Any, masked: bool) -> tuple[Any, Any, tuple[int, int], dict]:
-    """Read the input (and the mask): ``(y, ground truth or None, (H, W) of the result, op_options)``."""
+def _observation(
+    args: argparse.Namespace, model: Any, masked: bool, quiet: bool = False
+) -> tuple[Any, Any, tuple[int, int], dict]:
+    """Read the input (and the mask): ``(y, ground truth or None, (H, W) of the result, op_options)``;
+    ``quiet``: the notes are not printed (a folder's inputs checked before the run)."""
     c, h, w = model.image_shape
     if args.task in ("colorize", "old-photo") and c != 3:
         raise ValueError(
@@ -181,13 +185,13 @@ def _observation(args: argparse.Namespace, model: Any, masked: bool) -> tuple[An
         )
     op_options: dict[str, Any] = {}
     if masked and args.mask is not None:
-        op_options["mask"] = load_mask(args.mask, (H, W))
+        op_options["mask"] = load_mask(args.mask, (H, W), notes)
     elif masked:
         notes.append(
             f"no --mask given: the package's own mask of {args.task} is used (give --mask MASK.png, black = missing)"
         )
     y = make_operator(args.task, (c, H, W), **op_options).A(gt) if gt is not None else image
-    for note in notes:
+    for note in [] if quiet else notes:
         print(f"note: {note}")
     return y, gt, (H, W), op_options
 
@@ -199,7 +203,7 @@ def _restore_options(
     model_eta, model_clip = sampling_defaults(model)
     eta = model_eta if args.eta is None else args.eta
     clip = args.clip or model_clip
-    iters = default_passes(args.solver, args.steps) if args.iters is None else args.iters
+    iters = default_passes(solver_of(args), args.steps) if args.iters is None else args.iters
     first = "deqir" if args.sampler == "auto" else args.sampler  # auto: planned as deqir, then chosen
     plan = plan_tiled(model, args.task, hw, first, args.steps, iters, args.samples, memory=args.memory, like=like)
     sampler, why = choose_sampler(model, args.sampler, args.steps, plan, like=like, several_devices=several_devices)
@@ -212,7 +216,7 @@ def _restore_options(
         steps=args.steps,
         eta=eta,
         iters=iters,
-        solver=args.solver,
+        solver=solver_of(args),
         clip=clip,
         samples=args.samples,
         op_options=op_options,
@@ -225,7 +229,7 @@ def _announce(args: argparse.Namespace, options: dict[str, Any], hw: tuple[int, 
     eta, plan = options["eta"], options["plan"]
     chain = f"T = {args.steps}, eta = {eta:g}" + (" (the model's default; --eta to change)" if args.eta is None else "")
     if options["sampler"] == "deqir":
-        chain += f", solver {args.solver}, at most {options['iters']} passes"
+        chain += f", solver {options['solver']}, at most {options['iters']} passes"
     print(f"chain: {chain}" + (", clipped x0" if options["clip"] else ""))
     print(f"restore {hw[1]} x {hw[0]}: {plan.describe()}")
     if plan.seconds > _LONG_JOB_S:
@@ -256,7 +260,7 @@ def _finish(args: argparse.Namespace, y: Any, gt: Any, result: tuple[Any, dict],
 def save_image_checked(x: Any, out: str) -> None:
     """Save the result; a model that produced NaN is named as such (not the user's image)."""
     if not bool(torch.isfinite(x).all()):
-        raise RuntimeError(
+        raise NotFiniteError(
             "the model produced NaN or infinite values; nothing was written. Check the checkpoint "
             "(or run in float32 instead of float16)"
         )

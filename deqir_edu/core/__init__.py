@@ -5,12 +5,14 @@ Nothing here knows about diffusion; every other subpackage may import from ``cor
 name are not re-exported here, so ``deqir_edu.core.download`` stays the module).
 """
 
-from .checks import check_device, check_finite, check_image
+from .checks import NotFiniteError, check_device, check_finite, check_image, is_integer
 from .download import DownloadError, cache_dir, file_md5, file_sha256, sidecar_path, verify
 from .paths import data_dir
 from .version import package_version
 
 __all__ = [
+    "NotFiniteError",
+    "is_integer",
     "check_device",
     "check_finite",
     "check_image",

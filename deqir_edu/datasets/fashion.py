@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.checks import is_integer
 from ..core.paths import data_dir
 from .fashion_download import download_fashion_mnist
 
@@ -91,8 +92,9 @@ def fashion_subset(split: str = "train", n: int | None = None) -> tuple[np.ndarr
     if split not in FASHION_SUBSETS:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     file, count = FASHION_SUBSETS[split]
-    if n is not None and (not isinstance(n, int) or n < 1):
+    if n is not None and (not is_integer(n) or n < 1):
         raise ValueError(f"n must be a positive number of images, got {n!r}")
+    n = None if n is None else int(n)
     if n is not None and n > count:
         images, labels = fashion_mnist(split)
         return images[:n], labels[:n]

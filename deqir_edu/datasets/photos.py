@@ -54,7 +54,8 @@ def skimage_photos(names: tuple[str, ...] | list[str] = PHOTO_TRAIN) -> list[tor
 
 
 def image_folder(root: str | Path, channels: int = 3) -> list[torch.Tensor]:
-    """Every PNG/JPEG in ``root`` (recursively) as ``(channels, H, W)`` tensors in [-1, 1]."""
+    """Every PNG/JPEG in ``root`` (recursively) as ``(channels, H, W)`` tensors in [-1, 1]; a file that is not
+    a readable image is a ``ValueError`` that names it (all files are tried first)."""
     from PIL import Image  # noqa: PLC0415  (lazy: Pillow, needed only for a folder of images)
 
     root = Path(root)
@@ -62,4 +63,16 @@ def image_folder(root: str | Path, channels: int = 3) -> list[torch.Tensor]:
     if not files:
         raise FileNotFoundError(f"no .png/.jpg/.jpeg images found in {root}; give a folder of images")
     mode = "L" if channels == 1 else "RGB"
-    return [to_tensor_images(np.asarray(Image.open(p).convert(mode))[None])[0] for p in files]
+    images, bad = [], []
+    for p in files:  # every file is tried: one error names the unreadable ones
+        try:
+            with Image.open(p) as img:
+                images.append(to_tensor_images(np.asarray(img.convert(mode))[None])[0])
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            bad.append((p, " ".join(str(err).split())[:120]))
+    if bad:
+        raise ValueError(
+            f"{len(bad)} of the {len(files)} images in {root} cannot be read ({bad[0][0]}: {bad[0][1]}); "
+            "remove or replace them (PNG or JPEG files)"
+        )
+    return images

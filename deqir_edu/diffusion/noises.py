@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ..core.checks import is_integer
+
 __all__ = ["draw_noises", "official_noises"]
 
 
@@ -34,8 +36,9 @@ def draw_noises(
     """
     if len(shape) != 4:
         raise ValueError(f"shape must be (B, C, H, W), got {tuple(shape)}")
-    if not isinstance(steps, int) or steps < 1:
+    if not is_integer(steps) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = int(steps)
     z = torch.randn((steps + 1, *shape), generator=generator, dtype=dtype, device=device)
     return z[0], z[1:]
 

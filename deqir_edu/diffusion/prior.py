@@ -31,7 +31,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..core.checks import check_finite, check_image
+from ..core.checks import check_finite, check_image, is_integer
 from ..core.download import file_sha256
 from ..core.paths import data_dir
 from ..datasets import fashion_subset, pad_to_32, to_tensor_images
@@ -167,8 +167,9 @@ class GaussianMixturePrior(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``n`` clean images ``x_0 ~ sum_j pi_j N(mu_j, std^2 I)``, shape ``(n, C, H, W)``, float64."""
-        if not isinstance(n, int) or n < 1:
+        if not is_integer(n) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
+        n = int(n)
         device = self.means.device
         j = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, *self.image_shape, generator=generator, dtype=torch.float64, device=device)
@@ -195,7 +196,7 @@ class GaussianMixturePrior(nn.Module):
         """
         check_image(images, None, "images")
         n = images.shape[0]
-        if not isinstance(n_components, int) or not 1 <= n_components <= n:
+        if not is_integer(n_components) or not 1 <= n_components <= n:
             raise ValueError(f"n_components must be an integer in [1, N = {n}], got {n_components!r}")
         x = images.reshape(n, -1).to(torch.float64)
         # k-means++: first centre at random, next ones with probability ~ squared distance

@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from ..core.checks import is_integer
+
 __all__ = ["linear_betas", "alphas_cumprod", "ddim_timesteps", "alphas_cumprod_of"]
 
 
@@ -56,8 +58,9 @@ def ddim_timesteps(steps: int, n_train: int = 1000, kind: str = "uniform") -> to
     matches its noise level (``range`` with ``n_train // T`` would stop at t = 666 for T = 334).
     ``"quad"`` is ``(linspace(0, sqrt(0.8 n_train), T) ** 2)`` as in DDIM.
     """
-    if not isinstance(steps, int) or steps < 1:
+    if not is_integer(steps) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = int(steps)
     if steps > n_train:
         raise ValueError(f"steps={steps} exceeds the {n_train} training steps of the schedule")
     if kind == "uniform":

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..core.checks import is_integer
 from ..models.budget import model_device
 from ..solvers.auto import AUTO_PASS_FRACTION
 
@@ -100,8 +101,9 @@ def predict_sampler(
     ``max_batch``: images per call (``models.ChunkedModel``; default no limit).  ``passes``: expected
     passes of the parallel solver (default ``AUTO_PASS_FRACTION * steps``, measured).  Ties go to DDNM.
     """
-    if not isinstance(steps, int) or steps < 1 or not isinstance(batch, int) or batch < 1:
+    if not is_integer(steps) or steps < 1 or not is_integer(batch) or batch < 1:
         raise ValueError(f"steps and batch must be positive integers, got {steps!r}, {batch!r}")
+    steps, batch = int(steps), int(batch)
     cap = max_batch or steps * batch
     t1 = call_seconds(model, min(batch, cap), like) * math.ceil(batch / cap)
     whole = steps * batch

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..core.checks import is_integer
 from ..models.wrappers import ClippedModel
 from ..sampling import ddnm_sample, deqir_sample
 from ..solvers.registry import solver_names, solver_spec
@@ -101,7 +102,7 @@ def run_method(
     images; needs ``generator``, not ``noises``).  ``callback``: the parallel solver's per-pass callback.
     """
     method = parse_method(method) if isinstance(method, str) else method
-    if not isinstance(samples, int) or samples < 1:
+    if not is_integer(samples) or samples < 1:
         raise ValueError(f"samples must be a positive integer (runs to average), got {samples!r}")
     if method.kind == "pinv":
         return RunResult(op.A_pinv(y), 0, 0, True)
@@ -174,12 +175,12 @@ def sampler_method(sampler: str = "deqir", steps: int = 20, iters: int | None = 
     ``iters=None``: the registry's ``SolverSpec.default_passes``."""
     if sampler not in ("deqir", "ddnm", "pinv"):
         raise ValueError(f"unknown sampler {sampler!r}; use 'deqir', 'ddnm' or 'pinv'")
-    if sampler != "pinv" and (not isinstance(steps, int) or steps < 1):
+    if sampler != "pinv" and (not is_integer(steps) or steps < 1):
         raise ValueError(f"steps (T) must be a positive integer, got {steps!r}")
     if sampler == "deqir":
         spec = solver_spec(solver)  # an unknown name fails here, before any work
         iters = spec.default_passes(steps) if iters is None else iters
-        if not isinstance(iters, int) or iters < 1:
+        if not is_integer(iters) or iters < 1:
             raise ValueError(f"iters (K, solver passes) must be a positive integer, got {iters!r}")
     return Method(
         sampler, sampler, steps, iters if sampler == "deqir" else None, solver if sampler == "deqir" else None

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..core.checks import is_integer
 from ..datasets import fashion_subset, fit_to, image_folder, load_testset, pad_to_32, to_tensor_images
 from ..diffusion.prior import fashion_mixture
 from ..models.zoo import load_model
@@ -28,8 +29,9 @@ def load_for_eval(
     else the frozen test set of the model's shape (fashion32: the first Fashion-MNIST test images,
     padded to 32 x 32).
     """
-    if not isinstance(n, int) or n < 1:
+    if not is_integer(n) or n < 1:
         raise ValueError(f"n must be a positive number of images, got {n!r}")
+    n = int(n)
     if name == "gmm-fashion32":
         model: Any = fashion_mixture()
     else:

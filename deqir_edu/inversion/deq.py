@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from ..core.checks import is_integer
 from ..core.progress import progress
 from ..diffusion.chain import ChainConfig
 from ..sampling.fixed_point import FixedPointMap
@@ -122,7 +123,7 @@ class PhantomConfig:
 
     def check(self) -> None:
         """Raise ``ValueError`` for a bad phantom iteration or solver."""
-        if not isinstance(self.phantom_steps, int) or self.phantom_steps < 1:
+        if not is_integer(self.phantom_steps) or self.phantom_steps < 1:
             raise ValueError(f"phantom_steps must be a positive integer, got {self.phantom_steps!r}")
         if not 0.0 < self.tau <= 1.0:
             raise ValueError(f"tau must lie in (0, 1], got {self.tau}")
@@ -227,8 +228,9 @@ def deq_invert(
         phantom: the loss (default ``chain_consistency_loss``), the phantom iteration and the solve
             (``PhantomConfig``; default Picard with T passes, warm-started from the previous chain).
     """
-    if not isinstance(n_steps, int) or n_steps < 0:
+    if not is_integer(n_steps) or n_steps < 0:
         raise ValueError(f"n_steps must be a non-negative integer, got {n_steps!r}")
+    n_steps = int(n_steps)
     chain = resolve_chain(model, steps, eta, chain)
     x_T, noises, _ = prepare_chain(model, op, y, chain, generator, noises)
     x_T = x_T.detach().clone()

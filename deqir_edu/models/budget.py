@@ -34,6 +34,8 @@ __all__ = [
     "free_memory",
     "default_budget",
     "parse_size",
+    "total_memory",
+    "check_budget",
     "images_per_call",
     "format_bytes",
     "model_device",
@@ -91,17 +93,55 @@ def default_budget(device: torch.device | str = "cpu") -> int:
 
 
 def parse_size(text: str | int) -> int:
-    """``"2GB"``, ``"512M"``, ``"1.5GiB"``, ``1000000`` -> bytes (binary units: 1 GB = 2**30 bytes)."""
-    if isinstance(text, int):
+    """``"2GB"``, ``"512M"``, ``"1.5GiB"``, ``1000000`` -> bytes (binary units: 1 GB = 2**30 bytes).
+
+    ``ValueError`` (one line) for anything else: no number, a negative size, less than 16 MB or more than 1 PB.
+    """
+    shown = repr(text) if len(str(text)) <= 40 else repr(f"{str(text)[:37]}...")
+    if isinstance(text, int) and not isinstance(text, bool):
         value, unit = float(text), ""
     else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-        if m is None or m.group(2).lower() not in _UNITS:
-            raise ValueError(f"memory size {text!r} is not a size such as 2GB, 512MB or 1.5G")
-        value, unit = float(m.group(1)), m.group(2).lower()
-    size = int(value * _UNITS[unit])
+        m = re.fullmatch(r"\s*(-?)([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+        if m is None or m.group(3).lower() not in _UNITS:
+            raise ValueError(f"memory size {shown} is not a size such as 2GB, 512MB or 1.5G")
+        value, unit = float(m.group(1) + m.group(2)), m.group(3).lower()
+    if value < 0:
+        raise ValueError(f"memory size {shown} is negative; give a positive size such as 2GB")
+    size = value * _UNITS[unit]
     if size < 16 << 20:
-        raise ValueError(f"memory size {text!r} is below 16 MB; give at least 16MB (e.g. 2GB)")
+        raise ValueError(f"memory size {shown} is below 16 MB; give at least 16MB (e.g. 2GB)")
+    if not size <= 1 << 50:  # inf too
+        raise ValueError(f"memory size {shown} is more than 1 PB; give a size such as 2GB")
+    return int(size)
+
+
+def total_memory(device: torch.device | str = "cpu") -> int:
+    """Bytes of memory of ``device``: the GPU's (``total_memory``), else the machine's (``MemTotal`` on Linux)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 50  # unknown platform: no bound
+
+
+def check_budget(size: int, device: torch.device | str = "cpu", what: str = "memory budget") -> int:
+    """``size`` if ``device`` has that much memory; else one ``ValueError`` that names ``what`` and the bound."""
+    total = total_memory(device)
+    if size > total:
+        where = "this machine" if torch.device(device).type == "cpu" else f"device {device}"
+        raise ValueError(
+            f"{what} {format_bytes(size)} is more than the {format_bytes(total)} of memory of {where}; give at "
+            f"most {max(1, total >> 30)}GB (a quarter of it is a safe budget) or leave it out for the default"
+        )
     return size
 
 

@@ -20,6 +20,7 @@ missing, unexpected or mis-shaped key before a strict load.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from safetensors.torch import load_file
 
 from .networks import ADMUNet, DDPMUNet
 
-__all__ = ["PAPER_ETA", "ModelSpec", "parse_spec", "load_state_dict", "build_network", "check_keys"]
+__all__ = ["PAPER_ETA", "ModelSpec", "parse_spec", "read_spec", "load_state_dict", "build_network", "check_keys"]
 
 PAPER_ETA = 0.15  # the paper's eta (Sec. 5.1), the default of a model whose config names none
 
@@ -49,9 +50,23 @@ class ModelSpec:
     clip: bool = False
 
 
+def read_spec(path: str | Path, text: str | None = None) -> ModelSpec:
+    """``parse_spec`` of the JSON file ``path`` (or of ``text``, JSON stored elsewhere, named ``path``); a file
+    that is not valid JSON is one ``ValueError`` that names it."""
+    try:
+        d = json.loads(Path(path).read_text() if text is None else text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"model config {path} is not valid JSON ({err}); fix or delete the file") from None
+    return parse_spec(d, str(path))
+
+
 def parse_spec(d: Mapping[str, Any], source: str = "config") -> ModelSpec:
     """Read a model-config JSON (see the module docstring), a training config/summary of
     ``deqir_edu.training`` (flags nested under "config"/"model"), or a bare flag dict."""
+    if not isinstance(d, Mapping):
+        raise ValueError(
+            f'{source}: a model config is a JSON object like {{"architecture": "adm", ...}}, got {type(d).__name__}'
+        )
     levels = [d]  # outer dicts first, the network flags last
     while (
         inner := next(
@@ -137,6 +152,7 @@ def _first_line(err: BaseException, n: int = 160) -> str:
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a ``.safetensors`` or a torch checkpoint (``weights_only=True``) into a flat state dict."""
     path = Path(path)
+    open(path, "rb").close()  # a missing or unreadable file raises its own error (not "damaged")
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))

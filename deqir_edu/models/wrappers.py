@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.checks import check_image
+from ..core.checks import check_image, is_integer
 from ..diffusion.schedules import alphas_cumprod as _alphas_cumprod
 from ..diffusion.schedules import alphas_cumprod_of, linear_betas
 
@@ -155,9 +155,9 @@ class ChunkedModel:
     """
 
     def __init__(self, model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], max_batch: int) -> None:
-        if not isinstance(max_batch, int) or max_batch < 1:
+        if not is_integer(max_batch) or max_batch < 1:
             raise ValueError(f"max_batch must be a positive integer (images per network call), got {max_batch!r}")
-        self.model, self.max_batch = model, max_batch
+        self.model, self.max_batch = model, int(max_batch)
         self.image_shape = tuple(model.image_shape)
         if getattr(model, "alphas_cumprod", None) is not None:
             self.alphas_cumprod = model.alphas_cumprod

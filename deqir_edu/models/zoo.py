@@ -26,7 +26,6 @@ A bare flag dict also works (the architecture is then guessed from the flag name
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from ..core.checks import check_device
 from ..core.download import cache_dir, download, file_sha256, forget, verify
 from ..core.paths import data_dir
 from ..diffusion.schedules import alphas_cumprod, linear_betas
-from .checkpoints import ModelSpec, build_network, check_keys, load_state_dict, parse_spec
+from .checkpoints import ModelSpec, build_network, check_keys, load_state_dict, parse_spec, read_spec
 from .wrappers import DiffusionModel
 
 __all__ = [
@@ -95,7 +94,7 @@ class ZooEntry:
             return _find_spec(self.path, self.config_path if self.config_path.is_file() else None)
         if not self.config_path.is_file():
             raise FileNotFoundError(f"config of model {self.name!r} not found at {self.config_path}")
-        return parse_spec(json.loads(self.config_path.read_text()), source=str(self.config_path))
+        return read_spec(self.config_path)
 
 
 ZOO: dict[str, ZooEntry] = {
@@ -163,25 +162,53 @@ def list_models() -> list[dict[str, Any]]:
     rows = []
     for e in ZOO.values():
         there = e.path.is_file()
-        if e.embedded:
+        problem = _damage(e) if there else None
+        if problem:
+            status = "damaged" if e.embedded else "incomplete"
+        elif e.embedded:
             status = "present" if there else "missing (not trained yet)"
         elif there:
             status = "cached"
         else:
             status = "manual download" if e.gdrive_id else "not downloaded"
         size = e.path.stat().st_size if there else e.size
+        fix = _reinstall(e.name) if e.embedded else f"`{_reset(e.name)}`"
         rows.append(
             dict(
                 name=e.name,
                 architecture=e.architecture,
                 description=e.description,
-                available=there,
+                available=there and not problem,
                 status=status,
                 size=size,
                 path=str(e.path),
+                problem=f"{e.path} is {problem}: {fix}" if problem else None,
             )
         )
     return rows
+
+
+def _reinstall(name: str) -> str:
+    if os.environ.get("DEQIR_EDU_DATA"):
+        return f"copy the file again into DEQIR_EDU_DATA, or retrain it (`deqir-edu train {name}`)"
+    return "reinstall deqir-edu (`pip install --force-reinstall deqir-edu`) or `git checkout -- data/models`"
+
+
+def _damage(e: ZooEntry) -> str | None:
+    """Why the weights file of ``e``, which exists, cannot be the model (empty, cut short, unreadable), or None."""
+    try:
+        size = e.path.stat().st_size
+        with open(e.path, "rb") as f:
+            head = f.read(8)
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    if size == 0:
+        return "empty (0 bytes)"
+    if e.path.suffix == ".safetensors" and (len(head) < 8 or size < 8 + int.from_bytes(head, "little")):
+        return f"incomplete ({size:,} bytes, less than its header announces)"
+    if e.size is not None and size != e.size and not (e.embedded and os.environ.get("DEQIR_EDU_DATA")):
+        return f"incomplete ({size:,} bytes, expected {e.size:,})"
+    return None
 
 
 def _check_embedded(e: ZooEntry) -> Path:
@@ -251,10 +278,10 @@ def _find_spec(path: Path, config: Mapping[str, Any] | str | Path | None) -> Mod
     if isinstance(config, Mapping):
         return parse_spec(config, "config argument")
     if config is not None:
-        return parse_spec(json.loads(Path(config).read_text()), str(config))
+        return read_spec(config)
     for cand in (path.with_suffix(".json"), path.with_name(path.stem + ".config.json"), path.with_name("config.json")):
         if cand.is_file():
-            return parse_spec(json.loads(cand.read_text()), str(cand))
+            return read_spec(cand)
     if path.suffix == ".safetensors":  # deqir_edu.training stores its config in the metadata too
         try:
             with safe_open(str(path), framework="pt") as f:
@@ -265,7 +292,7 @@ def _find_spec(path: Path, config: Mapping[str, Any] | str | Path | None) -> Mod
                 "if it was downloaded or copied, get it again"
             ) from None
         if "config" in meta:
-            return parse_spec(json.loads(meta["config"]), f"metadata of {path}")
+            return read_spec(f"metadata of {path}", meta["config"])
     for e in ZOO.values():  # a zoo file placed anywhere by hand
         if e.filename == path.name and not e.embedded:
             return e.spec()
@@ -294,6 +321,11 @@ def load_model(
     with ``model.image_shape`` and ``model.alphas_cumprod``; its parameters do not require grad.
     """
     check_device(device)  # a missing GPU is one clear line before any loading
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(
+            "dtype must be a floating-point torch.dtype (torch.float32, torch.bfloat16, torch.float16 or "
+            f"torch.float64), got {dtype!r}"
+        )
     text = str(name_or_path)
     is_path = isinstance(name_or_path, Path) or (
         text not in ZOO and (Path(text).suffix in _WEIGHT_SUFFIXES or os.sep in text or Path(text).is_file())

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..core.checks import is_integer
+
 __all__ = ["box_mask", "random_mask", "stripes_mask", "text_mask", "MASKS"]
 
 
@@ -37,7 +39,7 @@ def box_mask(h: int, w: int, size: int | tuple[int, int] | None = None) -> torch
     h, w = _check_size(h, w)
     if size is None:
         size = (max(1, h // 2), max(1, w // 2))
-    sh, sw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    sh, sw = (int(size), int(size)) if is_integer(size) else (int(size[0]), int(size[1]))
     if not (0 < sh <= h and 0 < sw <= w):
         raise ValueError(f"box size {(sh, sw)} must lie in 1..{(h, w)}; pass a smaller `size=`")
     mask = torch.ones(h, w, dtype=torch.float64)

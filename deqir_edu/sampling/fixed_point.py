@@ -36,6 +36,7 @@ import torch
 from ..core.checks import check_image
 from ..diffusion.chain import ChainConfig
 from ..operators.base import null_space
+from .sequential import call_model
 
 __all__ = ["FixedPointMap"]
 
@@ -132,7 +133,7 @@ class FixedPointMap:
         """Network on a stack ``(n, B, C, H, W)`` at times ``t`` ``(n,)``: one call on n * B images."""
         n, B = inputs.shape[:2]
         tt = t.repeat_interleave(B)  # (n * B,)
-        return self.model(inputs.reshape(-1, *inputs.shape[2:]), tt).reshape(inputs.shape)
+        return call_model(self.model, inputs.reshape(-1, *inputs.shape[2:]), tt).reshape(inputs.shape)
 
     def evaluate(self, X: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
         """One network pass over the states k = lo..hi of the full chain ``X`` ``(T+1, B, C, H, W)``.

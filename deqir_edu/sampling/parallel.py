@@ -27,7 +27,7 @@ from ..diffusion.chain import ChainConfig
 from ..solvers.registry import SolverSpec, solver_spec
 from ..solvers.trace import ConvergenceWarning, SolverTrace
 from .fixed_point import FixedPointMap
-from .sequential import Callback, prepare_chain, resolve_chain
+from .sequential import Callback, check_inputs, prepare_chain, resolve_chain
 
 __all__ = ["DeqIRResult", "deqir_sample", "default_passes"]
 
@@ -102,15 +102,16 @@ def deqir_sample(
     and the Anderson systems lose too much in 8-11 bits), the network in its own dtype; the result in ``y``'s.
 
     Warns (``solvers.ConvergenceWarning``) when the solver used up ``max_iter`` before its tolerance
-    (``tol > 0``); ``result.converged`` says the same.
+    (``tol > 0``); ``result.converged`` says the same.  Raises ``ValueError`` for a ``y`` that requires grad
+    (the solve runs without gradients; ``sequential.check_inputs``).
     """
+    check_inputs(model, op, y, "deqir_sample")
     spec, options = solver_spec(solver), _solver_options(solver, solver_options)
     chain = resolve_chain(model, steps, eta, chain)
     dtype = y.dtype
     half = dtype in (torch.float16, torch.bfloat16)  # the solve in float32, the network in the model's dtype
     if half:
-        y = y.float()
-        noises = None if noises is None else (noises[0].float(), noises[1].float())
+        y, noises = y.float(), None if noises is None else tuple(v.float() for v in noises)
     x_T, fresh, _ = prepare_chain(model, op, y, chain, generator, noises)
     f = FixedPointMap(model, op, y, x_T, fresh, chain)
     init = x_T.expand(chain.steps, *x_T.shape).clone()  # Algorithm 1, line 1

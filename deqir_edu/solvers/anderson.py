@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import torch
 
+from ..core.checks import is_integer
 from .contract import MapFn
 from .trace import Callback, SolverTrace, check_solver_args, record_iteration
 
@@ -84,7 +85,7 @@ def anderson(
         ``(F(x_last), trace)``.
     """
     check_solver_args(init, max_iter, tol, stop, reference)
-    if not isinstance(m, int) or isinstance(m, bool) or m < 1:
+    if not is_integer(m) or m < 1:
         raise ValueError(f"the history parameter m must be an integer >= 1 (Algorithm 1), got {m!r}")
     if mix not in ("image", "state"):
         raise ValueError(f"mix must be 'image' or 'state', got {mix!r}")

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..core.checks import is_integer
 from .anderson import anderson_weights, solve_dtype
 from .contract import ChainMap
 from .linearised import linearisation, scan, secant_gains, surrogate_start
@@ -174,9 +175,9 @@ def _check(
     if tuple(init.shape) != (T, *f.x_T.shape):
         raise ValueError(f"init must have shape (T, B, C, H, W) = {(T, *f.x_T.shape)}, got {tuple(init.shape)}")
     check_solver_args(init, max_iter, tol, stop, reference, WINDOW_STOP_RULES)
-    if not isinstance(cfg.m, int) or cfg.m < 1:
+    if not is_integer(cfg.m) or cfg.m < 1:
         raise ValueError(f"the Anderson history parameter m must be an integer >= 1, got {cfg.m!r}")
-    if cfg.x0_scale not in ("image", "null") or not isinstance(cfg.rates, int) or cfg.rates < 1:
+    if cfg.x0_scale not in ("image", "null") or not is_integer(cfg.rates) or cfg.rates < 1:
         raise ValueError(
             f"need x0_scale 'image' or 'null' and a positive integer rates, got {cfg.x0_scale!r}, {cfg.rates!r}"
         )

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import partial
 
+from ..core.checks import is_integer
 from .anderson import anderson
 from .auto import AUTO, auto
 from .contract import Solver
@@ -105,7 +106,7 @@ def register(
         raise ValueError(f"solver {name!r} must be callable as solve(f, init, *, max_iter=..., tol=..., ...)")
     if name in SOLVERS and not overwrite:
         raise ValueError(f"solver {name!r} is already registered; pass overwrite=True to replace it")
-    if passes is not None and (not isinstance(passes, int) or passes < 1):
+    if passes is not None and (not is_integer(passes) or passes < 1):
         raise ValueError(f"passes (the default budget K) must be a positive integer or None, got {passes!r}")
     SOLVERS[name] = SolverSpec(solve, chain, exact_after_T, passes, tuple(stop_rules))
 

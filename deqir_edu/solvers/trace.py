@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from ..core.checks import is_integer
+
 __all__ = ["ConvergenceWarning", "SolverTrace", "STOP_RULES", "record_iteration", "check_solver_args", "Callback"]
 
 STOP_RULES = ("x0", "per_state", "global")
@@ -141,7 +143,7 @@ def check_solver_args(
     """Raise ``ValueError`` with the fix for a bad start, budget, tolerance, rule (one of ``rules``) or reference."""
     if not isinstance(init, torch.Tensor) or init.dim() < 2:
         raise ValueError("the initial iterate must be a stack of shape (T, B, ...) with x[j] = state j")
-    if not isinstance(max_iter, int) or isinstance(max_iter, bool) or max_iter < 1:
+    if not is_integer(max_iter) or max_iter < 1:
         raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol}")

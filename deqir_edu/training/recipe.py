@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..core.checks import NotFiniteError, is_integer
 from ..core.files import atomic_path, safe_name
 from ..datasets import make_sampler
 from ..diffusion.schedules import alphas_cumprod, linear_betas
@@ -201,9 +202,9 @@ def _config_with_steps(config: str | Path | dict, steps: int | None) -> dict:
     """``load_config(config)`` with ``steps`` (when given) as its total number of steps."""
     cfg = load_config(config)
     if steps is not None:
-        if not isinstance(steps, int) or steps < 1:
+        if not is_integer(steps) or steps < 1:
             raise ValueError(f"steps must be a positive integer (optimiser steps), got {steps!r}")
-        cfg["steps"] = steps
+        cfg["steps"] = int(steps)  # a NumPy integer too; stored as JSON
     return cfg
 
 
@@ -328,7 +329,10 @@ def _optimiser_step(run: _Run, planned: int, dc: tuple[float, int]) -> float:
     if dc_weight > 0 and step >= dc_from:  # same minimiser, the per-channel means weighted more
         loss = mse + dc_weight * (eps - noise).mean(dim=(2, 3)).square().mean()
     if not torch.isfinite(loss):
-        raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+        raise NotFiniteError(
+            f"the training diverged: loss became {loss.item()} at step {step}; lower the learning rate "
+            f"(optimizer.lr of the config, now {opt_cfg['lr']})"
+        )
     for group in run.opt.param_groups:
         group["lr"] = _lr_at(step, opt_cfg, planned)
     run.opt.zero_grad(set_to_none=True)

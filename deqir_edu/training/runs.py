@@ -66,6 +66,12 @@ def read_checkpoint(path: Path) -> dict:
         raise ValueError(
             f"{path} is not a complete training checkpoint: missing {', '.join(missing)}; use a fresh --out folder"
         )
+    try:  # the config is stored as JSON text: a damaged one is named here, not as a bare JSON error later
+        config = json.loads(state["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: its stored config is not valid JSON ({err}); use a fresh --out folder") from None
+    if not isinstance(config, dict) or "model" not in config:
+        raise ValueError(f"{path}: its stored config has no model; use a fresh --out folder")
     return state
 
 
