@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ import torch
 
 from ..core.download import cache_dir
 from ..core.files import check_writable
+from ..core.signals import sigterm_as_interrupt
 from ..core.version import package_version
 from ..metrics.lpips import download_backbone
 from ..models import fetch, list_models, sampling_defaults
@@ -136,7 +138,8 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--force",
         action="store_true",
-        help="delete the cached file and its recorded sha256 first, then download again (the reset)",
+        help="download again although the file is cached, ignoring its recorded sha256 (the reset); the cached "
+        "file is replaced only once the new download is complete and checked (offline or on Ctrl-C it stays)",
     )
     add_debug(p)
     p.set_defaults(func=_run_download)
@@ -154,10 +157,23 @@ def _run_download(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a diffusion prior from a JSON config (fashion32, photo32, tiny or a file)")
     p.add_argument("config", help="config name (fashion32, photo32, tiny) or path to a JSON config")
-    p.add_argument("--out", default=None, help="output folder (default: runs/NAME)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: runs/NAME); locked while training: a second run into it is refused",
+    )
     p.add_argument("--steps", type=POSITIVE, default=None, help="total steps (overrides the config)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in a folder that holds a run (replaces it)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt (also after Ctrl-C or SIGTERM, which say the step kept)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a folder that holds a run; its files are replaced as the new run writes its own "
+        "(the earlier final weights stay until the new run finishes)",
+    )
     p.add_argument(
         "--until",
         default=None,
@@ -220,6 +236,14 @@ def _version() -> str:
     return package_version()
 
 
+def _interrupted(prog: str, err: KeyboardInterrupt) -> int:
+    """Say what an interrupt (Ctrl-C, or SIGTERM) left, as the command reported it; exit code 128 + signal."""
+    signum = int(getattr(err, "signum", signal.SIGINT))
+    how = "terminated (SIGTERM)" if signum == getattr(signal, "SIGTERM", None) else "interrupted"
+    print(f"{prog}: {how}; {getattr(err, 'what', '') or 'nothing was written'}", file=sys.stderr)
+    return 128 + signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -235,14 +259,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     prog = f"deqir-edu {args.command}"
     try:
-        with warnings.catch_warnings():  # the commands say it in their own words (restore: once, per tile count)
+        # SIGTERM takes Ctrl-C's way out: the finally blocks remove temporary files and release locks
+        with warnings.catch_warnings(), sigterm_as_interrupt():  # warnings: said by the commands (restore: once)
             warnings.simplefilter("ignore", ConvergenceWarning)
             return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         if getattr(args, "debug", False):
             raise
-        print(f"{prog}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return _interrupted(prog, err)
     except Exception as err:  # one line, never a traceback (unless --debug)
         if getattr(args, "debug", False):
             raise

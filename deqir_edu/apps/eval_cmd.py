@@ -1,7 +1,9 @@
 """``deqir-edu eval``: tasks x methods on a frozen test set (or a folder of images), as tables.
 
 Checks the options before any work (the output folder, the tasks, the methods, the device), then runs
-``experiments.evaluate`` and writes ``OUT/results.json`` and ``OUT/results.md`` atomically.  Under
+``experiments.evaluate`` and writes ``OUT/results.json`` and ``OUT/results.md`` atomically.  Either file
+already in OUT (an earlier eval's, or the user's own) is replaced only with ``--overwrite``; OUT is locked
+while eval runs (``core.locks.output_lock``), so a second eval into it is refused.  Under
 ``torchrun`` the images are spread over the processes (one per device) and rank 0 writes the results
 of all ranks.  Notation: none (T = --steps; a method ``deqir-SOLVER-kK`` runs K passes of SOLVER).
 """
@@ -18,6 +20,8 @@ import torch
 import torch.distributed as dist
 
 from ..core.checks import check_device
+from ..core.locks import output_lock
+from ..core.signals import deferred_signals
 from ..experiments import DEFAULT_METHODS, NA_WEIGHTS, evaluate, load_for_eval, parse_method, write_results
 from ..experiments.evaluation import lpips_status
 from ..models import sampling_defaults
@@ -26,6 +30,8 @@ from .cliargs import POSITIVE, SEED, STEPS, add_debug, eta
 from .launch import init_process
 
 __all__ = ["add_eval"]
+
+_OUTPUTS = ("results.json", "results.md")  # every file eval writes into --out
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +48,12 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--out", default=None, help="output folder (default results/eval-MODEL)")
-    p.add_argument("--overwrite", action="store_true", help="replace the results already in OUT")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT/results.json and OUT/results.md if they exist (without it eval refuses to replace them, "
+        "yours or an earlier eval's); one eval per OUT at a time (a lock file)",
+    )
     p.add_argument("--tasks", default=None, help="comma-separated tasks (default: all of the grid for the model)")
     p.add_argument(
         "--methods",
@@ -70,20 +81,34 @@ def _split(text: str | None) -> list[str] | None:
     return [v.strip() for v in text.split(",") if v.strip()] if text else None
 
 
-def _run_eval(args: argparse.Namespace) -> int:
-    out = Path(args.out or f"results/eval-{Path(args.model).stem}")
-    if (out / "results.json").exists() and not args.overwrite:
-        raise ValueError(
-            f"{out} already holds results (results.json); add --overwrite to replace them or choose another --out"
-        )
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an --out that is a file, or that holds a file eval would replace (unless ``overwrite``)."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder")
+    taken = [name for name in _OUTPUTS if (out / name).exists()]
+    if taken and not overwrite:
+        raise ValueError(
+            f"{out} already holds {' and '.join(taken)}; add --overwrite to replace "
+            f"{'them' if len(taken) > 1 else 'it'} or choose another --out"
+        )
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"results/eval-{Path(args.model).stem}")
+    _check_out(out, args.overwrite)
     for task in _split(args.tasks) or []:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r} in --tasks; choose from {', '.join(TASKS)}")
     for m in _split(args.methods) or []:
         parse_method(m, args.steps)
     check_device(args.device, "--device")  # e.g. cuda on a CPU build: one line, before any work
+    with output_lock(out, f"--out {out}"):  # one eval per folder (the ranks of one torchrun job share it)
+        _check_out(out, args.overwrite)  # again, now that no other run can write there
+        return _evaluate_into(out, args)
+
+
+def _evaluate_into(out: Path, args: argparse.Namespace) -> int:
+    """Run the evaluation of ``args`` and write ``out/results.json`` and ``out/results.md``."""
     rank = _join_torchrun(args)  # under torchrun the images are spread over the ranks (evaluate)
     model, images, source = load_for_eval(args.model, args.n, args.images, args.device, args.bf16)
     print(f"model {args.model}: {images.shape[0]} images of shape {tuple(images.shape[1:])} ({source})")
@@ -106,7 +131,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         dist.destroy_process_group()
         if rank > 0:  # rank 0 writes the results of all ranks
             return 0
-    js, md = write_results(rows, out, _meta_for(args, source))
+    with deferred_signals():  # both files or neither
+        js, md = write_results(rows, out, _meta_for(args, source))
     print(md.read_text())
     print(f"wrote {js} and {md}")
     return 0

@@ -27,7 +27,7 @@ from .cliargs import add_chain_options, add_debug, add_devices, int_in, memory, 
 from .images import load_image, load_mask, save_image
 from .launch import parse_devices, run_sharded
 from .restore_checks import check_folder, check_memory, check_options, masked_task
-from .restore_folder import run_folder
+from .restore_folder import add_folder_options, run_folder
 from .tiling import choose_sampler, format_seconds, plan_tiled, restore_tiled
 
 __all__ = ["add_restore"]
@@ -47,9 +47,10 @@ def add_restore(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="output PNG path (never the input; replaced atomically if it exists); a folder for a folder of inputs",
+        help="output PNG path (never the input; replaced atomically if it exists); a folder for a folder of inputs "
+        "(locked while this runs: a second restore into it is refused)",
     )
-    p.add_argument("--overwrite", action="store_true", help="a folder of inputs: replace outputs that exist")
+    add_folder_options(p)  # --overwrite, --resume
     p.add_argument(
         "--mask",
         default=None,
@@ -113,6 +114,8 @@ def _restore_work(
 
 def _check_restore_paths(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output that is the input (or the mask) or cannot be written."""
+    if getattr(args, "resume", False) and not getattr(args, "one_device", False):  # one_device: a folder's image
+        raise ValueError("--resume continues an interrupted restore of a folder (restore FOLDER --out DIR)")
     out = Path(args.out).expanduser()
     for name, path in (("input", args.input), ("mask", args.mask)):
         if path is not None and same_file(path, out):

@@ -8,6 +8,11 @@ a file whose bytes changed after the first download must be noticed.  So ``downl
 3. hashes the bytes while they arrive (sha256) and compares with the expected hash, and only then
 4. renames the temporary file to its final name (an atomic step on one file system).
 
+``download(..., force=True)`` (``deqir-edu download NAME --force``) downloads again although a file is
+cached; the cached file and its hash are replaced only by a complete, checked download, so an unreachable
+server, a bad download or Ctrl-C leave them as they were.  Downloaded files get the user's usual
+permissions (``0o666 & ~umask``).  One download per cache entry at a time (a lock file ``.<file>.lock``).
+
 Without an expected hash the first download records the sha256 in a sidecar file
 ``<file>.sha256``, but only after ``validate(tmp)`` (e.g. "parses as a state dict of the expected
 manifest") accepted the bytes, and never for a web page (an HTML body served with status 200, e.g. a
@@ -34,8 +39,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm.auto import tqdm
+
+from .files import new_file_mode
+from .locks import output_lock, temp_prefix
+from .signals import deferred_signals, interrupted
 
 __all__ = ["DownloadError", "cache_dir", "download", "file_md5", "file_sha256", "sidecar_path", "verify", "forget"]
 
@@ -84,7 +94,10 @@ def file_sha256(path: Path) -> str:
 
 def _fix_hint(dest: Path, reset: str | None = None) -> str:
     if reset:
-        return f"to start again, run `{reset}` (it deletes {dest.name} and its recorded hash, then downloads)"
+        return (
+            f"to start again, run `{reset}` (it downloads the file again and replaces {dest.name} and its "
+            "recorded hash once the new copy is complete and checked)"
+        )
     return (
         f"delete {dest} and {sidecar_path(dest)} and run again to re-download it "
         "(or put a good copy of the file there by hand)"
@@ -121,9 +134,10 @@ def _read_sidecar(dest: Path) -> str | None:
 def _write_sidecar(dest: Path, digest: str) -> None:
     # written through a temporary file too, so a crash never leaves half a hash behind
     side = sidecar_path(dest)
-    fd, tmp = tempfile.mkstemp(dir=side.parent, prefix=side.name + ".", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=side.parent, prefix=temp_prefix(side.name), suffix=".part")
     with os.fdopen(fd, "w") as f:
         f.write(f"{digest}  {dest.name}\n")
+    os.chmod(tmp, new_file_mode(side))  # the user's usual permissions, not mkstemp's 0600
     os.replace(tmp, side)
 
 
@@ -190,47 +204,94 @@ def download(
     md5: str | None = None,
     validate: Callable[[Path], None] | None = None,
     reset: str | None = None,
+    force: bool = False,
 ) -> Path:
-    """Fetch ``url`` to ``dest`` unless a verified copy is already there; return ``dest``.
+    """Fetch ``url`` to ``dest`` unless a verified copy is already there (or ``force``); return ``dest``.
 
     ``md5``: a checksum the data's publisher gives as MD5 (Fashion-MNIST does); checked like sha256.
     ``validate(tmp)``: a structural check of the downloaded bytes (raise ``ValueError``) run before the
     file is renamed into place and before any hash is recorded.  ``reset``: the command a mismatch
-    message tells the user to run.
+    message tells the user to run.  ``force``: download again even if a file is cached, ignoring the
+    hash recorded for it (the reset after a mismatch); the cached file and its hash are replaced only
+    once the new download is complete and checked, so an unreachable server or Ctrl-C leaves them as
+    they were.
 
     A cache hit makes no request: the cached file is checked by ``size`` and sha256 (the given
     one, or the one recorded in ``<dest>.sha256`` on the first download).  A download goes to a
     temporary file next to ``dest`` that is renamed only after the byte count and the hash check
-    out; on any failure it is deleted, so no corrupt file is left behind.
+    out; on any failure it is deleted, so no corrupt file is left behind.  The cache entry is locked
+    (``core.locks.output_lock``, ``.<file>.lock``) while it downloads: a second download of it is refused.
 
     Raises ``ValueError`` for a truncated or corrupt file (message names expected/actual and the
     fix) and ``DownloadError`` when the server cannot be reached (message gives the URL and the
     path to place the file at by hand).
     """
     dest = Path(dest)
-    if dest.is_file():
+    if dest.is_file() and not force:  # a cache hit needs no lock (a read-only cache works)
         return verify(dest, sha256, size, md5, validate, reset)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # a hash recorded earlier (file since deleted) still guards against a changed server file
-    expected = sha256.lower() if sha256 else _read_sidecar(dest)
+    with output_lock(
+        dest.parent, f"the cache entry {dest}", name=f".{dest.name}.lock", hint="wait until that download finishes"
+    ):
+        if dest.is_file() and not force:  # another run downloaded it meanwhile
+            return verify(dest, sha256, size, md5, validate, reset)
+        old = dest.is_file()
+        try:
+            _fetch(url, dest, _Expect(sha256, size, md5, validate, reset, force), progress)
+        except (DownloadError, ValueError) as err:
+            if not old:
+                raise
+            kept = f"{dest} and its recorded hash were" if sidecar_path(dest).is_file() else f"{dest} was"
+            raise type(err)(f"{err}; the file already at {kept} kept unchanged") from err
+    return dest
 
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
+
+class _Expect(NamedTuple):
+    """What a download must be: the known checks, the reset command, and whether the recorded hash counts."""
+
+    sha256: str | None
+    size: int | None
+    md5: str | None
+    validate: Callable[[Path], None] | None
+    reset: str | None
+    force: bool
+
+
+def _fetch(url: str, dest: Path, want: _Expect, progress: bool) -> None:
+    """Stream ``url`` into a temporary file, check it, then swap it in for ``dest`` (and its hash)."""
+    # a hash recorded earlier (file since deleted) still guards against a changed server file; not when forced
+    expected = want.sha256.lower() if want.sha256 else (None if want.force else _read_sidecar(dest))
+    old, swapped = dest.is_file(), [False]
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=temp_prefix(dest.name), suffix=".part")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            received, digest, announced, md5_digest = _stream(url, dest, out, size, progress)
-        _check_length(url, dest, received, announced, size)
-        _check_sha256(url, dest, digest, expected, reset)
-        _check_md5(url, dest, md5_digest, md5)
+            received, digest, announced, md5_digest = _stream(url, dest, out, want.size, progress)
+        _check_length(url, dest, received, announced, want.size)
+        _check_sha256(url, dest, digest, expected, want.reset)
+        _check_md5(url, dest, md5_digest, want.md5)
         _check_not_html(tmp, url)
-        if validate is not None and expected is None and md5 is None:  # nothing else vouches for the bytes
-            _validate_download(tmp, url, dest, validate)
-        os.replace(tmp, dest)  # only a complete, checked file gets the final name
+        if want.validate is not None and expected is None and want.md5 is None:  # nothing else vouches for it
+            _validate_download(tmp, url, dest, want.validate)
+        with deferred_signals():  # never half a swap: the new file and its hash, or the old ones
+            os.chmod(tmp, new_file_mode(dest))  # the user's usual permissions, not mkstemp's 0600
+            sidecar_path(dest).unlink(missing_ok=True)  # a crash just after leaves a file without hash: rechecked
+            os.replace(tmp, dest)  # only a complete, checked file gets the final name
+            if want.sha256 is None:
+                _write_sidecar(dest, digest)
+            swapped[0] = True
+    except KeyboardInterrupt as err:
+        raise interrupted(err, _after_interrupt(dest, old, swapped[0])) from None
     finally:
         tmp.unlink(missing_ok=True)
-    if sha256 is None:
-        _write_sidecar(dest, digest)
-    return dest
+
+
+def _after_interrupt(dest: Path, old: bool, swapped: bool) -> str:
+    """What an interrupted download left: the new file, the old one unchanged, or nothing."""
+    if swapped:
+        return f"the download had finished: {dest} is the new, checked file"
+    if old:
+        return f"nothing was written: {dest} is unchanged (the partial download was removed)"
+    return f"nothing was written to {dest.parent} (the partial download was removed)"
 
 
 def _check_length(url: str, dest: Path, received: int, announced: int | None, size: int | None) -> None:

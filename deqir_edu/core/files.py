@@ -1,12 +1,16 @@
 """Safe file writes: every file the package writes goes to a temporary file in the same folder and is
 renamed into place, so an interrupt, a full disk or an OOM kill never leaves a truncated file and never
-destroys the previous version.  Also the checks that keep names from configs inside their folder and
-outputs away from inputs.
+destroys the previous version.  A temporary file is named ``.{name}.deqir-tmp-{host}-{pid}-XXXXXXXX{ext}``
+(``core.locks.temp_prefix``): it is deleted when its block fails, on Ctrl-C and on SIGTERM (the CLI turns
+SIGTERM into an interrupt), and the next run that writes to the folder deletes those a killed run left.
+Also the checks that keep names from configs inside their folder and outputs away from inputs.
 
 Notation: none (no paper symbols).
 
     atomic_path(dest)     context manager: yields a temporary path next to ``dest``; on success it is
                           renamed to ``dest`` (``os.replace``, atomic on one file system), on error deleted
+    new_file_mode(dest)   the permissions a file written to ``dest`` gets: ``dest``'s own if it exists, else
+                          the user's usual ``0o666 & ~umask`` (never the 0600 of a temporary file)
     safe_name(name)       a config's ``"name"`` as a plain file name (no folders, no ``..``)
     same_file(a, b)       whether two paths name one file (other spelling, symlink, hard link)
 """
@@ -17,12 +21,15 @@ import contextlib
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "write_text", "write_json", "safe_name", "same_file", "check_writable"]
+from .locks import clean_stale_temporaries, temp_prefix
+
+__all__ = ["atomic_path", "new_file_mode", "write_text", "write_json", "safe_name", "same_file", "check_writable"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -37,21 +44,29 @@ def atomic_path(dest: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix or dest.suffix or ".tmp")
+    fd, tmp_name = tempfile.mkstemp(
+        dir=dest.parent, prefix=temp_prefix(dest.name), suffix=suffix or dest.suffix or ".tmp"
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         with contextlib.suppress(OSError):  # keep the usual permissions (mkstemp makes 0600)
-            mode = dest.stat().st_mode & 0o777 if dest.exists() else 0o666 & ~_umask()
-            os.chmod(tmp, mode)
+            os.chmod(tmp, new_file_mode(dest))
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
 
 
+def new_file_mode(dest: str | Path) -> int:
+    """Permission bits for a file written to ``dest``: those of the file it replaces, else ``0o666 & ~umask``."""
+    with contextlib.suppress(OSError):
+        return Path(dest).stat().st_mode & 0o777
+    return 0o666 & ~_umask()
+
+
 def _umask() -> int:
-    mask = os.umask(0)
+    mask = os.umask(0)  # the only portable way to read it; set back at once
     os.umask(mask)
     return mask
 
@@ -97,7 +112,8 @@ def check_writable(dest: str | Path, what: str = "output") -> Path:
     """Check, before any work, that a file can be created at ``dest``; return it as a ``Path``.
 
     Raises ``ValueError`` when ``dest`` is a folder, its parent is a file, or the folder cannot be
-    written (a test file is created and removed; the folder is created if missing).
+    written (a test file is created and removed; the folder is created if missing).  Temporary files that
+    a killed run left in the folder are deleted (``core.locks.clean_stale_temporaries``, with a note).
     """
     dest = Path(dest).expanduser()
     if dest.is_dir():
@@ -110,9 +126,14 @@ def check_writable(dest: str | Path, what: str = "output") -> Path:
             break
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{dest.name}.", suffix=".probe")
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=temp_prefix(dest.name), suffix=".probe")
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
         raise ValueError(f"cannot write {what} {dest}: {err.strerror or err}; choose another --out") from err
+    removed = clean_stale_temporaries(parent)
+    if removed:
+        print(
+            f"note: removed {len(removed)} temporary file(s) left in {parent} by a run that was killed", file=sys.stderr
+        )
     return dest

@@ -36,7 +36,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..core.checks import check_device
-from ..core.download import cache_dir, download, file_sha256, forget, verify
+from ..core.download import cache_dir, download, file_sha256, sidecar_path, verify
 from ..core.paths import data_dir
 from ..diffusion.schedules import alphas_cumprod, linear_betas
 from .checkpoints import ModelSpec, build_network, check_keys, load_state_dict, parse_spec, read_spec
@@ -246,8 +246,10 @@ def _reset(name: str) -> str:
 def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
     """Make sure the weights of zoo model ``name`` are on disk (download if needed); return their path.
 
-    ``force``: delete the cached file and its recorded hash first, then download again (the reset after
-    a mismatch).  Embedded weights are checked against their sha256 on every load.
+    ``force``: download again, ignoring the recorded hash (the reset after a mismatch); the cached file and
+    its hash are replaced only by a complete, checked download (an unreachable server leaves them); for a
+    model placed by hand (Google Drive) the recorded hash is dropped and the file checked afresh.
+    Embedded weights are checked against their sha256 on every load.
     """
     e = _entry(name)
     if e.embedded:
@@ -258,9 +260,9 @@ def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
                 "that holds models/"
             )
         return _check_embedded(e)
-    if force:
-        forget(e.path)
     if e.gdrive_id is not None:
+        if force:  # a file put there by hand again: check it afresh and record its hash
+            sidecar_path(e.path).unlink(missing_ok=True)
         if not e.path.is_file():
             raise FileNotFoundError(
                 f"model {name!r} is hosted only on Google Drive (no direct download URL). "
@@ -270,7 +272,14 @@ def fetch(name: str, progress: bool = True, force: bool = False) -> Path:
         return verify(e.path, e.sha256, e.size, validate=_structure_check(e))
     assert e.url is not None
     return download(
-        e.url, e.path, sha256=e.sha256, size=e.size, progress=progress, validate=_structure_check(e), reset=_reset(name)
+        e.url,
+        e.path,
+        sha256=e.sha256,
+        size=e.size,
+        progress=progress,
+        validate=_structure_check(e),
+        reset=_reset(name),
+        force=force,
     )
 
 

@@ -48,10 +48,12 @@ from tqdm.auto import tqdm
 
 from ..core.checks import NotFiniteError, is_integer
 from ..core.files import atomic_path, safe_name
+from ..core.locks import output_lock
+from ..core.signals import deferred_signals, interrupted
 from ..datasets import make_sampler
 from ..diffusion.schedules import alphas_cumprod, linear_betas
 from ..models.networks import ADMUNet
-from .runs import check_run_folder, read_checkpoint, save_weights, write_log
+from .runs import check_run_folder, read_checkpoint, run_files, save_weights, write_log
 
 __all__ = ["load_config", "build_model", "train", "DEFAULTS"]
 
@@ -139,6 +141,10 @@ class _Run:
     elapsed: float = 0.0
     log_rows: list = field(default_factory=list)
     window: list[float] = field(default_factory=list)
+    saved_step: int | None = None  # step of the checkpoint this call wrote last
+    resumed_from: int | None = None  # step of the checkpoint it continued from
+    finals_written: bool = False  # the final weights of this call are written
+    earlier: list[str] = field(default_factory=list)  # files of a run that were in the folder before
 
     @property
     def ckpt_path(self) -> Path:
@@ -169,33 +175,76 @@ def train(
             writes a checkpoint and the final EMA weights with ``config["steps"]`` set to that step
             (the learning rate is constant after warm-up, so a run of N steps is exactly the first N
             steps of any longer run, and ``--resume --steps M`` continues it later).
-        overwrite: start afresh in a folder that holds a run (its files are replaced); without it,
+        overwrite: start afresh in a folder that holds a run (its files are replaced as the new run
+            writes its own: the earlier final weights stay until the new run finishes); without it,
             and without ``resume``, such a folder is refused (``ValueError``).
+
+    The folder is locked while the run trains (``core.locks.output_lock``): a second run into it is
+    refused.  An interrupt (Ctrl-C, SIGTERM in the CLI) raises ``core.signals.Interrupted`` saying what
+    the folder holds: the checkpoint kept and its step, and the earlier run's files that are still there.
     """
     cfg = _config_with_steps(config, steps)
-    planned, batch = int(cfg["steps"]), int(cfg["batch_size"])
     out = Path(out)
-    check_run_folder(out, cfg["name"], resume, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    run = _start(cfg, out, batch)
-    if resume:
-        _resume(run)
+    with output_lock(out, f"the run folder {out}"):
+        check_run_folder(out, cfg["name"], resume, overwrite)
+        earlier = [f for f in run_files(cfg["name"]) if (out / f).exists()]
+        run = _start(cfg, out, int(cfg["batch_size"]))
+        run.earlier = earlier
+        if resume:
+            _resume(run)
+            run.resumed_from = run.step
+        return _train_run(run, stop_after, deadline, progress)
+
+
+def _train_run(run: _Run, stop_after: int | None, deadline: float | None, progress: bool) -> dict:
+    """Train ``run`` to its planned steps (or ``stop_after`` more, or the ``deadline``); write the final weights."""
+    cfg, planned = run.cfg, int(run.cfg["steps"])
     end = planned if stop_after is None else min(planned, run.step + int(stop_after))
-    stopped_early = _loop(run, end, planned, deadline, progress)
-    total = run.step if stopped_early else planned
-    summary = {
-        "name": cfg["name"],
-        "step": run.step,
-        "finished": run.step >= total,
-        "seconds": round(run.elapsed, 1),
-        "final_loss": run.log_rows[-1][1] if run.log_rows else None,
-        "parameters": sum(p.numel() for p in run.model.parameters()),
-        "planned_steps": planned,
-        "stopped_at_deadline": stopped_early,
-    }
-    if run.step >= total and run.step > 0:
-        save_weights(run.ema.state_dict(), cfg, summary, out)
+    try:
+        stopped_early = _loop(run, end, planned, deadline, progress)
+        total = run.step if stopped_early else planned
+        summary = {
+            "name": cfg["name"],
+            "step": run.step,
+            "finished": run.step >= total,
+            "seconds": round(run.elapsed, 1),
+            "final_loss": run.log_rows[-1][1] if run.log_rows else None,
+            "parameters": sum(p.numel() for p in run.model.parameters()),
+            "planned_steps": planned,
+            "stopped_at_deadline": stopped_early,
+        }
+        if run.step >= total and run.step > 0:
+            with deferred_signals():  # the weights and their JSON together
+                save_weights(run.ema.state_dict(), cfg, summary, run.out)
+                run.finals_written = True
+    except KeyboardInterrupt as err:
+        raise interrupted(err, _what_is_kept(run)) from None
     return summary
+
+
+def _what_is_kept(run: _Run) -> str:
+    """What an interrupted run leaves in its folder: the checkpoint and its step, the earlier run's files."""
+    out, name = run.out, run.cfg["name"]
+    if run.finals_written:
+        return f"the run had finished: wrote {name}.safetensors and {name}.json of step {run.step} in {out}"
+    earlier = list(run.earlier)
+    if run.saved_step is not None:
+        text = f"kept {out / 'checkpoint.pt'} of step {run.saved_step} and loss_log.csv; continue with --resume"
+        earlier = [f for f in earlier if f not in ("checkpoint.pt", "loss_log.csv")]  # now this run's
+    elif run.resumed_from is not None:
+        text = (
+            f"nothing new was written: {out / 'checkpoint.pt'} is still that of step {run.resumed_from}; "
+            "continue with --resume"
+        )
+        earlier = []
+    else:
+        first = min(int(run.cfg["checkpoint_every"]), int(run.cfg["steps"]))
+        text = f"nothing was written to {out} (the first checkpoint comes at step {first})"
+    if earlier:
+        text += (
+            f"; {', '.join(earlier)} in {out} are still the earlier run's (this run replaces them as it writes its own)"
+        )
+    return text
 
 
 def _config_with_steps(config: str | Path | dict, steps: int | None) -> dict:
@@ -266,9 +315,11 @@ def _save_checkpoint(run: _Run) -> None:
         "config": json.dumps(run.cfg),
         "loss_log": torch.tensor(run.log_rows, dtype=torch.float64).reshape(-1, 4),
     }
-    with atomic_path(run.ckpt_path) as tmp:  # a crash never leaves a half-written checkpoint
-        torch.save(state, tmp)
-    write_log(run.out / "loss_log.csv", run.log_rows)
+    with deferred_signals():  # Ctrl-C waits for the checkpoint and its log, so the message can name the step
+        with atomic_path(run.ckpt_path) as tmp:  # a crash never leaves a half-written checkpoint
+            torch.save(state, tmp)
+        write_log(run.out / "loss_log.csv", run.log_rows)
+        run.saved_step = run.step
 
 
 def _loop(run: _Run, end: int, planned: int, deadline: float | None, progress: bool) -> bool:

@@ -7,7 +7,8 @@ Notation: none (no paper symbols).  The folder of a run (``deqir-edu train CONFI
     {name}.safetensors  final EMA weights          {name}.json   config + run summary
 
 Every file is written through a temporary file and renamed (``core.files``); ``name`` comes from the
-config and must be a plain file name (``core.files.safe_name``).
+config and must be a plain file name (``core.files.safe_name``).  While a run trains its folder holds the
+lock file ``.deqir-edu.lock`` (``core.locks``): a second run into the same folder is refused.
 """
 
 from __future__ import annotations
@@ -20,8 +21,17 @@ import torch
 from safetensors.torch import save_file
 
 from ..core.files import atomic_path, safe_name, write_json
+from ..core.locks import output_lock
 
-__all__ = ["check_run_folder", "read_checkpoint", "save_weights", "export_checkpoint", "describe", "write_log"]
+__all__ = [
+    "check_run_folder",
+    "run_files",
+    "read_checkpoint",
+    "save_weights",
+    "export_checkpoint",
+    "describe",
+    "write_log",
+]
 
 _RUN_FILES = ("checkpoint.pt", "loss_log.csv")
 _CHECKPOINT_KEYS = (
@@ -37,13 +47,18 @@ _CHECKPOINT_KEYS = (
 )
 
 
+def run_files(name: str) -> tuple[str, ...]:
+    """The files a run of config ``name`` writes into its folder."""
+    return (*_RUN_FILES, f"{name}.safetensors", f"{name}.json")
+
+
 def check_run_folder(out: Path, name: str, resume: bool, overwrite: bool) -> None:
     """Refuse to start a fresh run in a folder that already holds one (unless ``overwrite``)."""
     if resume or overwrite or not out.exists():
         return
     if not out.is_dir():
         raise ValueError(f"output folder {out} is a file; choose another --out")
-    found = [f for f in (*_RUN_FILES, f"{name}.safetensors", f"{name}.json") if (out / f).exists()]
+    found = [f for f in run_files(name) if (out / f).exists()]
     if found:
         raise ValueError(
             f"{out} already holds a run ({', '.join(found)}); continue it with --resume, "
@@ -115,9 +130,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Path:
         "stopped_at_deadline": step < planned,
         "parameters": sum(v.numel() for k, v in state["model"].items()),
     }
-    Path(out).mkdir(parents=True, exist_ok=True)
-    write_log(Path(out) / f"{cfg['name']}_loss.csv", log)
-    return save_weights(state["ema"], cfg, summary, out)
+    with output_lock(out, f"--export {out}"):  # one writer at a time
+        write_log(Path(out) / f"{cfg['name']}_loss.csv", log)
+        return save_weights(state["ema"], cfg, summary, out)
 
 
 def describe(summary: dict) -> str:
