@@ -31,7 +31,7 @@ import torch
 from _model_card import ddnm_grid  # scripts/_model_card.py
 
 import deqir_edu as dq
-from deqir_edu.apps import restore_tiled, tile_starts
+from deqir_edu.apps import TileSampling, restore_tiled, tile_starts
 from deqir_edu.datasets import PHOTO_TRAIN, PatchSampler, skimage_photos
 from deqir_edu.experiments import bicubic_upsample
 from deqir_edu.metrics import nn_distance
@@ -66,9 +66,7 @@ def tiled_figure(model, overlap: int, out: Path) -> dict:
         (256, 256),
         overlap=overlap,
         generator=torch.Generator().manual_seed(0),
-        sampler="ddnm",
-        steps=20,
-        eta=0.85,
+        sampling=TileSampling(sampler="ddnm", steps=20, eta=0.85),
     )
     seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -79,10 +77,7 @@ def tiled_figure(model, overlap: int, out: Path) -> dict:
         (256, 256),
         overlap=overlap,
         generator=torch.Generator().manual_seed(0),
-        sampler="ddnm",
-        steps=20,
-        eta=0.85,
-        samples=16,
+        sampling=TileSampling(sampler="ddnm", steps=20, eta=0.85, samples=16),
     )
     seconds_mean = time.perf_counter() - t0
     starts, _ = tile_starts(256, 32, overlap, 4)  # the tiles restore_tiled used

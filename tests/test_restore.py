@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import deqir_edu as dq
-from deqir_edu.apps import load_image, restore_tiled, save_image
+from deqir_edu.apps import TileSampling, load_image, restore_tiled, save_image
 from deqir_edu.experiments import bicubic_upsample, restore
 from deqir_edu.operators import observation_shape, sr_scale
 
@@ -55,7 +55,12 @@ def test_tiled_restoration_is_consistent(prior, task):
     op = dq.make_operator(task, (1, 40, 40))
     y = op.A(big)
     out = restore_tiled(
-        prior, task, y, (40, 40), sampler="ddnm", steps=8, eta=0.0, generator=torch.Generator().manual_seed(0)
+        prior,
+        task,
+        y,
+        (40, 40),
+        sampling=TileSampling(sampler="ddnm", steps=8, eta=0.0),
+        generator=torch.Generator().manual_seed(0),
     )
     assert out.shape == (1, 1, 40, 40)
     assert torch.isfinite(out).all()
@@ -68,7 +73,12 @@ def test_single_tile_equals_plain_restore(prior):
     op = dq.make_operator("sr4", (1, 16, 16))
     y = op.A(x)
     a = restore_tiled(
-        prior, "sr4", y, (16, 16), sampler="ddnm", steps=8, eta=0.0, generator=torch.Generator().manual_seed(0)
+        prior,
+        "sr4",
+        y,
+        (16, 16),
+        sampling=TileSampling(sampler="ddnm", steps=8, eta=0.0),
+        generator=torch.Generator().manual_seed(0),
     )
     b = restore(prior, op, y, sampler="ddnm", steps=8, eta=0.0, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(a, b, atol=1e-10)
@@ -89,9 +99,7 @@ def test_tiled_restoration_beats_baseline():
         y,
         (32, 32),
         overlap=4,
-        sampler="ddnm",
-        steps=10,
-        eta=0.0,
+        sampling=TileSampling(sampler="ddnm", steps=10, eta=0.0),
         generator=torch.Generator().manual_seed(0),
     )
     assert dq.psnr(out, big).item() > dq.psnr(op.A_pinv(y), big).item() + 3.0

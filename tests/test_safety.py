@@ -21,7 +21,7 @@ from PIL import Image
 from deqir_edu.apps.cli import main
 from deqir_edu.apps.images import load_image, load_mask, save_image
 from deqir_edu.apps.restore_cmd import save_image_checked
-from deqir_edu.apps.tiling import plan_tiled, restore_tiled
+from deqir_edu.apps.tiling import TileSampling, plan_tiled, restore_tiled
 from deqir_edu.core.download import download, sidecar_path
 from deqir_edu.core.files import atomic_path, check_writable, safe_name, same_file
 from deqir_edu.diffusion import ddim_timesteps
@@ -309,9 +309,7 @@ def test_network_calls_stay_within_the_memory_budget() -> None:
         "sr4",
         y,
         (48, 48),
-        steps=3,
-        iters=2,
-        samples=4,
+        sampling=TileSampling(steps=3, iters=2, samples=4),
         memory=60 << 20,
         report=report,
         generator=torch.Generator().manual_seed(0),

@@ -2,6 +2,6 @@
 ``deqir-edu`` command line.  Nothing below ``apps`` imports it."""
 
 from .images import load_image, save_image
-from .tiling import restore_tiled, tile_starts
+from .tiling import TileSampling, restore_tiled, tile_starts
 
-__all__ = ["load_image", "save_image", "restore_tiled", "tile_starts"]
+__all__ = ["load_image", "save_image", "restore_tiled", "tile_starts", "TileSampling"]

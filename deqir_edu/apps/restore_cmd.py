@@ -28,7 +28,7 @@ from .images import load_image, load_mask, save_image
 from .launch import parse_devices, run_sharded
 from .restore_checks import check_folder, check_memory, check_options, masked_task
 from .restore_folder import add_folder_options, run_folder
-from .tiling import choose_sampler, format_seconds, plan_tiled, restore_tiled
+from .tiling import TileSampling, choose_sampler, format_seconds, plan_tiled, restore_tiled
 
 __all__ = ["add_restore"]
 
@@ -214,26 +214,18 @@ def _restore_options(
         print(why)
     if sampler != first:
         plan = plan.for_sampler(sampler, args.steps, iters)  # the same measured call, no second probe
-    return dict(
-        sampler=sampler,
-        steps=args.steps,
-        eta=eta,
-        iters=iters,
-        solver=solver_of(args),
-        clip=clip,
-        samples=args.samples,
-        op_options=op_options,
-        plan=plan,
-    )  # measured once
+    sampling = TileSampling(sampler, args.steps, iters, solver_of(args), eta, clip, args.samples)
+    return dict(sampling=sampling, op_options=op_options, plan=plan)  # the plan: measured once
 
 
 def _announce(args: argparse.Namespace, options: dict[str, Any], hw: tuple[int, int]) -> None:
     """Print the chain and the planned work; warn before a long job."""
-    eta, plan = options["eta"], options["plan"]
-    chain = f"T = {args.steps}, eta = {eta:g}" + (" (the model's default; --eta to change)" if args.eta is None else "")
-    if options["sampler"] == "deqir":
-        chain += f", solver {options['solver']}, at most {options['iters']} passes"
-    print(f"chain: {chain}" + (", clipped x0" if options["clip"] else ""))
+    sampling, plan = options["sampling"], options["plan"]
+    chain = f"T = {args.steps}, eta = {sampling.eta:g}"
+    chain += " (the model's default; --eta to change)" if args.eta is None else ""
+    if sampling.sampler == "deqir":
+        chain += f", solver {sampling.solver}, at most {sampling.iters} passes"
+    print(f"chain: {chain}" + (", clipped x0" if sampling.clip else ""))
     print(f"restore {hw[1]} x {hw[0]}: {plan.describe()}")
     if plan.seconds > _LONG_JOB_S:
         print(
@@ -247,13 +239,14 @@ def _finish(args: argparse.Namespace, y: Any, gt: Any, result: tuple[Any, dict],
     """Save the result, print what was done (PSNR with --simulate), warn when tiles did not converge."""
     x, info = result
     save_image_checked(x, args.out)
-    msg = f"restored {tuple(y.shape[1:])} -> {tuple(x.shape[1:])} with {options['sampler']}: {args.out}"
+    msg = f"restored {tuple(y.shape[1:])} -> {tuple(x.shape[1:])} with {options['sampling'].sampler}: {args.out}"
     if gt is not None:
         msg += f" (PSNR {float(psnr(x, gt).mean()):.2f} dB)"
     print(msg)
     if info["not_converged"]:
         print(
-            f"warning: the parallel solver stopped after {options['iters']} passes (--iters) before its tolerance on "
+            f"warning: the parallel solver stopped after {options['sampling'].iters} passes (--iters) "
+            "before its tolerance on "
             f"{info['not_converged']} of {info['tiles']} tiles; the result may be worse than the "
             "sequential chain: raise --iters or use --sampler ddnm",
             file=sys.stderr,

@@ -38,7 +38,7 @@ from ..models.budget import default_budget, format_bytes, images_per_call, model
 from ..models.wrappers import ChunkedModel, sampling_defaults
 from ..operators import TASKS, Inpainting, make_operator, null_space_project, observation_shape, sr_scale
 
-__all__ = ["restore_tiled", "tile_starts", "plan_tiled", "choose_sampler", "TilePlan"]
+__all__ = ["restore_tiled", "tile_starts", "plan_tiled", "choose_sampler", "TilePlan", "TileSampling"]
 
 _STATE_COPIES = 16  # copies of the chain a solve holds: iterate, F, the Anderson history (2 m, m = 5), work
 
@@ -192,7 +192,7 @@ def restore_tiled(
     memory: int | None = None,
     report: dict[str, Any] | None = None,
     plan: TilePlan | None = None,
-    **restore_kwargs: Any,
+    sampling: TileSampling | None = None,
 ) -> torch.Tensor:
     """Restore an observation ``y`` of an image of size ``image_hw`` larger than the model.
 
@@ -206,15 +206,14 @@ def restore_tiled(
             parallel solve stopped at K passes before its tolerance) and ``evaluations``.
         plan: the ``plan_tiled`` of this call when the caller has it already (its measured call is
             not repeated); ``memory`` is then ignored.
-        restore_kwargs: ``sampler`` (``"deqir"``, ``"ddnm"``, ``"pinv"`` or ``"auto"``:
-            ``experiments.predict_sampler``), ``steps``, ``eta``, ``iters``, ``solver``, ``clip``, ``samples``
-            as ``experiments.restore``; ``eta`` and ``clip`` default to the model's (``models.sampling_defaults``).
+        sampling: the sampler and its settings (``TileSampling``; default ``TileSampling()``: DeqIR with the
+            model's eta and clipping).
     Returns:
         ``(1, C, H, W)``: the blended tiles, projected with the full-size operator (Eq. (5)).
     """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid tasks are: {', '.join(TASKS)}")
-    opts = _TileOptions.parse(model, restore_kwargs)
+    opts = _TileOptions.parse(model, TileSampling() if sampling is None else sampling)
     c, h, w = (int(v) for v in model.image_shape)
     H, W = (int(v) for v in image_hw)
     s = sr_scale(task)
@@ -237,8 +236,28 @@ def restore_tiled(
 
 
 @dataclass(frozen=True)
+class TileSampling:
+    """How ``restore_tiled`` restores each tile, as ``experiments.restore``.
+
+    Attributes:
+        sampler: ``"deqir"``, ``"ddnm"``, ``"pinv"`` or ``"auto"`` (``experiments.predict_sampler`` picks the faster).
+        steps, iters, solver: T, the pass budget K (None: the solver's default) and the parallel solver.
+        eta, clip: None: the model's (``models.sampling_defaults``).
+        samples: the mean of this many runs per tile.
+    """
+
+    sampler: str = "deqir"
+    steps: int = 20
+    iters: int | None = None
+    solver: str = "auto"
+    eta: float | None = None
+    clip: bool | None = None
+    samples: int = 1
+
+
+@dataclass(frozen=True)
 class _TileOptions:
-    """The sampling options of ``restore_tiled`` (its ``restore_kwargs``), with the model's defaults."""
+    """The sampling options of ``restore_tiled`` (its ``TileSampling``), with the model's defaults."""
 
     sampler: str
     steps: int
@@ -249,17 +268,15 @@ class _TileOptions:
     samples: int
 
     @classmethod
-    def parse(cls, model: Any, restore_kwargs: dict[str, Any]) -> _TileOptions:
-        """Read ``restore_kwargs``; ``eta`` and ``clip`` default to ``sampling_defaults(model)``."""
-        opts = dict(restore_kwargs)
-        sampler, steps, iters = opts.pop("sampler", "deqir"), opts.pop("steps", 20), opts.pop("iters", None)
-        solver = opts.pop("solver", "auto")
-        eta, clip, samples = opts.pop("eta", None), opts.pop("clip", None), opts.pop("samples", 1)
+    def parse(cls, model: Any, sampling: TileSampling) -> _TileOptions:
+        """``sampling`` with ``eta`` and ``clip`` from ``sampling_defaults(model)`` where not given."""
+        if not isinstance(sampling, TileSampling):
+            raise ValueError(f"sampling must be a TileSampling, e.g. TileSampling(sampler='ddnm'), got {sampling!r}")
         model_eta, model_clip = sampling_defaults(model)  # the model's config, unless given
-        eta, clip = model_eta if eta is None else eta, model_clip if clip is None else clip
-        if opts:
-            raise ValueError(f"unknown options {sorted(opts)}; use sampler, steps, eta, iters, solver, clip, samples")
-        return cls(sampler, steps, iters, solver, eta, clip, samples)
+        eta = model_eta if sampling.eta is None else sampling.eta
+        clip = model_clip if sampling.clip is None else sampling.clip
+        s = sampling
+        return cls(s.sampler, s.steps, s.iters, s.solver, eta, clip, s.samples)
 
 
 def _full_operator(
