@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from deqir_edu.apps import cliargs, restore_cmd
 from deqir_edu.apps.cli import main
 from deqir_edu.apps.errors import user_error_text
-from deqir_edu.apps.images import load_image, load_mask
+from deqir_edu.apps.images import load_image, load_mask, save_image
 from deqir_edu.apps.restore_checks import check_options
 from deqir_edu.core.checks import check_device, is_integer
 from deqir_edu.datasets import image_folder
@@ -394,3 +394,16 @@ def test_option_types_property(value) -> None:
             parse(value)
         except argparse.ArgumentTypeError as err:
             assert str(err).strip(), parse
+
+
+def test_options_that_would_do_nothing_are_refused(tmp_path, capsys):
+    """``restore FILE --overwrite`` (a single output is always replaced) and ``download lpips-alex --force``."""
+    src = tmp_path / "x.png"
+    save_image(torch.zeros(1, 1, 32, 32), src)
+    code = main(["restore", str(src), "--task", "sr4", "--out", str(tmp_path / "o.png"), "--overwrite"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--overwrite is for a folder" in err[0], err
+    assert not (tmp_path / "o.png").exists()
+    code = main(["download", "lpips-alex", "--force"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--force is for zoo models" in err[0], err

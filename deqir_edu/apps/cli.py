@@ -147,6 +147,11 @@ def _add_download(sub: argparse._SubParsersAction) -> None:
 
 def _run_download(args: argparse.Namespace) -> int:
     if args.name == "lpips-alex":
+        if args.force:
+            raise ValueError(
+                "--force is for zoo models; lpips-alex is checked by its sha256 whenever it is read (a damaged copy "
+                "is deleted and downloaded again): drop --force"
+            )
         path = download_backbone()
     else:
         path = fetch(args.name, progress=not args.no_progress, force=args.force)

@@ -116,6 +116,11 @@ def _check_restore_paths(args: argparse.Namespace) -> None:
     """Refuse, before any work, an output that is the input (or the mask) or cannot be written."""
     if getattr(args, "resume", False) and not getattr(args, "one_device", False):  # one_device: a folder's image
         raise ValueError("--resume continues an interrupted restore of a folder (restore FOLDER --out DIR)")
+    if getattr(args, "overwrite", False) and not getattr(args, "one_device", False):
+        raise ValueError(
+            "--overwrite is for a folder of inputs (restore FOLDER --out DIR); a single --out file is replaced "
+            "(atomically) without it: drop --overwrite"
+        )
     out = Path(args.out).expanduser()
     for name, path in (("input", args.input), ("mask", args.mask)):
         if path is not None and same_file(path, out):
