@@ -113,6 +113,8 @@ def test_bad_arguments(toy) -> None:
     prior, op, _, y, x_T, noises = problem(toy, "sr4", n=2)
     with pytest.raises(ValueError, match="tau"):
         phantom_gradient(prior, op, y, x_T, noises, 10, phantom=PhantomConfig(tau=0.0))
+    with pytest.raises(ValueError, match="no option bogus"):  # the registry checks the solve's options too
+        phantom_gradient(prior, op, y, x_T, noises, 10, phantom=PhantomConfig(solver_options={"bogus": 1}))
     with pytest.raises(ValueError, match="phantom_steps"):
         phantom_gradient(prior, op, y, x_T, noises, 10, phantom=PhantomConfig(phantom_steps=0))
     with pytest.raises(ValueError, match="noises"):

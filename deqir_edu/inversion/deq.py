@@ -178,7 +178,7 @@ def _fixed_point(f: FixedPointMap, cfg: PhantomConfig, states: torch.Tensor | No
     """Algorithm 2, lines 3-4: the fixed point ``(T, B, C, H, W)`` without gradient, by the configured solver."""
     spec, T = solver_spec(cfg.solver), f.steps
     init = f.x_T.expand(T, *f.x_T.shape).clone() if states is None else states.detach()
-    options = {"tol": 0.0, **(cfg.solver_options or {})}
+    options = {"tol": 0.0, **spec.checked_options(cfg.solver, cfg.solver_options, "PhantomConfig")}
     with torch.no_grad():
         star, _ = spec.solve(f, init, max_iter=T if cfg.max_iter is None else cfg.max_iter, **options)
     return star

@@ -15,7 +15,6 @@ With the same noises and ``solver="picard"``, ``max_iter = T`` the result equals
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -101,12 +100,12 @@ def deqir_sample(
     Half precision (``y`` in bf16/fp16): the states and the solver run in float32 (the sums of Eq. (9)
     and the Anderson systems lose too much in 8-11 bits), the network in its own dtype; the result in ``y``'s.
 
-    Warns (``solvers.ConvergenceWarning``) when the solver used up ``max_iter`` before its tolerance
-    (``tol > 0``); ``result.converged`` says the same.  Raises ``ValueError`` for a ``y`` that requires grad
-    (the solve runs without gradients; ``sequential.check_inputs``).
+    Warns (``solvers.ConvergenceWarning``) when the solver used up ``max_iter`` before its tolerance (``tol > 0``;
+    ``result.converged``).  Raises ``ValueError`` for a ``y`` that requires grad (``sequential.check_inputs``).
     """
     check_inputs(model, op, y, "deqir_sample")
-    spec, options = solver_spec(solver), _solver_options(solver, solver_options)
+    spec = solver_spec(solver)
+    options = spec.checked_options(solver, solver_options)  # unknown options refused, naming the solver's
     chain = resolve_chain(model, steps, eta, chain)
     dtype = y.dtype
     half = dtype in (torch.float16, torch.bfloat16)  # the solve in float32, the network in the model's dtype
@@ -125,33 +124,6 @@ def deqir_sample(
     if half:  # back to the caller's dtype
         states = states.to(dtype)
     return DeqIRResult(x0=states[0], states=states, trace=trace, evaluations=f.evaluations)
-
-
-def _solver_options(solver: str, options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``solver_options`` as a dict, checked: a mapping whose keys are not the sampler's own arguments."""
-    if options is None:
-        return {}
-    if not isinstance(options, Mapping):
-        raise ValueError(f"solver_options must be a mapping such as {{'tol': 1e-3}}, got {type(options).__name__}")
-    own = {"max_iter", "callback"} & set(options)
-    if own:
-        raise ValueError(f"give {', '.join(sorted(own))} to deqir_sample itself, not in solver_options")
-    spec = solver_spec(solver)
-    stop = options.get("stop")
-    if stop is not None and stop not in spec.stop_rules:
-        raise ValueError(f"solver {solver!r} has no stopping rule {stop!r}; use one of {spec.stop_rules}")
-    params = inspect.signature(spec.solve).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(options) - set(list(params)[2:]))
-        if unknown:
-            hint = " (a field of its WindowConfig: pass config=dataclasses.replace(spec.config, ...))" * bool(
-                spec.config
-            )
-            raise ValueError(
-                f"solver {solver!r} has no option {', '.join(unknown)}; its options are "
-                f"{', '.join(list(params)[2:])}{hint}"
-            )
-    return dict(options)
 
 
 def _warn_budget(solver: str, spec: SolverSpec, passes: int, steps: int) -> None:

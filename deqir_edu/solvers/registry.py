@@ -23,8 +23,11 @@ Notation: a solver is ``solve(f, init, *, max_iter, tol, stop, reference, callba
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 from ..core.checks import is_integer
 from .anderson import anderson
@@ -64,6 +67,36 @@ class SolverSpec:
     def default_passes(self, steps: int) -> int:
         """K when the caller gives none: ``passes`` or T."""
         return steps if self.passes is None else self.passes
+
+    def checked_options(
+        self, name: str, options: Mapping[str, Any] | None, caller: str = "deqir_sample"
+    ) -> dict[str, Any]:
+        """``options`` (the solver's keyword parameters, e.g. ``{"tol": 0.0}``) as a dict, checked against ``solve``.
+
+        Raises ``ValueError`` for a non-mapping, the caller's own ``max_iter``/``callback``, a stopping rule the
+        solver lacks, or a key that ``solve`` does not take (naming its options).
+        """
+        if options is None:
+            return {}
+        if not isinstance(options, Mapping):
+            raise ValueError(f"solver_options must be a mapping such as {{'tol': 1e-3}}, got {type(options).__name__}")
+        own = {"max_iter", "callback"} & set(options)
+        if own:
+            raise ValueError(f"give {', '.join(sorted(own))} to {caller} itself, not in solver_options")
+        stop = options.get("stop")
+        if stop is not None and stop not in self.stop_rules:
+            raise ValueError(f"solver {name!r} has no stopping rule {stop!r}; use one of {self.stop_rules}")
+        params = inspect.signature(self.solve).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            known = [key for key in list(params)[2:] if key not in ("max_iter", "callback")]
+            unknown = sorted(set(options) - set(known))
+            if unknown:
+                field = f" (for a WindowConfig field: config=dataclasses.replace(solver_spec({name!r}).config, ...))"
+                raise ValueError(
+                    f"solver {name!r} has no option {', '.join(unknown)}; its options are {', '.join(known)}"
+                    + field * (self.config is not None)
+                )
+        return dict(options)
 
 
 def preset(config: WindowConfig) -> Solver:
