@@ -172,9 +172,9 @@ def _check(
 ) -> int:
     """Raise ``ValueError`` for a bad argument; return the window size w."""
     T = f.steps
+    check_solver_args(init, max_iter, tol, stop, reference, WINDOW_STOP_RULES)  # init a tensor first
     if tuple(init.shape) != (T, *f.x_T.shape):
         raise ValueError(f"init must have shape (T, B, C, H, W) = {(T, *f.x_T.shape)}, got {tuple(init.shape)}")
-    check_solver_args(init, max_iter, tol, stop, reference, WINDOW_STOP_RULES)
     if not is_integer(cfg.m) or cfg.m < 1:
         raise ValueError(f"the Anderson history parameter m must be an integer >= 1, got {cfg.m!r}")
     if cfg.x0_scale not in ("image", "null") or not is_integer(cfg.rates) or cfg.rates < 1:
